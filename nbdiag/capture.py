@@ -1,0 +1,135 @@
+"""The hooks of a sampled step: they reduce tensors to stats vectors on the device and never keep a tensor."""
+
+from __future__ import annotations
+
+import functools
+import traceback
+from collections.abc import Callable
+from typing import Any
+
+import torch
+from torch import nn
+
+from nbdiag.buffer import StepBuffer
+from nbdiag.probe import Hooks, iter_tensors
+from nbdiag.stats import output_bounds, tensor_stats
+from nbdiag.weights import UpdateTracker, grad_vector
+
+# A step holds at most this many forward calls' worth of vectors; past it, mon.step() was probably forgotten.
+MAX_CALLS_PER_STEP = 64
+
+
+class Capture:
+    """Owns the hooks of one model and the buffer they fill. ``attach()`` / ``detach()`` are idempotent.
+
+    Every hook body is guarded: an exception is stored in :attr:`errors`, capture switches itself off, and the
+    user's forward/backward continue untouched. KeyboardInterrupt and other BaseExceptions pass through.
+    """
+
+    def __init__(
+        self,
+        model: nn.Module,
+        leaves: list[tuple[str, nn.Module]],
+        params: list[tuple[str, nn.Parameter]],
+        optimizer: torch.optim.Optimizer | None,
+        tracked: list[tuple[str, nn.Parameter]],
+        hist_sample: int | None,
+    ) -> None:
+        self.model = model
+        self.leaves = leaves
+        self.params = params
+        self.optimizer = optimizer
+        self.hist_sample = hist_sample
+        self.updates = UpdateTracker([p for _, p in tracked]) if tracked else None
+        self.update_names = [n for n, _ in tracked]
+        self.buffer = StepBuffer(max_vectors=MAX_CALLS_PER_STEP * max(1, 2 * len(leaves)))
+        self.grad_vectors: dict[str, torch.Tensor] = {}
+        self.stale_grad_norm: torch.Tensor | None = None
+        self.errors: list[str] = []
+        self.failed = False
+        self._bounds = {id(m): output_bounds(m) for _, m in leaves}  # also the set of modules we watch
+        self.bounded_layers: set[str] = set()
+        self._param_by_name = dict(params)
+        self._hooks = Hooks()
+        self._forward_seen = False
+
+    @property
+    def attached(self) -> bool:
+        return len(self._hooks) > 0
+
+    def attach(self) -> None:
+        if self.attached or self.failed:
+            return
+        hooks = self._hooks
+        hooks.register_forward(self.leaves, self._guard(self._on_forward))
+        hooks.add(self.model.register_forward_pre_hook(self._guard(self._on_model_forward)))
+        for name, p in self.params:
+            if p.requires_grad:
+                hooks.add(p.register_post_accumulate_grad_hook(self._guard(functools.partial(self._on_grad, name))))
+        if self.optimizer is not None and self.updates is not None:
+            hooks.add(self.optimizer.register_step_pre_hook(self._guard(self._before_optimizer_step)))
+            hooks.add(self.optimizer.register_step_post_hook(self._guard(self._after_optimizer_step)))
+
+    def detach(self) -> None:
+        self._hooks.remove()
+
+    def new_step(self) -> None:
+        """Forget per-step state (called after the step's statistics were flushed)."""
+        self.grad_vectors = {}
+        self.stale_grad_norm = None
+        self._forward_seen = False
+
+    # -- hooks ---------------------------------------------------------------------------------------------
+    def _guard(self, hook: Callable) -> Callable:
+        def guarded(*args: Any) -> None:
+            if self.failed:
+                return None
+            try:
+                hook(*args)
+            except Exception as error:  # never let monitoring break training
+                self.failed = True
+                self.errors.append(f"{type(error).__name__}: {error}\n{traceback.format_exc(limit=4)}")
+            return None
+
+        return guarded
+
+    def _on_forward(self, name: str, module: nn.Module, inputs: Any, output: Any) -> None:
+        if not torch.is_grad_enabled() or id(module) not in self._bounds:
+            return  # an evaluation pass under no_grad, or a deep copy of the model that inherited the hook
+        bounds = self._bounds[id(module)]
+        for path, tensor in iter_tensors(output):
+            layer = name + path
+            if bounds is not None:
+                self.bounded_layers.add(layer)
+            self.buffer.add(layer, "activation", tensor_stats(tensor, bounds, self.hist_sample))
+            if tensor.requires_grad:
+                tensor.register_hook(self._guard(functools.partial(self._on_output_grad, layer)))
+
+    def _on_output_grad(self, layer: str, grad: torch.Tensor) -> None:
+        self.buffer.add(layer, "gradient", tensor_stats(grad, None, self.hist_sample))
+
+    def _on_grad(self, name: str, param: torch.Tensor) -> None:
+        if param.grad is not None and param is self._param_by_name.get(name):
+            self.grad_vectors[name] = grad_vector(param.grad)
+
+    def _on_model_forward(self, module: nn.Module, inputs: Any) -> None:
+        """At the step's first forward: gradients already present mean zero_grad was skipped (or set_to_none=False)."""
+        if self._forward_seen or not torch.is_grad_enabled() or module is not self.model:
+            return
+        self._forward_seen = True
+        grads = [p.grad for _, p in self.params if p.grad is not None]
+        if grads:
+            self.stale_grad_norm = torch.linalg.vector_norm(
+                torch.stack([g.float() for g in torch._foreach_norm(grads)])
+            )
+
+    def _before_optimizer_step(self, optimizer: Any, args: Any, kwargs: Any) -> None:
+        if optimizer is self.optimizer:  # a deep-copied optimizer inherits the hook too
+            self.updates.before_step()
+
+    def _after_optimizer_step(self, optimizer: Any, args: Any, kwargs: Any) -> None:
+        if optimizer is not self.optimizer:
+            return
+        values = self.updates.after_step()
+        if values is not None:
+            self.buffer.add_group("update", self.update_names, values)

@@ -1,0 +1,91 @@
+"""Input-independent baseline: a copy trained on real inputs must beat the same copy trained on zeroed inputs."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from nbdiag.checks.batches import Batch, collect_batches, concat
+from nbdiag.checks.sandbox import model_copy, preserved_rng
+from nbdiag.checks.training import evaluate, train_copy
+from nbdiag.findings import Finding, make_finding
+
+# Karpathy 2 "input-independent baseline"; 37 reasons 1.4-1.5 (inputs and labels misaligned / unrelated).
+BASELINE_STEPS = 100  # Adam steps for each of the two copies
+BASELINE_LR = 1e-3  # Adam's learning rate
+BASELINE_BATCH = 64  # training batch size (at most)
+HELD_OUT_FRACTION = 0.25  # share of the sampled samples held out when no val_data is given
+BASELINE_MARGIN = 0.1  # real inputs must give a held-out loss at least 10% below the zeroed-input copy's
+
+
+def check_baseline(
+    model: nn.Module,
+    data: object,
+    loss_fn: object,
+    *,
+    val_data: object | None = None,
+    steps: int = BASELINE_STEPS,
+    lr: float = BASELINE_LR,
+    deadline: float | None = None,
+    progress: bool = False,
+) -> list[Finding]:
+    """The model does no better on real inputs than on zeroed ones (``data.no_signal``, warn).
+
+    Two copies from the same initialization train with Adam for ``steps`` steps on the same batches, one on the real
+    inputs, one on inputs set to zero; both are then evaluated (eval mode) on held-out samples (``val_data``, or a
+    random ``HELD_OUT_FRACTION`` (25%) of the sampled samples). Fires when the real copy's held-out loss is not at
+    least ``BASELINE_MARGIN`` (10%) below the zeroed copy's. Source: seeds/001 (Karpathy) 2 "input-independent
+    baseline"; seeds/003 (37 reasons) 1.4 "inputs and labels shuffled apart", 1.5 "no relation between them".
+
+    Args:
+        model: the model; copies of it train.
+        data: a DataLoader, an ``(x, y)`` batch or an iterable of batches.
+        loss_fn: the loss.
+        val_data: held-out data in the same forms, or None to hold out part of ``data``.
+        steps: updates per copy.
+        lr: Adam's learning rate.
+        deadline: a ``time.perf_counter()`` value; past it the check stops with an 'info' finding and no verdict.
+        progress: show a progress bar.
+
+    Returns:
+        At most one finding.
+    """
+    with preserved_rng():
+        train, held_out = _split(collect_batches(data), val_data)
+        zeroed = [(torch.zeros_like(x), y) for x, y in train]
+        real_copy, zero_copy = model_copy(model), model_copy(model)
+        common = {"steps": steps, "lr": lr, "deadline": deadline, "progress": progress}
+        real_trace = train_copy(real_copy, train, loss_fn, desc="baseline: real inputs", **common)
+        zero_trace = train_copy(zero_copy, zeroed, loss_fn, desc="baseline: zeroed inputs", **common)
+        if not (real_trace.finished and zero_trace.finished):
+            message = f"input-independent baseline stopped by the time budget after {len(real_trace.losses)} steps"
+            return [make_finding("check.skipped", "info", message)]
+        real_loss = evaluate(real_copy, held_out, loss_fn)
+        zero_loss = evaluate(zero_copy, held_out, loss_fn)
+    return _baseline_findings(real_loss, zero_loss, steps, len(held_out[0]))
+
+
+def _split(batches: list[Batch], val_data: object | None) -> tuple[list[Batch], Batch]:
+    x, y = concat(batches)
+    if val_data is not None:
+        held_out = concat(collect_batches(val_data))
+    else:
+        order = torch.randperm(len(x))
+        cut = max(1, int(len(x) * HELD_OUT_FRACTION))
+        held_out = (x[order[:cut]], y[order[:cut]])
+        x, y = x[order[cut:]], y[order[cut:]]
+    if len(x) == 0:
+        raise ValueError(f"got {len(held_out[0])} sample(s), expected at least 2 to hold some out; pass more data")
+    size = min(BASELINE_BATCH, len(x))
+    return [(x[i : i + size], y[i : i + size]) for i in range(0, len(x) - size + 1, size)], held_out
+
+
+def _baseline_findings(real_loss: float, zero_loss: float, steps: int, held_out: int) -> list[Finding]:
+    evidence = {"real_inputs_loss": real_loss, "zeroed_inputs_loss": zero_loss, "steps": steps, "held_out": held_out}
+    if real_loss < (1 - BASELINE_MARGIN) * zero_loss:
+        return []
+    message = (
+        f"after {steps} steps the held-out loss is {real_loss:.4g} with real inputs and {zero_loss:.4g} with "
+        "zeroed inputs: the inputs carry no usable signal for the targets"
+    )
+    return [make_finding("data.no_signal", "warn", message, evidence=evidence)]

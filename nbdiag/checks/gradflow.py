@@ -1,0 +1,81 @@
+"""Gradient flow check: every parameter meant to train receives a gradient and is in the optimizer."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from nbdiag.checks.batches import collect_batches, model_device, to_device
+from nbdiag.checks.sandbox import model_copy, optimized_names, preserved_rng
+from nbdiag.findings import Finding, make_finding
+
+
+def check_gradient_flow(
+    model: nn.Module, data: object, loss_fn: object, optimizer: torch.optim.Optimizer | None = None
+) -> list[Finding]:
+    """Parameters that never receive a gradient (``model.frozen``).
+
+    One forward/backward of a train-mode copy on the first batch. Reported per parameter group of causes:
+    ``requires_grad=False`` ('warn'; 'info' when an optimizer is given and holds none of them, which looks like
+    deliberate freezing), no gradient at all (cut by ``.detach()``, an unused branch: 'warn'), a gradient that is
+    exactly zero over the batch (dead units upstream: 'warn'), and trainable parameters missing from ``optimizer``
+    ('warn'). Source: seeds/003 (37 reasons) 3.8 "layers frozen by accident".
+
+    Args:
+        model: the model; a copy of it runs.
+        data: a DataLoader, an ``(x, y)`` batch or an iterable of batches.
+        loss_fn: the loss.
+        optimizer: the optimizer meant to train ``model``, or None.
+
+    Returns:
+        One finding per cause that occurs, naming the parameters.
+    """
+    x, y = collect_batches(data)[0]
+    in_optimizer = optimized_names(optimizer, model) if optimizer is not None else None
+    with preserved_rng():
+        clone = model_copy(model, train=True)
+        x, y = to_device((x, y), model_device(clone))
+        loss = loss_fn(clone(x), y)
+        if loss.requires_grad:
+            loss.backward()
+        groups = _classify(clone, in_optimizer)
+    return _flow_findings(groups, in_optimizer)
+
+
+def _classify(clone: nn.Module, in_optimizer: set[str] | None) -> dict[str, list[str]]:
+    groups: dict[str, list[str]] = {"frozen": [], "no_grad": [], "zero_grad": [], "not_in_optimizer": []}
+    for name, parameter in clone.named_parameters():
+        if not parameter.requires_grad:
+            groups["frozen"].append(name)
+        elif parameter.grad is None:
+            groups["no_grad"].append(name)
+        elif not bool(parameter.grad.any()):
+            groups["zero_grad"].append(name)
+        if in_optimizer is not None and parameter.requires_grad and name not in in_optimizer:
+            groups["not_in_optimizer"].append(name)
+    return groups
+
+
+def _flow_findings(groups: dict[str, list[str]], in_optimizer: set[str] | None) -> list[Finding]:
+    findings = []
+    frozen = groups["frozen"]
+    if frozen:
+        deliberate = in_optimizer is not None and not any(name in in_optimizer for name in frozen)
+        severity = "info" if deliberate else "warn"
+        note = " and are not in the optimizer (deliberate freezing?)" if deliberate else ""
+        findings.append(_finding(severity, f"{len(frozen)} parameter(s) have requires_grad=False{note}", frozen))
+    causes = {
+        "no_grad": "receive no gradient (cut by .detach() or not on the loss's path)",
+        "zero_grad": "receive a gradient that is exactly zero on the whole batch (dead units upstream?)",
+        "not_in_optimizer": "are trainable but not in the optimizer, so they never update",
+    }
+    for group, text in causes.items():
+        if groups[group]:
+            findings.append(_finding("warn", f"{len(groups[group])} parameter(s) {text}", groups[group]))
+    return findings
+
+
+def _finding(severity: str, message: str, names: list[str]) -> Finding:
+    shown = ", ".join(names[:5]) + (f", ... ({len(names)} in all)" if len(names) > 5 else "")
+    layer = names[0].rsplit(".", 1)[0] if names else None
+    return make_finding("model.frozen", severity, f"{message}: {shown}", layer=layer, evidence={"parameters": names})

@@ -1,0 +1,162 @@
+"""Loss checks: the loss at initialization against its closed form, and what form of output the loss receives."""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import nn
+
+from nbdiag.checks.batches import collect_batches, concat, first_tensor, model_device, to_device
+from nbdiag.checks.losskind import LossKind, loss_kind, uses_class_indices
+from nbdiag.checks.sandbox import forward_copy, model_copy, preserved_rng
+from nbdiag.findings import Finding, make_finding
+
+# Initial loss (Karpathy 2 "verify loss @ init"; 37 reasons 3.2 "look for correct loss at chance"):
+# class and binary losses are flagged beyond +-30% of -ln(1/C) (C = 10: outside [1.61, 2.99]);
+# MSE beyond a factor 3 of the target variance (the loss of predicting the mean).
+CLASS_LOSS_TOLERANCE = 0.3
+MSE_LOSS_FACTOR = 3.0
+INITIAL_LOSS_BATCHES = 4
+# Output form: rows summing to 1 within this tolerance (probabilities) or with logsumexp within it of 0
+# (log-probabilities) (37 reasons 3.4 "check the loss input").
+SIMPLEX_TOLERANCE = 1e-3
+MIN_VALUES_FOR_SIGMOID = 16  # a sigmoid is only inferred from at least this many outputs, all in (0, 1)
+
+
+def expected_initial_loss(kind: LossKind, output: torch.Tensor, y: torch.Tensor, num_classes: int | None):
+    """The loss a well-initialized model gives before training, or None when nbdiag has no closed form.
+
+    Class indices: -ln(1/C) = ln C (uniform prediction), C = ``num_classes`` or the output width. Binary: ln 2.
+    MSE: the variance of the targets (per output dimension, averaged), the loss of predicting their mean.
+    """
+    if kind.task == "classes" and uses_class_indices(kind, output, y) and output.ndim >= 2:
+        return math.log(num_classes if num_classes is not None else output.shape[1])
+    if kind.task == "binary":
+        return math.log(2.0)
+    if kind.name in ("MSELoss", "mse_loss"):
+        return float(y.reshape(len(y), -1).double().var(dim=0, unbiased=False).mean())
+    return None
+
+
+def check_initial_loss(
+    model: nn.Module, data: object, loss_fn: object, num_classes: int | None = None
+) -> list[Finding]:
+    """The loss at initialization far from its expected value (``loss.initial_mismatch``, warn).
+
+    Measured on a fresh copy in train mode, without updates, averaged over up to ``INITIAL_LOSS_BATCHES`` batches.
+    Expected: ln C for class losses (:func:`expected_initial_loss`), flagged when off by more than
+    ``CLASS_LOSS_TOLERANCE`` (30%) of it; the target variance for MSE, flagged beyond a factor ``MSE_LOSS_FACTOR``
+    (3); 'fail' when the loss is already NaN/Inf. Source: seeds/001 (Karpathy) 2 "verify loss @ init";
+    seeds/003 (37 reasons) 3.2; seeds/004 (CS231n lecture 5) babysitting, sanity check of the loss.
+
+    Args:
+        model: the model; a copy of it is evaluated.
+        data: a DataLoader, an ``(x, y)`` batch or an iterable of batches.
+        loss_fn: the loss.
+        num_classes: the number of classes; inferred from the output width when None.
+
+    Returns:
+        At most one finding; none for a loss without a closed form.
+    """
+    kind = loss_kind(loss_fn)
+    batches = collect_batches(data)[:INITIAL_LOSS_BATCHES]
+    with preserved_rng(), torch.no_grad():
+        clone = model_copy(model, train=True)
+        device = model_device(clone)
+        results = [(clone(x), y) for x, y in (to_device(batch, device) for batch in batches)]
+        losses = [float(loss_fn(output, y)) for output, y in results]
+    measured = sum(losses) / len(losses)
+    expected = expected_initial_loss(kind, first_tensor(results[0][0]), concat(batches)[1], num_classes)
+    if expected is None:
+        return []
+    evidence = {"loss": measured, "expected": expected, "loss_fn": kind.name}
+    if not math.isfinite(measured):
+        return [make_finding("loss.initial_mismatch", "fail", f"the initial loss is {measured}", evidence=evidence)]
+    if not _initial_loss_mismatch(kind, measured, expected):
+        return []
+    reduction = getattr(loss_fn, "reduction", "mean")
+    hint = " (reduction='sum' scales it by the batch size)" if reduction == "sum" else ""
+    reference = "ln C" if kind.task == "classes" else "ln 2" if kind.task == "binary" else "the target variance"
+    message = f"initial loss {measured:.4g}, expected about {expected:.4g} ({reference}){hint}"
+    return [make_finding("loss.initial_mismatch", "warn", message, evidence=evidence)]
+
+
+def _initial_loss_mismatch(kind: LossKind, measured: float, expected: float) -> bool:
+    if kind.task == "regression":
+        if expected <= 0:
+            return measured > 0
+        return not (1 / MSE_LOSS_FACTOR <= measured / expected <= MSE_LOSS_FACTOR)
+    return abs(measured - expected) > CLASS_LOSS_TOLERANCE * expected
+
+
+def _row_sums_to_one(output: torch.Tensor) -> bool:
+    return bool((output >= 0).all()) and bool(((output.sum(dim=1) - 1).abs() <= SIMPLEX_TOLERANCE).all())
+
+
+def _log_probabilities(output: torch.Tensor) -> bool:
+    lse = torch.logsumexp(output, dim=1)
+    return bool((output <= SIMPLEX_TOLERANCE).all()) and bool((lse.abs() <= SIMPLEX_TOLERANCE).all())
+
+
+def check_loss_input(model: nn.Module, data: object, loss_fn: object) -> list[Finding]:
+    """Probabilities where the loss expects logits, or the reverse (``loss.probabilities_to_ce``).
+
+    Judged on the output of an eval-mode copy for the first batch, class dimension 1:
+    CrossEntropyLoss given rows that are >= 0 and sum to 1 (a softmax): 'fail'; given log-probabilities
+    (<= 0, logsumexp 0): 'info' (harmless, log_softmax is idempotent). NLLLoss given anything but log-probabilities:
+    'fail'. BCEWithLogitsLoss given at least ``MIN_VALUES_FOR_SIGMOID`` outputs all in (0, 1) (a sigmoid): 'warn'.
+    BCELoss given values outside [0, 1]: 'fail'. Tolerance ``SIMPLEX_TOLERANCE`` (1e-3).
+    Source: seeds/003 (37 reasons) 3.4 "check the loss input".
+
+    Args:
+        model: the model; a copy of it runs one forward pass.
+        data: a DataLoader, an ``(x, y)`` batch or an iterable of batches.
+        loss_fn: the loss.
+
+    Returns:
+        At most one finding.
+    """
+    kind = loss_kind(loss_fn)
+    with preserved_rng():
+        output = first_tensor(forward_copy(model, collect_batches(data)[0][0], train=False)).float().cpu()
+    if kind.task == "classes" and output.ndim >= 2 and output.shape[1] >= 2:
+        return _class_input_findings(kind, output)
+    if kind.task == "binary":
+        return _binary_input_findings(kind, output)
+    return []
+
+
+def _form_finding(severity: str, message: str, output: torch.Tensor) -> Finding:
+    evidence = {"min": float(output.min()), "max": float(output.max()), "row_sum_mean": float(output.sum(1).mean())}
+    return make_finding("loss.probabilities_to_ce", severity, message, evidence=evidence)
+
+
+def _class_input_findings(kind: LossKind, output: torch.Tensor) -> list[Finding]:
+    probabilities, log_probabilities = _row_sums_to_one(output), _log_probabilities(output)
+    if kind.expects == "logits" and probabilities:
+        message = f"{kind.name} got probabilities (rows >= 0 summing to 1); remove the softmax, it expects logits"
+        return [_form_finding("fail", message, output)]
+    if kind.expects == "logits" and log_probabilities:
+        message = f"{kind.name} got log-probabilities; harmless (log_softmax is idempotent) but NLLLoss is meant"
+        return [_form_finding("info", message, output)]
+    if kind.expects == "log_probabilities" and not log_probabilities:
+        what = "probabilities; apply log_softmax" if probabilities else "raw logits; add log_softmax"
+        message = f"{kind.name} expects log-probabilities but got {what} (or use CrossEntropyLoss)"
+        return [_form_finding("fail", message, output)]
+    return []
+
+
+def _binary_input_findings(kind: LossKind, output: torch.Tensor) -> list[Finding]:
+    inside = bool(((output > 0) & (output < 1)).all())
+    if kind.expects == "logits" and inside and output.numel() >= MIN_VALUES_FOR_SIGMOID:
+        message = f"{kind.name} got outputs all in (0, 1), probably after a sigmoid; it applies one itself"
+        return [make_finding("loss.probabilities_to_ce", "warn", message, evidence=_range(output))]
+    if kind.expects == "probabilities" and not bool(((output >= 0) & (output <= 1)).all()):
+        message = f"{kind.name} got values outside [0, 1] (logits?); add a sigmoid or use BCEWithLogitsLoss"
+        return [make_finding("loss.probabilities_to_ce", "fail", message, evidence=_range(output))]
+    return []
+
+
+def _range(output: torch.Tensor) -> dict[str, float]:
+    return {"min": float(output.min()), "max": float(output.max())}

@@ -1,0 +1,80 @@
+"""Isolation for checks: deep copies of the model and optimizer, and RNG state that is restored afterwards."""
+
+from __future__ import annotations
+
+import copy
+import random
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+import numpy as np
+import torch
+from torch import nn
+
+from nbdiag.checks.batches import model_device
+
+CHECK_SEED = 0  # every check draws from its own seeded RNG, so a report is reproducible
+
+
+@contextmanager
+def preserved_rng(seed: int = CHECK_SEED) -> Iterator[None]:
+    """Seed torch, numpy and python ``random`` with ``seed`` inside; restore the caller's states on exit."""
+    python_state, numpy_state = random.getstate(), np.random.get_state()
+    devices = [torch.cuda.current_device()] if torch.cuda.is_available() and torch.cuda.is_initialized() else []
+    try:
+        with torch.random.fork_rng(devices=devices):
+            torch.manual_seed(seed)
+            yield
+    finally:
+        random.setstate(python_state)
+        np.random.set_state(numpy_state)
+
+
+def model_copy(model: nn.Module, train: bool = True) -> nn.Module:
+    """A deep copy of ``model`` in train (or eval) mode with its gradients cleared."""
+    clone = copy.deepcopy(model)
+    clone.train(train)
+    for parameter in clone.parameters():
+        parameter.grad = None
+    return clone
+
+
+def clone_optimizer(optimizer: torch.optim.Optimizer, model: nn.Module, clone: nn.Module) -> torch.optim.Optimizer:
+    """An optimizer of ``optimizer``'s class and state that updates ``clone`` (a copy of ``model``) instead.
+
+    Raises:
+        ValueError: the optimizer holds a parameter that is not in ``model``.
+    """
+    by_id = _names_by_id(model)
+    clone_params = dict(clone.named_parameters(remove_duplicate=False))
+    groups = []
+    for group in optimizer.param_groups:
+        missing = [p for p in group["params"] if id(p) not in by_id]
+        if missing:
+            raise ValueError(
+                f"got an optimizer holding {len(missing)} parameter(s) that are not in the model, expected "
+                "optimizer = Optimizer(model.parameters()); pass the optimizer of this model"
+            )
+        params = [clone_params[by_id[id(p)]] for p in group["params"]]
+        groups.append({**{k: v for k, v in group.items() if k != "params"}, "params": params})
+    twin = type(optimizer)(groups, **optimizer.defaults)
+    twin.load_state_dict(copy.deepcopy(optimizer.state_dict()))
+    return twin
+
+
+def _names_by_id(model: nn.Module) -> dict[int, str]:
+    return {id(p): name for name, p in model.named_parameters(remove_duplicate=False)}
+
+
+def optimized_names(optimizer: torch.optim.Optimizer, model: nn.Module) -> set[str]:
+    """Names (as in ``model.named_parameters()``) of the model's parameters that ``optimizer`` updates."""
+    by_id = _names_by_id(model)
+    held = {id(p) for group in optimizer.param_groups for p in group["params"]}
+    return {name for pid, name in by_id.items() if pid in held}
+
+
+@torch.no_grad()
+def forward_copy(model: nn.Module, x: torch.Tensor, train: bool = True) -> object:
+    """The output of a fresh copy of ``model`` (train or eval mode) on ``x``, without gradients."""
+    clone = model_copy(model, train=train)
+    return clone(x.to(model_device(clone)))

@@ -1,0 +1,255 @@
+"""Findings: what is wrong, where, the numbers, what to do. The catalog holds each id's advice and source once."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+SEVERITIES = ("info", "warn", "fail")
+
+# Source texts (shared/seeds): 000 = "37 reasons" (Korean), 001 = Karpathy's recipe, 002 = CS231n training
+# recipes, 003 = "37 reasons" (Japanese, numbered), 004 = CS231n lecture 5.
+_37 = "seeds/003 (37 reasons)"
+_KARPATHY = "seeds/001 (Karpathy, recipe)"
+_CS231N = "seeds/002 (CS231n training recipes)"
+_LECTURE5 = "seeds/004 (CS231n lecture 5)"
+
+
+@dataclass(frozen=True)
+class CatalogEntry:
+    """What an id means, what to do about it, and where the advice comes from."""
+
+    title: str
+    advice: str
+    ref: str
+
+
+CATALOG: dict[str, CatalogEntry] = {
+    "data.nonfinite": CatalogEntry(
+        "NaN or Inf in the data",
+        "Find where the non-finite values enter (loading, division by zero, log of 0) and drop or impute them.",
+        f"{_37} 1.1; seeds/000 1",
+    ),
+    "data.constant_input": CatalogEntry(
+        "Inputs are constant or all zero",
+        "Print a batch as the model receives it: the loader or a transform may zero it. Drop features that never vary.",
+        f"{_37} 1.1-1.3",
+    ),
+    "data.unnormalized": CatalogEntry(
+        "Inputs are far from zero mean and unit variance",
+        "Standardize inputs (subtract the training mean, divide by the training std), e.g. raw 0-255 pixels "
+        "-> x/255 then normalize.",
+        f"{_37} 2.1; {_CS231N} data preprocessing",
+    ),
+    "data.label_range": CatalogEntry(
+        "Targets do not fit the loss",
+        "Class targets for CrossEntropyLoss must be int64 in [0, C) with shape (N,); regression targets "
+        "must match the output shape.",
+        f"{_37} 3.4",
+    ),
+    "data.class_imbalance": CatalogEntry(
+        "Strong class imbalance",
+        "Reweight the loss, resample, or report per-class metrics; accuracy alone hides this.",
+        f"{_37} 1.8",
+    ),
+    "data.single_class_batches": CatalogEntry(
+        "Batches hold one or few labels",
+        "Shuffle the training data (DataLoader(shuffle=True)); sorted data makes every batch one class.",
+        f"{_37} 1.7, 1.10",
+    ),
+    "data.repeated_batch": CatalogEntry(
+        "The loader yields the same batch again and again",
+        "Check the loader's indexing: it returns the same samples every iteration.",
+        f"{_37} 1.3",
+    ),
+    "data.duplicates": CatalogEntry(
+        "Duplicate samples, or train/validation overlap",
+        "Deduplicate, and split before any augmentation so no sample sits in both splits.",
+        f"{_KARPATHY} 1",
+    ),
+    "data.no_signal": CatalogEntry(
+        "The model does no better on real inputs than on zeroed inputs",
+        "Inputs and labels may be misaligned (labels shuffled apart from inputs), or the inputs never reach the model.",
+        f"{_KARPATHY} 2 (input-independent baseline); {_37} 1.4-1.5",
+    ),
+    "loss.initial_mismatch": CatalogEntry(
+        "Initial loss is far from its expected value",
+        "At init a classifier should give -ln(1/C). Check the final layer's init and bias, the loss "
+        "reduction, and that outputs are logits.",
+        f"{_KARPATHY} 2 (verify loss @ init); {_37} 3.2",
+    ),
+    "loss.probabilities_to_ce": CatalogEntry(
+        "The loss receives probabilities where it expects logits (or the reverse)",
+        "CrossEntropyLoss applies log-softmax itself: remove the softmax at the end of the model, or use "
+        "NLLLoss on log_softmax outputs.",
+        f"{_37} 3.4",
+    ),
+    "model.frozen": CatalogEntry(
+        "Parameters never receive a gradient",
+        "Check requires_grad, .detach() calls and branches the loss never reaches; pass all parameters "
+        "to the optimizer.",
+        f"{_37} 3.8",
+    ),
+    "model.batch_mixing": CatalogEntry(
+        "Sample i's loss depends on other samples' inputs",
+        "A view/reshape/transpose probably mixes the batch dimension; use permute and keep batch first.",
+        f"{_KARPATHY} 2 (use backprop to chart dependencies)",
+    ),
+    "model.train_eval_mode": CatalogEntry(
+        "Train/eval mode is wrong for the phase",
+        "Call model.train() before training and model.eval() before evaluating when dropout or batch norm is present.",
+        f"{_37} 4.6",
+    ),
+    "train.cannot_overfit": CatalogEntry(
+        "The model cannot overfit one small batch",
+        "A model that cannot drive the loss to ~0 on a few samples has a bug (loss, labels, frozen layers, "
+        "too-low LR) or too little capacity.",
+        f"{_KARPATHY} 2 (overfit one batch); {_37} 4.1",
+    ),
+    "train.nonfinite": CatalogEntry(
+        "NaN or Inf appeared during training",
+        "Lower the learning rate, clip gradients, check divisions/logs/exp in custom layers; the first "
+        "layer in forward order is the place to look.",
+        f"{_37} 4.11",
+    ),
+    "train.diverging": CatalogEntry(
+        "The loss is exploding",
+        "Lower the learning rate (by 3-10x) or add warmup/gradient clipping.",
+        f"{_CS231N} learning rate; {_LECTURE5} babysitting",
+    ),
+    "train.stalled": CatalogEntry(
+        "The loss does not move",
+        "Raise the learning rate, check that gradients reach the parameters, and check for dead units.",
+        f"{_CS231N} learning rate; {_LECTURE5} babysitting",
+    ),
+    "train.exploding_gradients": CatalogEntry(
+        "Gradient norms grow by orders of magnitude",
+        "Lower the learning rate, clip gradients, use normalization layers or a better init.",
+        f"{_37} 4.9",
+    ),
+    "train.vanishing_gradients": CatalogEntry(
+        "Gradient norms shrink by orders of magnitude across depth",
+        "Use ReLU-family activations with He init, batch norm, or residual connections.",
+        f"{_37} 4.2; {_LECTURE5} weight initialization",
+    ),
+    "train.update_ratio": CatalogEntry(
+        "Update/weight ratio is far from ~1e-3",
+        "Around 1e-3 is healthy: much lower means the learning rate is too low, much higher too high.",
+        f"{_LECTURE5} babysitting (update/weight ratio)",
+    ),
+    "train.grad_accumulation": CatalogEntry(
+        "Gradients are not zeroed between steps",
+        "Call optimizer.zero_grad() once per step (or on purpose, accumulate and divide the loss).",
+        f"{_37} 3.11 (check custom optimizers)",
+    ),
+    "act.dead_units": CatalogEntry(
+        "ReLU units never fire",
+        "Lower the learning rate, check bias init (large negative biases kill units), or use leaky ReLU.",
+        f"{_CS231N} activation functions",
+    ),
+    "act.saturation": CatalogEntry(
+        "tanh/sigmoid outputs are pinned near their limits",
+        "Use Xavier init (std = 1/sqrt(fan_in)), normalize inputs, or switch to ReLU.",
+        f"{_CS231N} activation functions; {_LECTURE5} weight initialization",
+    ),
+    "act.collapse": CatalogEntry(
+        "Activation std shrinks toward zero with depth",
+        "Init is too small: use Xavier (tanh) or He (ReLU) init, or batch norm.",
+        f"{_LECTURE5} weight initialization",
+    ),
+    "act.explode": CatalogEntry(
+        "Activation std grows with depth",
+        "Init is too large: use Xavier (tanh) or He (ReLU) init, or batch norm.",
+        f"{_LECTURE5} weight initialization; {_37} 4.2",
+    ),
+    "check.error": CatalogEntry(
+        "A check could not run",
+        "The check itself failed; its message says why. The rest of the report is still valid.",
+        "nbdiag",
+    ),
+    "check.skipped": CatalogEntry(
+        "A check was skipped",
+        "Its message says why (time budget, a failed prerequisite, an input it cannot judge); raise budget_s or "
+        "fix the failing check to run it.",
+        "nbdiag",
+    ),
+    "train.lr_range": CatalogEntry(
+        "The learning rate is outside the range where the loss falls",
+        "Run nbdiag.lr_range_test and start near its suggestion; too high diverges, too low stalls.",
+        f"{_CS231N} learning rate schedules; {_LECTURE5} babysitting (hyperparameter search)",
+    ),
+    "monitor.hook_error": CatalogEntry(
+        "A monitoring hook failed and was switched off",
+        "Training was not affected. Please report the message; the rest of the record is valid.",
+        "nbdiag",
+    ),
+}
+
+
+@dataclass(frozen=True)
+class Finding:
+    """One diagnosis: an id from :data:`CATALOG`, where it was seen and the numbers behind it."""
+
+    id: str
+    severity: str
+    message: str
+    layer: str | None = None
+    step: int | None = None
+    evidence: dict[str, Any] = field(default_factory=dict)
+    advice: str = ""
+    ref: str = ""
+
+    def __post_init__(self) -> None:
+        if self.id not in CATALOG:
+            raise ValueError(f"unknown finding id {self.id!r}; expected one of nbdiag.findings.CATALOG")
+        if self.severity not in SEVERITIES:
+            raise ValueError(f"severity must be one of {SEVERITIES}, got {self.severity!r}")
+
+    def __str__(self) -> str:
+        where = f" [{self.layer}]" if self.layer else ""
+        when = f" @step {self.step}" if self.step is not None else ""
+        return f"{self.severity.upper():4} {self.id}{where}{when}: {self.message}"
+
+
+def make_finding(
+    id: str,
+    severity: str,
+    message: str,
+    *,
+    layer: str | None = None,
+    step: int | None = None,
+    evidence: dict[str, Any] | None = None,
+) -> Finding:
+    """Build a :class:`Finding`, filling advice and ref from the catalog."""
+    entry = CATALOG.get(id)
+    if entry is None:
+        raise ValueError(f"unknown finding id {id!r}; add it to nbdiag.findings.CATALOG first")
+    return Finding(id, severity, message, layer, step, dict(evidence or {}), entry.advice, entry.ref)
+
+
+def findings_frame(findings: list[Finding]):
+    """Findings as a pandas DataFrame, one row each (evidence kept as a dict column)."""
+    import pandas as pd
+
+    columns = ["id", "severity", "layer", "step", "message", "advice", "ref", "evidence"]
+    return pd.DataFrame([{c: getattr(f, c) for c in columns} for f in findings], columns=columns)
+
+
+def findings_text(findings: list[Finding]) -> str:
+    """A plain-text table of findings, most severe first."""
+    if not findings:
+        return "no findings"
+    order = {"fail": 0, "warn": 1, "info": 2}
+    lines = []
+    for f in sorted(findings, key=lambda f: order[f.severity]):
+        lines.append(str(f))
+        if f.evidence:
+            lines.append("       evidence: " + ", ".join(f"{k}={_fmt(v)}" for k, v in f.evidence.items()))
+        lines.append(f"       advice: {f.advice}  ({f.ref})")
+    return "\n".join(lines)
+
+
+def _fmt(value: Any) -> str:
+    if isinstance(value, float):
+        return f"{value:.4g}"
+    return str(value)

@@ -1,0 +1,95 @@
+"""Drawing the activations lab: one plotly FigureWidget updated in place, and the same panels in matplotlib."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from nbdiag.labs.activations import ActivationsLab
+
+STAT_COLUMNS = ("mean_grad", "saturated", "dead")
+
+
+def input_density(lab: ActivationsLab) -> tuple[np.ndarray, np.ndarray]:
+    """The input distribution's density on the curves' x grid, scaled to peak at 1 (drawn behind the curves)."""
+    x = lab.curves["x"].unique()
+    density = np.exp(-0.5 * ((x - lab.mean) / lab.std) ** 2)
+    return x, density / max(density.max(), math.ulp(1.0))
+
+
+def build_widget(lab: ActivationsLab):
+    """Mean/std sliders above one FigureWidget: f(x), f'(x) (with the input density), and the statistics."""
+    import ipywidgets as w
+    import plotly.graph_objects as go
+    from plotly.subplots import make_subplots
+
+    fig = make_subplots(
+        rows=1, cols=3, subplot_titles=("f(x)", "f'(x)", "for x ~ N(mean, std^2)"), horizontal_spacing=0.06
+    )
+    for col in (1, 2):
+        fig.add_trace(
+            go.Scatter(name="input density", fill="tozeroy", line_color="lightgray", showlegend=col == 1),
+            row=1,
+            col=col,
+        )
+    for i, (name, curve) in enumerate(lab.curves.groupby("activation", sort=False)):
+        color = f"hsl({i * 360 // 7}, 60%, 45%)"
+        fig.add_trace(go.Scatter(x=curve["x"], y=curve["value"], name=name, line_color=color), row=1, col=1)
+        fig.add_trace(
+            go.Scatter(x=curve["x"], y=curve["grad"], name=name, line_color=color, showlegend=False), row=1, col=2
+        )
+    for column in STAT_COLUMNS:
+        fig.add_trace(go.Bar(name=column), row=1, col=3)
+    fig.update_yaxes(range=[-2, 3], row=1, col=1)
+    fig.update_yaxes(range=[-0.2, 1.3], row=1, col=2)
+    fig.update_yaxes(range=[0, 1.1], row=1, col=3)
+    fig.update_layout(height=420, barmode="group", margin={"t": 40, "b": 40, "l": 40, "r": 20})
+    lab.figure_widget = go.FigureWidget(fig)
+    lab.controls = {
+        "mean": w.FloatSlider(value=lab.mean, min=-4, max=4, step=0.1, description="input mean"),
+        "std": w.FloatLogSlider(value=lab.std, base=10, min=-1.5, max=1, description="input std"),
+    }
+    lab.table = w.HTML()
+
+    def on_change(_change) -> None:
+        lab.update(mean=lab.controls["mean"].value, std=lab.controls["std"].value)
+
+    for control in lab.controls.values():
+        control.observe(on_change, names="value")
+    refresh(lab)
+    return w.VBox([w.HBox(list(lab.controls.values())), lab.figure_widget, lab.table])
+
+
+def refresh(lab: ActivationsLab) -> None:
+    """Move the density and the bars to ``lab.stats`` (one batched message), and refill the table."""
+    x, density = input_density(lab)
+    fig = lab.figure_widget
+    with fig.batch_update():
+        fig.data[0].update(x=x, y=density)
+        fig.data[1].update(x=x, y=density)
+        for trace in fig.data[-len(STAT_COLUMNS) :]:
+            trace.update(x=lab.stats.index.to_list(), y=lab.stats[trace.name].to_numpy())
+    lab.table.value = lab.stats.to_html(float_format=lambda v: f"{v:.3f}")
+
+
+def draw(lab: ActivationsLab, fig) -> None:
+    """The same panels with matplotlib on ``fig``."""
+    curve_ax, grad_ax, stats_ax = fig.subplots(1, 3)
+    x, density = input_density(lab)
+    for ax in (curve_ax, grad_ax):
+        ax.fill_between(x, density, color="lightgray", label="input density")
+    for name, curve in lab.curves.groupby("activation", sort=False):
+        curve_ax.plot(curve["x"], curve["value"], label=name)
+        grad_ax.plot(curve["x"], curve["grad"], label=name)
+    curve_ax.set_ylim(-2, 3)
+    curve_ax.set_title("f(x)")
+    curve_ax.legend(fontsize=7)
+    grad_ax.set_title("f'(x)")
+    positions = np.arange(len(lab.stats))
+    bar_width = 0.8 / len(STAT_COLUMNS)
+    for i, column in enumerate(STAT_COLUMNS):
+        stats_ax.bar(positions + i * bar_width, lab.stats[column], bar_width, label=column)
+    stats_ax.set_xticks(positions + 0.4 - bar_width / 2, lab.stats.index, rotation=45, fontsize=7)
+    stats_ax.legend(fontsize=7)
+    stats_ax.set_title(f"x ~ N({lab.mean:g}, {lab.std:g}^2)")

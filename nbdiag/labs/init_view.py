@@ -1,0 +1,123 @@
+"""Drawing the init lab: one plotly FigureWidget updated in place, and the same panels in matplotlib."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+
+from nbdiag.labs.init import LAB_ACTIVATIONS, LAB_INITS, InitLab
+
+SLOT = 0.9  # width of one layer's histogram on the layer axis
+
+
+def histogram_row(df: pd.DataFrame) -> dict[str, np.ndarray]:
+    """Bars of every layer's histogram side by side: layer l's bins span [l - SLOT/2, l + SLOT/2].
+
+    Heights are each layer's counts over its tallest bin (shapes compare; ``fraction`` keeps the share).
+    """
+    edges = df.attrs["edges"]
+    offsets = (0.5 * (edges[:-1] + edges[1:]) - edges[0]) / (edges[-1] - edges[0]) * SLOT - SLOT / 2
+    counts = np.stack(df["hist"].to_numpy())  # (L, B)
+    fraction = counts / counts.sum(axis=1, keepdims=True)
+    height = counts / np.maximum(counts.max(axis=1, keepdims=True), 1)
+    x = df["layer"].to_numpy()[:, None] + offsets[None, :]
+    return {"x": x.ravel(), "y": height.ravel(), "fraction": fraction.ravel(), "width": SLOT / len(offsets)}
+
+
+def build_widget(lab: InitLab):
+    """Controls above one FigureWidget (histograms in a row; mean/std vs depth; gradient std per layer)."""
+    import ipywidgets as w
+    import plotly.graph_objects as go
+    from plotly.subplots import make_subplots
+
+    params = lab.params
+    init = "custom" if params.get("std") is not None else params["init"]
+    controls = {
+        "activation": w.Dropdown(options=LAB_ACTIVATIONS, value=params["activation"], description="activation"),
+        "init": w.Dropdown(options=LAB_INITS, value=init, description="init"),
+        "std": w.FloatLogSlider(value=params.get("std") or 0.05, base=10, min=-3, max=1, description="custom std"),
+        "depth": w.IntSlider(value=params["depth"], min=1, max=20, description="depth"),
+        "batch_norm": w.Checkbox(value=params["batch_norm"], description="batch norm"),
+    }
+    controls["std"].disabled = init != "custom"
+    fig = make_subplots(
+        rows=2,
+        cols=2,
+        specs=[[{"colspan": 2}, None], [{}, {}]],
+        subplot_titles=("activation histograms per layer", "activation mean and std", "gradient std"),
+        vertical_spacing=0.14,
+    )
+    fig.add_trace(go.Bar(name="histogram", marker_color="#4c72b0", showlegend=False), row=1, col=1)
+    fig.add_trace(go.Scatter(name="mean", mode="lines+markers"), row=2, col=1)
+    fig.add_trace(go.Scatter(name="std", mode="lines+markers"), row=2, col=1)
+    fig.add_trace(go.Scatter(name="dLoss/dh std", mode="lines+markers"), row=2, col=2)
+    fig.add_trace(go.Scatter(name="dLoss/dW std", mode="lines+markers"), row=2, col=2)
+    fig.update_yaxes(type="log", row=2, col=2)
+    fig.update_xaxes(title_text="layer", row=2)
+    fig.update_layout(height=560, margin={"t": 40, "b": 40, "l": 50, "r": 20}, bargap=0)
+    lab.figure_widget = go.FigureWidget(fig)
+    lab.controls = controls
+    lab.status = w.HTML()
+
+    def on_change(_change) -> None:
+        custom = controls["init"].value == "custom"
+        controls["std"].disabled = not custom
+        lab.update(
+            activation=controls["activation"].value,
+            init="xavier" if custom else controls["init"].value,
+            std=controls["std"].value if custom else None,
+            depth=controls["depth"].value,
+            batch_norm=controls["batch_norm"].value,
+        )
+
+    for control in controls.values():
+        control.observe(on_change, names="value")
+    refresh(lab)
+    return w.VBox(
+        [w.HBox(list(controls.values())[:3]), w.HBox([*list(controls.values())[3:], lab.status]), lab.figure_widget]
+    )
+
+
+def refresh(lab: InitLab) -> None:
+    """Put ``lab.data`` into the figure (one batched message) and the status line."""
+    df = lab.data
+    row = histogram_row(df)
+    edges = df.attrs["edges"]
+    layers = df["layer"].to_numpy()
+    fig = lab.figure_widget
+    with fig.batch_update():
+        bars, mean, std, grad, weight_grad = fig.data
+        bars.update(x=row["x"], y=row["y"], width=row["width"], customdata=row["fraction"])
+        bars.hovertemplate = "x=%{x:.2f}<br>share of layer=%{customdata:.2%}<extra></extra>"
+        mean.update(x=layers, y=df["mean"].to_numpy())
+        std.update(x=layers, y=df["std"].to_numpy())
+        grad.update(x=layers, y=df["grad_std"].to_numpy())
+        weight_grad.update(x=layers, y=df["weight_grad_std"].to_numpy())
+        fig.layout.xaxis.update(tickvals=layers, ticktext=[f"layer {layer}" for layer in layers])
+        fig.layout.xaxis.title.text = f"each layer's slot spans [{edges[0]:.3g}, {edges[-1]:.3g}]"
+    lab.status.value = (
+        f"<code>{df.attrs['activation']}, init={df.attrs['init']}: last layer std {df['std'].iloc[-1]:.3g}, "
+        f"saturated {df['saturated'].iloc[-1]:.0%}, dead units {df['dead'].iloc[-1]:.0%} "
+        f"&mdash; recomputed in {lab.elapsed_s * 1000:.0f} ms</code>"
+    )
+
+
+def draw(df: pd.DataFrame, fig) -> None:
+    """The same panels with matplotlib on ``fig``: a row of histograms, then mean/std and gradient std."""
+    edges = df.attrs["edges"]
+    top, bottom = fig.subfigures(2, 1)
+    for ax, layer, counts in zip(top.subplots(1, len(df), squeeze=False)[0], df["layer"], df["hist"], strict=True):
+        ax.stairs(counts / max(counts.sum(), 1), edges, fill=True)
+        ax.set_title(f"layer {layer}", fontsize=8)
+        ax.tick_params(labelsize=6)
+        ax.set_yticks([])
+    stats_ax, grad_ax = bottom.subplots(1, 2)
+    stats_ax.plot(df["layer"], df["mean"], "o-", label="mean")
+    stats_ax.plot(df["layer"], df["std"], "o-", label="std")
+    stats_ax.set_xlabel("layer")
+    stats_ax.legend()
+    grad_ax.semilogy(df["layer"], df["grad_std"], "o-", label="dLoss/dh std")
+    grad_ax.semilogy(df["layer"], df["weight_grad_std"], "o-", label="dLoss/dW std")
+    grad_ax.set_xlabel("layer")
+    grad_ax.legend()
+    fig.suptitle(f"{df.attrs['activation']}, init={df.attrs['init']}, batch_norm={df.attrs['batch_norm']}")

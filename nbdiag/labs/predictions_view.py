@@ -1,0 +1,149 @@
+"""Drawing a PredictionTracker: sample x step heatmap and a per-step panel (images or predictions vs targets)."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from nbdiag.predictions import PredictionTracker
+
+
+def heatmap_values(tracker: PredictionTracker) -> np.ndarray:
+    """(N, S): p(true class) for classification, prediction - target (first output) for regression."""
+    if not tracker.steps:
+        return np.zeros((len(tracker.targets), 0))
+    if tracker.task == "classification":
+        return tracker.p_true().T
+    return (tracker.outputs()[:, :, 0] - tracker.targets.reshape(len(tracker.targets), -1)[:, 0]).T
+
+
+def mosaic(images: np.ndarray) -> tuple[np.ndarray, int]:
+    """Tile (N, H, W) images into one (rows*H, cols*W) array, NaN between; returns it and the column count."""
+    n, height, width = images.shape
+    cols = math.ceil(math.sqrt(n))
+    rows = math.ceil(n / cols)
+    tiled = np.full((rows * (height + 1), cols * (width + 1)), np.nan)
+    for i, image in enumerate(images):
+        r, c = divmod(i, cols)
+        tiled[r * (height + 1) : r * (height + 1) + height, c * (width + 1) : c * (width + 1) + width] = image
+    return tiled, cols
+
+
+def build_widget(tracker: PredictionTracker):
+    """A step slider above one FigureWidget: the heatmap, and the selected step's images or predictions."""
+    import ipywidgets as w
+    import plotly.graph_objects as go
+    from plotly.subplots import make_subplots
+
+    classification = tracker.task == "classification"
+    title = "p(true class)" if classification else "prediction - target"
+    right = "predicted / true at the selected step" if classification else "prediction vs target"
+    fig = make_subplots(rows=1, cols=2, subplot_titles=(f"{title}: sample x step", right))
+    scale = {"colorscale": "Viridis", "zmin": 0, "zmax": 1} if classification else {"colorscale": "RdBu", "zmid": 0}
+    fig.add_trace(go.Heatmap(**scale, colorbar={"x": 0.45}), row=1, col=1)
+    fig.add_trace(go.Scatter(mode="lines", line_color="red", showlegend=False, name="selected"), row=1, col=1)
+    if classification and tracker.images is not None:
+        fig.add_trace(go.Heatmap(colorscale="gray", showscale=False, z=mosaic(tracker.images)[0]), row=1, col=2)
+        fig.update_yaxes(autorange="reversed", row=1, col=2)
+    elif classification:
+        fig.add_trace(go.Bar(name="p(true)"), row=1, col=2)
+    else:
+        fig.add_trace(go.Scatter(mode="markers", name="prediction"), row=1, col=2)
+    fig.update_yaxes(autorange="reversed", title_text="sample", row=1, col=1)
+    fig.update_xaxes(title_text="step", row=1, col=1)
+    fig.update_layout(height=460, margin={"t": 40, "b": 40, "l": 50, "r": 20})
+    tracker.figure_widget = go.FigureWidget(fig)
+    tracker.slider = w.IntSlider(value=0, min=0, max=0, description="step #")
+    tracker.slider.observe(lambda _change: _show_step(tracker), names="value")
+    refresh(tracker)
+    return w.VBox([tracker.slider, tracker.figure_widget])
+
+
+def refresh(tracker: PredictionTracker) -> None:
+    """Load every recorded step into the heatmap and move the slider to the latest."""
+    fig, steps = tracker.figure_widget, tracker.steps
+    with fig.batch_update():
+        fig.data[0].update(z=heatmap_values(tracker), x=steps)
+    tracker.slider.max = max(len(steps) - 1, 0)
+    if tracker.slider.value == tracker.slider.max:
+        _show_step(tracker)
+    else:
+        tracker.slider.value = tracker.slider.max
+
+
+def _show_step(tracker: PredictionTracker) -> None:
+    fig, steps = tracker.figure_widget, tracker.steps
+    if not steps:
+        return
+    index = min(tracker.slider.value, len(steps) - 1)
+    tracker.slider.description = f"step {steps[index]}"
+    n = len(tracker.targets)
+    with fig.batch_update():
+        fig.data[1].update(x=[steps[index], steps[index]], y=[-0.5, n - 0.5])
+        panel = fig.data[2]
+        if tracker.task == "regression":
+            panel.update(x=tracker.targets.reshape(n, -1)[:, 0], y=tracker.outputs()[index, :, 0])
+        elif tracker.images is None:
+            panel.update(x=np.arange(n), y=tracker.p_true()[index])
+        else:
+            fig.layout.annotations = fig.layout.annotations[:2] + tuple(_labels(tracker, index))
+
+
+def _labels(tracker: PredictionTracker, index: int) -> list[dict]:
+    """One annotation per image: "pred/true", red when wrong."""
+    _, height, width = tracker.images.shape
+    cols = mosaic(tracker.images)[1]
+    predicted = tracker.predicted()[index]
+    labels = []
+    for i, (pred, target) in enumerate(zip(predicted, tracker.targets, strict=True)):
+        r, c = divmod(i, cols)
+        labels.append(
+            {
+                "x": c * (width + 1) + width / 2,
+                "y": r * (height + 1),
+                "xref": "x2",
+                "yref": "y2",
+                "text": f"{pred}/{target}",
+                "showarrow": False,
+                "font": {"size": 9, "color": "lime" if pred == target else "red"},
+            }
+        )
+    return labels
+
+
+def draw(tracker: PredictionTracker, fig) -> None:
+    """The heatmap and the last step's panel with matplotlib on ``fig``."""
+    heat_ax, step_ax = fig.subplots(1, 2)
+    steps = tracker.steps
+    values = heatmap_values(tracker)
+    if tracker.task == "classification":
+        image = heat_ax.imshow(values, aspect="auto", cmap="viridis", vmin=0, vmax=1)
+    else:
+        image = heat_ax.imshow(values, aspect="auto", cmap="RdBu")
+    fig.colorbar(image, ax=heat_ax)
+    if steps:
+        ticks = np.linspace(0, len(steps) - 1, min(len(steps), 6)).astype(int)
+        heat_ax.set_xticks(ticks, [steps[t] for t in ticks])
+    heat_ax.set_xlabel("step")
+    heat_ax.set_ylabel("sample")
+    heat_ax.set_title("p(true class)" if tracker.task == "classification" else "prediction - target")
+    if not steps:
+        return
+    n = len(tracker.targets)
+    if tracker.task == "regression":
+        targets = tracker.targets.reshape(n, -1)[:, 0]
+        step_ax.scatter(targets, tracker.outputs()[-1, :, 0], s=8)
+        step_ax.axline((targets.min(), targets.min()), slope=1, color="gray", lw=0.5)
+        step_ax.set_xlabel("target")
+        step_ax.set_ylabel("prediction")
+    elif tracker.images is not None:
+        step_ax.imshow(mosaic(tracker.images)[0], cmap="gray")
+        for label in _labels(tracker, len(steps) - 1):
+            step_ax.text(label["x"], label["y"], label["text"], color=label["font"]["color"], fontsize=6, ha="center")
+        step_ax.axis("off")
+    else:
+        step_ax.bar(np.arange(n), tracker.p_true()[-1])
+        step_ax.set_xlabel("sample")
+        step_ax.set_ylabel("p(true class)")
+    step_ax.set_title(f"step {steps[-1]}")

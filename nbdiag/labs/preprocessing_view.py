@@ -1,0 +1,107 @@
+"""Drawing the preprocessing lab: two plotly FigureWidgets (point cloud, images) and the matplotlib version."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from nbdiag.labs.preprocessing import STAGES, PreprocessingLab
+
+IMAGE_PANELS = ("example", "mean image", "minus mean image", "minus channel mean", "channel standardized")
+
+
+def image_panels(lab: PreprocessingLab) -> dict[str, np.ndarray]:
+    """Panel title -> (H, W) image: the first training image through each method (first channel)."""
+    images = lab.images
+    return {
+        "example": lab.raw_images[0],
+        "mean image": images["mean_image"][0],
+        "minus mean image": images["minus_mean_image"][0, 0],
+        "minus channel mean": images["minus_channel_mean"][0, 0],
+        "channel standardized": images["channel_standardized"][0, 0],
+    }
+
+
+def build_widget(lab: PreprocessingLab):
+    """Controls, the stages with their covariance matrices, the image methods, and the leakage table."""
+    import ipywidgets as w
+    import plotly.graph_objects as go
+    from plotly.subplots import make_subplots
+
+    cloud = make_subplots(rows=2, cols=len(STAGES), subplot_titles=STAGES, vertical_spacing=0.1)
+    for col in range(1, len(STAGES) + 1):
+        for split, color in (("train", "#4c72b0"), ("test", "#dd8452")):
+            marker = {"size": 3, "color": color, "opacity": 0.6}
+            trace = go.Scatter(mode="markers", name=split, marker=marker, showlegend=col == 1)
+            cloud.add_trace(trace, row=1, col=col)
+        cloud.add_trace(go.Heatmap(colorscale="RdBu", zmid=0, showscale=False, texttemplate="%{z:.2f}"), row=2, col=col)
+        cloud.update_yaxes(autorange="reversed", row=2, col=col)
+    cloud.update_layout(height=520, margin={"t": 40, "b": 20, "l": 30, "r": 10})
+    images = make_subplots(rows=1, cols=len(IMAGE_PANELS), subplot_titles=IMAGE_PANELS)
+    for col, image in enumerate(image_panels(lab).values(), start=1):
+        images.add_trace(go.Heatmap(z=image, colorscale="gray", showscale=False), row=1, col=col)
+        images.update_yaxes(autorange="reversed", scaleanchor=f"x{col}", row=1, col=col)
+    images.update_layout(height=240, margin={"t": 40, "b": 10, "l": 10, "r": 10})
+    lab.figure_widget, lab.image_widget = go.FigureWidget(cloud), go.FigureWidget(images)
+    lab.controls = {
+        "correlation": w.FloatSlider(value=lab.correlation, min=-0.95, max=0.95, step=0.05, description="correlation"),
+        "test_shift": w.FloatSlider(value=lab.test_shift, min=-3, max=3, step=0.25, description="test shift"),
+        "fit_on": w.ToggleButtons(options=("train", "all"), value=lab.fit_on, description="fit stats on"),
+    }
+    for name in ("correlation", "test_shift"):
+        lab.controls[name].disabled = lab.user_data is not None
+    lab.table = w.HTML()
+
+    def on_change(_change) -> None:
+        lab.update(**{name: control.value for name, control in lab.controls.items()})
+
+    for control in lab.controls.values():
+        control.observe(on_change, names="value")
+    refresh(lab)
+    image_note = w.HTML(
+        "<b>images</b> (training half of the data): " + lab.image_leakage.to_html(float_format=lambda v: f"{v:.3f}")
+    )
+    return w.VBox([w.HBox(list(lab.controls.values())), lab.figure_widget, lab.table, lab.image_widget, image_note])
+
+
+def refresh(lab: PreprocessingLab) -> None:
+    """Put the current stages, covariances and leakage into the widgets (one batched message)."""
+    steps, covariances = lab.steps, lab.steps.covariances()
+    fig = lab.figure_widget
+    with fig.batch_update():
+        for i, name in enumerate(STAGES):
+            train, test, heat = fig.data[3 * i : 3 * i + 3]
+            train.update(x=steps.stages[name][:, 0], y=steps.stages[name][:, 1])
+            test.update(x=steps.test_stages[name][:, 0], y=steps.test_stages[name][:, 1])
+            heat.update(z=covariances[name])
+    lab.table.value = (
+        f"<b>point cloud</b>: statistics fitted on <code>{lab.fit_on}</code>. Fitting on all data shifts the "
+        "statistics toward the test split and hides part of its shift:"
+        + lab.leakage.to_html(float_format=lambda v: f"{v:.3f}")
+    )
+
+
+def draw(lab: PreprocessingLab, fig) -> None:
+    """The same panels with matplotlib on ``fig``: stages, covariance matrices, image methods."""
+    steps, covariances = lab.steps, lab.steps.covariances()
+    axes = fig.subplots(3, len(STAGES))
+    for col, name in enumerate(STAGES):
+        ax = axes[0, col]
+        ax.scatter(*steps.stages[name][:, :2].T, s=3, alpha=0.6, label="train")
+        ax.scatter(*steps.test_stages[name][:, :2].T, s=3, alpha=0.6, label="test")
+        ax.axhline(0, color="gray", lw=0.5)
+        ax.axvline(0, color="gray", lw=0.5)
+        ax.set_title(name)
+        cov = covariances[name]
+        limit = max(np.abs(cov).max(), 1e-12)
+        axes[1, col].imshow(cov, cmap="RdBu", vmin=-limit, vmax=limit)
+        if len(cov) <= 4:
+            for (i, j), value in np.ndenumerate(cov):
+                axes[1, col].text(j, i, f"{value:.2f}", ha="center", va="center", fontsize=8)
+        axes[1, col].set_xticks([])
+        axes[1, col].set_yticks([])
+    axes[0, 0].legend(fontsize=7)
+    for ax, (title, image) in zip(axes[2], image_panels(lab).items(), strict=True):
+        ax.imshow(image, cmap="gray")
+        ax.set_title(title, fontsize=9)
+        ax.axis("off")
+    fig.suptitle(f"preprocessing; statistics fitted on: {lab.fit_on}")

@@ -1,0 +1,507 @@
+"""Monitor = probe + stats + record + sampling schedule; ``watch()`` builds one."""
+
+from __future__ import annotations
+
+import warnings
+import weakref
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import torch
+from torch import nn
+
+from nbdiag.capture import Capture
+from nbdiag.findings import Finding, findings_text
+from nbdiag.probe import is_compiled, leaf_modules, named_parameters, unwrap_model
+from nbdiag.record import Block, NonFinite, Record, StepEntry
+from nbdiag.schedule import Schedule
+from nbdiag.stats import ACTIVATION_STATS, GRADIENT_STATS, derive, histogram_counts
+from nbdiag.weights import UPDATE_STATS, WEIGHT_STATS, weight_vector
+
+DEFAULT_HIST_SAMPLE = 16_384
+MAX_PENDING_SCALARS = 256  # accelerator scalars read in one copy at the latest after this many
+
+
+class NbdiagWarning(UserWarning):
+    """Something about how nbdiag is used that the user should know; training is never interrupted."""
+
+
+_WATCHED: weakref.WeakKeyDictionary[nn.Module, Monitor] = weakref.WeakKeyDictionary()
+
+
+def watch(
+    model: nn.Module,
+    optimizer: torch.optim.Optimizer | None = None,
+    *,
+    every: int = 10,
+    fixed_batch: Any = None,
+    display: bool | None = None,
+    dense: int = 10,
+    capacity: int = 512,
+    hist_sample: int | None = DEFAULT_HIST_SAMPLE,
+    num_classes: int | None = None,
+    run_dir: str | None = None,
+) -> Monitor:
+    """Attach nbdiag to a live model; statistics are recorded on sampled steps.
+
+    Args:
+        model: the ``nn.Module`` being trained (DDP and ``torch.compile`` wrappers are unwrapped for naming).
+        optimizer: its optimizer, to measure the update/weight ratio across ``optimizer.step()``.
+        every: sample every ``every``-th step (plus the first ``dense`` steps). Unsampled steps run no hook.
+        fixed_batch: an ``(x, y)`` batch whose predictions are recorded on sampled steps.
+        display: show the dashboard (None: only inside a notebook).
+        dense: how many first steps are all sampled.
+        capacity: sampled steps held in memory; past it, older history is thinned.
+        hist_sample: histogram at most this many elements per tensor (strided subsample); None = exact.
+        num_classes: number of classes, for the chance-level loss -ln(1/C) in views and health rules.
+        run_dir: also write the record there as it grows (Parquet segments; see ``nbdiag.open_run``).
+
+    Returns:
+        The :class:`Monitor`; also a context manager that detaches every hook on exit.
+
+    Raises:
+        TypeError, ValueError: for a model that is not a module, or invalid ``every``/``dense``/``capacity``.
+    """
+    return Monitor(
+        model,
+        optimizer,
+        every=every,
+        fixed_batch=fixed_batch,
+        display=display,
+        dense=dense,
+        capacity=capacity,
+        hist_sample=hist_sample,
+        num_classes=num_classes,
+        run_dir=run_dir,
+    )
+
+
+class Monitor:
+    """Hooks on a model, a sampling schedule and the record they fill. Build it with :func:`watch`."""
+
+    def __init__(
+        self,
+        model: nn.Module,
+        optimizer: torch.optim.Optimizer | None = None,
+        *,
+        every: int = 10,
+        fixed_batch: Any = None,
+        display: bool | None = None,
+        dense: int = 10,
+        capacity: int = 512,
+        hist_sample: int | None = DEFAULT_HIST_SAMPLE,
+        num_classes: int | None = None,
+        run_dir: str | None = None,
+    ) -> None:
+        _check_inputs(model, optimizer, hist_sample)
+        self.schedule = Schedule(every=every, dense=dense)
+        self.record = Record(capacity=capacity)
+        self.num_classes = num_classes
+        self._step = 0
+        self._closed = False
+        self._reported_errors = 0
+        self._pending_scalars: list[tuple[int, str, torch.Tensor]] = []
+        self._model: nn.Module | None = unwrap_model(model)
+        self.model_name = type(self._model).__name__
+        if is_compiled(model):
+            warnings.warn(_COMPILED_MESSAGE, NbdiagWarning, stacklevel=3)
+        self._claim(self._model)
+        params = named_parameters(self._model)
+        self._params = params
+        self._capture = Capture(
+            self._model,
+            leaf_modules(self._model),
+            params,
+            optimizer,
+            _tracked_params(params, optimizer),
+            hist_sample,
+        )
+        self.predictions = _prediction_tracker(self._model, fixed_batch)
+        self.record.meta.update(
+            model=self.model_name,
+            layer_types={name: type(m).__name__ for name, m in self._capture.leaves},
+            num_classes=num_classes,
+            every=every,
+            dense=dense,
+            hist_sample=hist_sample,
+        )
+        self._aggregate = _distributed_aggregator()
+        self._writer = _run_writer(run_dir, self)
+        self._sync_hooks()
+        if display or (display is None and _in_notebook()):
+            self.show()
+
+    # -- the training loop's side --------------------------------------------------------------------------
+    @property
+    def current_step(self) -> int:
+        """The step now being trained (0-based); ``step()`` advances it."""
+        return self._step
+
+    def sampled(self, step: int) -> bool:
+        """Whether ``step`` is recorded."""
+        return self.schedule.sampled(step)
+
+    def step(self, loss: Any = None, **scalars: Any) -> None:
+        """End the current step: log scalars, flush the step's statistics if it was sampled, advance.
+
+        Args:
+            loss: the step's loss (a float or a 0-d tensor; tensors are read without a graph).
+            **scalars: any other per-step numbers (accuracy, learning rate, validation loss, ...).
+        """
+        if self._closed:
+            warnings.warn("Monitor.step() after close(): nothing is recorded", NbdiagWarning, stacklevel=2)
+            return
+        values = dict(scalars) if loss is None else {"loss": loss, **scalars}
+        numbers, device_tensors = _split_scalars(values)
+        self.record.add_scalars(self._step, numbers)
+        self._pending_scalars.extend((self._step, name, t) for name, t in device_tensors.items())
+        if self._capture.attached:
+            self._flush(self._step)
+        elif len(self._pending_scalars) >= MAX_PENDING_SCALARS:
+            self._read_pending_scalars()
+        self._report_errors()
+        self._step += 1
+        self._sync_hooks()
+
+    def close(self) -> None:
+        """Remove every hook and release the model. Idempotent; the record stays readable."""
+        if self._closed:
+            return
+        self._capture.detach()
+        self._read_pending_scalars()
+        if self._writer is not None:
+            self._writer.close()
+        self._closed = True
+        if self._model is not None and _WATCHED.get(self._model) is self:
+            del _WATCHED[self._model]
+        self._model, self._params, self._capture.model = None, [], None
+        self._capture.params, self._capture.leaves, self._capture.optimizer = [], [], None
+        if self.predictions is not None:
+            self.predictions.model = None
+
+    @property
+    def closed(self) -> bool:
+        return self._closed
+
+    def __enter__(self) -> Monitor:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # -- reading -------------------------------------------------------------------------------------------
+    def frame(self, kind: str | None = None, layers: list[str] | None = None, stats: list[str] | None = None):
+        """Long table ``step, layer, kind, stat, value`` (kind: activation, gradient, weight, update, model)."""
+        return self.record.frame(kind, layers, stats)
+
+    def histograms(self, kind: str = "activation") -> tuple[np.ndarray, pd.DataFrame]:
+        """``(edges, counts)``: fixed bin edges (``nbdiag.stats.HIST_EDGES``), counts indexed by (step, layer)."""
+        return self.record.histograms(kind)
+
+    def scalars(self) -> pd.DataFrame:
+        """Scalars passed to ``step()``, one row per step."""
+        return self.record.scalars()
+
+    @property
+    def layers(self) -> list[str]:
+        """Layers in forward order (as first seen)."""
+        return self.record.layers("activation")
+
+    @property
+    def errors(self) -> list[str]:
+        """Failures inside nbdiag's own hooks (each switched capture off; training continued)."""
+        return list(self._capture.errors)
+
+    def save(self, path: str) -> None:
+        """Write the record to a run directory at ``path`` (read it back with ``nbdiag.open_run``)."""
+        from nbdiag.runs.writer import save_record
+
+        save_record(self.record, path)
+
+    def findings(self) -> list[Finding]:
+        """Live health findings over the record."""
+        from nbdiag.health import evaluate
+
+        return evaluate(self)
+
+    def summary(self) -> pd.DataFrame:
+        """Per-layer table at the latest sampled step: activation mean/std/zero/saturated, gradient norm."""
+        entries = self.record.entries()
+        if not entries:
+            return pd.DataFrame()
+        return _summary_table(entries[-1])
+
+    def dashboard(self):
+        """The live dashboard widget."""
+        try:
+            from nbdiag.views.dashboard import Dashboard
+        except ImportError as error:
+            raise RuntimeError(
+                "the dashboard is not available yet in this version of nbdiag; use mon.frame(), "
+                f"mon.summary() or mon.findings() meanwhile ({error})"
+            ) from error
+        return Dashboard(self)
+
+    def show(self) -> None:
+        """Display the dashboard in a notebook (text summary elsewhere)."""
+        try:
+            from IPython.display import display
+
+            display(self.dashboard())
+        except (ImportError, RuntimeError):
+            print(self)
+
+    def __repr__(self) -> str:
+        state = "closed" if self._closed else f"step {self._step}"
+        head = f"<nbdiag.Monitor {self.model_name}: {state}, every={self.schedule.every}, "
+        head += f"{len(self.record.steps())} sampled steps>"
+        table = self.summary()
+        body = table.to_string(float_format=lambda v: f"{v:.3g}") if len(table) else "(nothing recorded yet)"
+        found = self.findings()
+        return f"{head}\n{body}\n\nfindings:\n{findings_text(found)}"
+
+    # -- internals -----------------------------------------------------------------------------------------
+    def _claim(self, model: nn.Module) -> None:
+        previous = _WATCHED.get(model)
+        if previous is not None and not previous.closed:
+            warnings.warn(
+                f"{type(model).__name__} was already watched by another Monitor; that one is closed now so hooks "
+                "are not doubled (its record stays readable). Use one monitor per model.",
+                NbdiagWarning,
+                stacklevel=4,
+            )
+            previous.close()
+        _WATCHED[model] = self
+
+    def _sync_hooks(self) -> None:
+        if self._closed:
+            return
+        if self.sampled(self._step):
+            self._capture.attach()
+        else:
+            self._capture.detach()
+
+    def _flush(self, step: int) -> None:
+        capture = self._capture
+        if capture.failed:
+            capture.detach()
+            return
+        try:
+            self._queue_param_stats()
+            pending, self._pending_scalars = self._pending_scalars, []
+            if pending:
+                capture.buffer.add_group("scalars", [n for _, n, _ in pending], torch.stack([t for *_, t in pending]))
+            vectors, groups = capture.buffer.flush()
+            if self._aggregate is not None:  # torch.distributed: exact statistics over all ranks
+                vectors, groups = self._aggregate(vectors, groups)
+            self._add_pending_scalars(pending, groups.pop("scalars", (None, None))[1])
+            self.record.append(StepEntry(step, _blocks(vectors, groups, capture.bounded_layers)))
+            self._note_nonfinite(step, vectors, groups)
+            if self.predictions is not None:
+                self.predictions.record(step)
+        except Exception as error:  # never break training
+            capture.failed = True
+            capture.errors.append(f"{type(error).__name__} while flushing step {step}: {error}")
+            capture.detach()
+        finally:
+            capture.new_step()
+
+    def _queue_param_stats(self) -> None:
+        capture = self._capture
+        names = [n for n, _ in self._params]
+        if names:
+            capture.buffer.add_group("weight", names, torch.stack([weight_vector(p) for _, p in self._params]))
+        if capture.grad_vectors:
+            grad_names = list(capture.grad_vectors)
+            capture.buffer.add_group("grad", grad_names, torch.stack(list(capture.grad_vectors.values())))
+        if capture.stale_grad_norm is not None:
+            capture.buffer.add_group("model", ["(model)"], capture.stale_grad_norm.reshape(1, 1))
+
+    def _read_pending_scalars(self) -> None:
+        pending, self._pending_scalars = self._pending_scalars, []
+        if pending:
+            values = torch.stack([t.float() for *_, t in pending]).cpu().numpy()
+            self._add_pending_scalars(pending, values)
+
+    def _add_pending_scalars(self, pending: list, values: np.ndarray | None) -> None:
+        by_step: dict[int, dict[str, float]] = {}
+        for (step, name, _), value in zip(pending, [] if values is None else values.reshape(-1), strict=False):
+            by_step.setdefault(step, {})[name] = float(value)
+        for step, step_values in by_step.items():
+            self.record.add_scalars(step, step_values)
+
+    def _note_nonfinite(self, step: int, vectors: dict, groups: dict) -> None:
+        """Record the first non-finite tensor: activations in forward order, then output gradients, then parameters."""
+        for kind in ("activation", "gradient"):
+            if kind in vectors:
+                layers, values = vectors[kind]
+                if self._note_first_bad(step, kind, layers, derive(values, ("nonfinite",))[:, 0]):
+                    return
+        for group, column, kind in (("grad", 2, "gradient"), ("weight", 3, "weight")):
+            if group in groups:
+                names, values = groups[group]
+                if self._note_first_bad(step, kind, names, values[:, column]):
+                    return
+
+    def _note_first_bad(self, step: int, kind: str, names: list[str], counts: np.ndarray) -> bool:
+        bad = np.flatnonzero(counts > 0)
+        if len(bad):
+            self.record.note_nonfinite(NonFinite(step, names[bad[0]], kind, float(counts[bad[0]])))
+        return len(bad) > 0
+
+    def _report_errors(self) -> None:
+        errors = self._capture.errors
+        if len(errors) > self._reported_errors:
+            self._reported_errors = len(errors)
+            warnings.warn(
+                f"nbdiag switched monitoring off after an error in its own hooks; training is unaffected. "
+                f"Please report it: {errors[-1]}",
+                NbdiagWarning,
+                stacklevel=3,
+            )
+
+
+_COMPILED_MESSAGE = (
+    "the model is torch.compile'd: nbdiag's hooks run eagerly (a graph break at each hooked layer on sampled "
+    "steps) and switching them on and off may recompile. For the compiled speed, watch the model before "
+    "compiling it, or watch an uncompiled copy while debugging."
+)
+
+
+def _check_inputs(model: Any, optimizer: Any, hist_sample: Any) -> None:
+    if not isinstance(model, nn.Module):
+        raise TypeError(
+            f"nbdiag.watch expects a torch.nn.Module, got {type(model).__name__}; pass the model itself, "
+            "e.g. watch(model, optimizer)"
+        )
+    if optimizer is not None and not isinstance(optimizer, torch.optim.Optimizer):
+        raise TypeError(
+            f"optimizer must be a torch.optim.Optimizer, got {type(optimizer).__name__}; "
+            "e.g. watch(model, torch.optim.SGD(model.parameters(), lr=0.1))"
+        )
+    if hist_sample is not None and (not isinstance(hist_sample, int) or hist_sample < 1):
+        raise ValueError(f"hist_sample must be a positive int or None (exact), got {hist_sample!r}")
+
+
+def _tracked_params(params: list[tuple[str, nn.Parameter]], optimizer: torch.optim.Optimizer | None):
+    if optimizer is None:
+        return []
+    in_optimizer = {id(p) for group in optimizer.param_groups for p in group["params"]}
+    tracked = [(n, p) for n, p in params if id(p) in in_optimizer]
+    if not tracked:
+        warnings.warn(
+            "the optimizer holds none of the model's parameters, so update/weight ratios are not recorded; "
+            "expected an optimizer built from model.parameters()",
+            NbdiagWarning,
+            stacklevel=5,
+        )
+    return tracked
+
+
+def _split_scalars(values: dict[str, Any]) -> tuple[dict[str, float], dict[str, torch.Tensor]]:
+    """Numbers (and CPU tensors) as floats now; accelerator tensors kept (detached) to read later in one copy."""
+    numbers, device_tensors = {}, {}
+    for name, value in values.items():
+        if isinstance(value, torch.Tensor):
+            if value.numel() != 1:
+                raise ValueError(
+                    f"scalar {name!r} must be a number or a 1-element tensor, got shape {tuple(value.shape)}; "
+                    "log a reduction such as loss.mean()"
+                )
+            if value.device.type == "cpu":
+                numbers[name] = float(value.detach())
+            else:
+                device_tensors[name] = value.detach().reshape(())
+        elif isinstance(value, (int, float, np.number)) and not isinstance(value, bool):
+            numbers[name] = float(value)
+        else:
+            raise TypeError(f"scalar {name!r} must be a number or a 1-element tensor, got {type(value).__name__}")
+    return numbers, device_tensors
+
+
+def _blocks(vectors: dict, groups: dict, bounded: set[str]) -> dict[str, Block]:
+    blocks = {}
+    if "activation" in vectors:
+        layers, values = vectors["activation"]
+        derived = derive(values, ACTIVATION_STATS)
+        saturated = ACTIVATION_STATS.index("saturated_frac")
+        derived[[layer not in bounded for layer in layers], saturated] = np.nan
+        blocks["activation"] = Block(
+            tuple(layers), ACTIVATION_STATS, derived, histogram_counts(values).astype(np.float32)
+        )
+    if "gradient" in vectors:
+        layers, values = vectors["gradient"]
+        blocks["gradient"] = Block(
+            tuple(layers),
+            GRADIENT_STATS,
+            derive(values, GRADIENT_STATS),
+            histogram_counts(values).astype(np.float32),
+        )
+    if "weight" in groups:
+        blocks["weight"] = _weight_block(groups)
+    if "update" in groups:
+        names, values = groups["update"]
+        blocks["update"] = Block(tuple(names), UPDATE_STATS, values)
+    if "model" in groups:
+        names, values = groups["model"]
+        blocks["model"] = Block(tuple(names), ("stale_grad_norm",), values)
+    return blocks
+
+
+def _weight_block(groups: dict) -> Block:
+    names, weights = groups["weight"]
+    grads = np.full((len(names), 3), np.nan)
+    if "grad" in groups:
+        row = {n: i for i, n in enumerate(names)}
+        for name, values in zip(*groups["grad"], strict=True):
+            grads[row[name]] = values
+    return Block(tuple(names), WEIGHT_STATS, np.concatenate([weights, grads], axis=1))
+
+
+def _summary_table(entry: StepEntry) -> pd.DataFrame:
+    table = pd.DataFrame()
+    act = entry.blocks.get("activation")
+    if act is not None:
+        table = pd.DataFrame(act.values, index=pd.Index(act.layers, name="layer"), columns=act.stats)
+        table = table[["mean", "std", "zero_frac", "saturated_frac", "nonfinite"]]
+    grad = entry.blocks.get("gradient")
+    if grad is not None:
+        norms = pd.Series(grad.values[:, grad.stats.index("norm")], index=list(grad.layers), name="grad_norm")
+        table = table.join(norms, how="outer") if len(table) else norms.to_frame()
+    table.attrs["step"] = entry.step
+    return table
+
+
+def _distributed_aggregator():
+    """Under an initialized torch.distributed process group, the function that merges statistics over ranks."""
+    if not (torch.distributed.is_available() and torch.distributed.is_initialized()):
+        return None
+    from nbdiag.runs.distributed import aggregator
+
+    return aggregator()
+
+
+def _run_writer(run_dir: str | None, monitor: Monitor):
+    if run_dir is None:
+        return None
+    from nbdiag.runs.writer import RunWriter
+
+    return RunWriter(run_dir, monitor.record)
+
+
+def _prediction_tracker(model: nn.Module, fixed_batch: Any):
+    if fixed_batch is None:
+        return None
+    from nbdiag.predictions import PredictionTracker
+
+    return PredictionTracker(model, fixed_batch)
+
+
+def _in_notebook() -> bool:
+    try:
+        from IPython import get_ipython
+    except ImportError:
+        return False
+    shell = get_ipython()
+    return shell is not None and type(shell).__name__ == "ZMQInteractiveShell"

@@ -1,0 +1,103 @@
+"""Find and name a model's layers, flatten their outputs, and own the hook handles (removal is idempotent)."""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import torch
+from torch import nn
+
+
+def unwrap_model(model: nn.Module) -> nn.Module:
+    """The module whose layers the user wrote: strips DDP/DataParallel ``.module`` and ``torch.compile``'s wrapper."""
+    while True:
+        if hasattr(model, "_orig_mod") and isinstance(model._orig_mod, nn.Module):
+            model = model._orig_mod
+        elif isinstance(model, (nn.parallel.DistributedDataParallel, nn.DataParallel)):
+            model = model.module
+        else:
+            return model
+
+
+def is_compiled(model: nn.Module) -> bool:
+    """True for a ``torch.compile``d module (or one wrapping a compiled module)."""
+    while True:
+        if hasattr(model, "_orig_mod"):
+            return True
+        if isinstance(model, (nn.parallel.DistributedDataParallel, nn.DataParallel)):
+            model = model.module
+        else:
+            return False
+
+
+def leaf_modules(model: nn.Module) -> list[tuple[str, nn.Module]]:
+    """(name, module) per leaf module in ``named_modules`` order; a module registered twice keeps its first name."""
+    leaves, seen = [], set()
+    for name, module in model.named_modules():
+        if id(module) in seen or next(module.children(), None) is not None:
+            continue
+        seen.add(id(module))
+        leaves.append((name or type(model).__name__, module))
+    return leaves
+
+
+def named_parameters(model: nn.Module) -> list[tuple[str, nn.Parameter]]:
+    """Floating-point parameters, tied ones once (under their first name)."""
+    return [(n, p) for n, p in model.named_parameters() if p.is_floating_point()]
+
+
+def iter_tensors(output: Any, path: str = "") -> Iterator[tuple[str, torch.Tensor]]:
+    """Yield (path, tensor) for each floating tensor in a module output: tensors, tuples, lists, dicts, dataclasses.
+
+    A bare tensor has path ""; nested items get "/0", "/h", ... so names stay readable (``lstm/1/0``).
+    """
+    if isinstance(output, torch.Tensor):
+        if output.is_floating_point():
+            yield path, output
+    elif isinstance(output, (tuple, list)):
+        for i, item in enumerate(output):
+            yield from iter_tensors(item, f"{path}/{i}")
+    elif isinstance(output, dict):
+        for key, item in output.items():
+            yield from iter_tensors(item, f"{path}/{key}")
+    elif dataclasses.is_dataclass(output) and not isinstance(output, type):
+        for f in dataclasses.fields(output):
+            yield from iter_tensors(getattr(output, f.name), f"{path}/{f.name}")
+
+
+class Hooks:
+    """A set of removable hook handles. ``remove()`` is idempotent; also a context manager."""
+
+    def __init__(self) -> None:
+        self._handles: list[Any] = []
+
+    def add(self, handle: Any) -> None:
+        self._handles.append(handle)
+
+    def register_forward(self, modules: list[tuple[str, nn.Module]], hook: Callable) -> None:
+        """``hook(name, module, inputs, output)`` after each module's forward."""
+        for name, module in modules:
+            self.add(module.register_forward_hook(_bind_name(hook, name)))
+
+    def __len__(self) -> int:
+        return len(self._handles)
+
+    def remove(self) -> None:
+        handles, self._handles = self._handles, []
+        for handle in handles:
+            handle.remove()
+
+    def __enter__(self) -> Hooks:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.remove()
+
+
+def _bind_name(hook: Callable, name: str) -> Callable:
+    def forward_hook(module: nn.Module, inputs: Any, output: Any) -> None:
+        hook(name, module, inputs, output)
+
+    return forward_hook

@@ -1,0 +1,205 @@
+"""The host-side record: bounded, thread-safe history of sampled steps and scalars; pandas views of it."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from nbdiag.stats import HIST_EDGES
+
+KINDS = ("activation", "gradient", "weight", "update", "model")
+
+
+@dataclass(frozen=True)
+class Block:
+    """Statistics of one kind at one step: ``values[i, j]`` is stat ``stats[j]`` of ``layers[i]``."""
+
+    layers: tuple[str, ...]
+    stats: tuple[str, ...]
+    values: np.ndarray  # (n_layers, n_stats) float64
+    hist: np.ndarray | None = None  # (n_layers, N_BINS) float32 counts, for activation and gradient
+
+
+@dataclass(frozen=True)
+class StepEntry:
+    """Everything recorded at one sampled step, by kind."""
+
+    step: int
+    blocks: dict[str, Block]
+
+
+@dataclass
+class NonFinite:
+    """Where NaN/Inf was first seen: first tensor in forward order at the first step that had one."""
+
+    step: int
+    layer: str
+    kind: str
+    count: float
+
+
+def thin_older_half(items: list) -> list:
+    """Halve the older half of ``items`` (keep every other one), so a full buffer keeps a decimated history."""
+    half = len(items) // 2
+    return items[:half:2] + items[half:]
+
+
+class Record:
+    """Bounded history. Writers: the monitor (one thread). Readers: anyone, via snapshots under a lock.
+
+    Memory stops growing at ``capacity`` sampled steps (and ``scalar_capacity`` scalar rows): when full, the
+    older half is thinned to every other entry, so a long run keeps its whole span at decreasing resolution.
+    """
+
+    def __init__(self, capacity: int = 512, scalar_capacity: int = 20_000) -> None:
+        if capacity < 4 or scalar_capacity < 4:
+            raise ValueError(f"capacity must be >= 4, got {capacity} and {scalar_capacity}")
+        self.capacity = capacity
+        self.scalar_capacity = scalar_capacity
+        self._lock = threading.Lock()
+        self._entries: list[StepEntry] = []
+        self._scalars: dict[int, dict[str, float]] = {}
+        self._layer_order: dict[str, dict[str, None]] = {}
+        self.first_nonfinite: NonFinite | None = None
+        self.version = 0  # bumped on every write; renderers poll it
+        self.meta: dict[str, Any] = {}  # model name, layer -> module type, num_classes, every, ...
+        self.listeners: list[Callable[[str, Any], None]] = []  # called after each write: ("entry"|"scalars"|...)
+        self.listener_errors: list[str] = []
+
+    def subscribe(self, listener: Callable[[str, Any], None]) -> None:
+        """Call ``listener(event, payload)`` after every write: ("entry", StepEntry), ("scalars", (step, values)),
+        ("nonfinite", NonFinite). A failing listener is recorded in :attr:`listener_errors` and never raises."""
+        self.listeners.append(listener)
+
+    def _notify(self, event: str, payload: Any) -> None:
+        for listener in list(self.listeners):
+            try:
+                listener(event, payload)
+            except Exception as error:  # a writer must never break training
+                self.listener_errors.append(f"{type(error).__name__}: {error}")
+
+    def layer_type(self, layer: str) -> str | None:
+        """Class name of the module behind ``layer`` (``lstm/0`` -> the LSTM's), if known."""
+        types = self.meta.get("layer_types", {})
+        return types.get(layer) or types.get(layer.split("/")[0])
+
+    # -- writing -------------------------------------------------------------------------------------------
+    def append(self, entry: StepEntry) -> None:
+        """Add one sampled step's statistics."""
+        with self._lock:
+            self._entries.append(entry)
+            if len(self._entries) > self.capacity:
+                self._entries = thin_older_half(self._entries)
+            for kind, block in entry.blocks.items():
+                order = self._layer_order.setdefault(kind, {})
+                for layer in block.layers:
+                    order.setdefault(layer, None)
+            self.version += 1
+        self._notify("entry", entry)
+
+    def add_scalars(self, step: int, values: dict[str, float]) -> None:
+        """Add the scalars logged at ``step`` (loss, accuracy, ...); values for a step already held are merged."""
+        if not values:
+            return
+        with self._lock:
+            self._scalars.setdefault(step, {}).update(values)
+            if len(self._scalars) > self.scalar_capacity:
+                kept = thin_older_half(list(self._scalars))
+                self._scalars = {s: self._scalars[s] for s in kept}
+            self.version += 1
+        self._notify("scalars", (step, values))
+
+    def note_nonfinite(self, found: NonFinite) -> None:
+        """Keep the first non-finite sighting; later ones are ignored."""
+        with self._lock:
+            if self.first_nonfinite is not None:
+                return
+            self.first_nonfinite = found
+            self.version += 1
+        self._notify("nonfinite", found)
+
+    # -- reading -------------------------------------------------------------------------------------------
+    def entries(self) -> list[StepEntry]:
+        """A snapshot of the sampled steps (entries are immutable)."""
+        with self._lock:
+            return list(self._entries)
+
+    def layers(self, kind: str = "activation") -> list[str]:
+        """Layer (or parameter) names of ``kind`` in first-seen order: forward order for activations."""
+        with self._lock:
+            return list(self._layer_order.get(kind, {}))
+
+    def steps(self) -> list[int]:
+        """The sampled steps held."""
+        with self._lock:
+            return [e.step for e in self._entries]
+
+    def frame(
+        self,
+        kind: str | None = None,
+        layers: list[str] | None = None,
+        stats: list[str] | None = None,
+    ) -> pd.DataFrame:
+        """Long table ``step, layer, kind, stat, value``, optionally filtered."""
+        parts = []
+        for entry in self.entries():
+            for block_kind, block in entry.blocks.items():
+                if kind is None or block_kind == kind:
+                    parts.append(_block_rows(entry.step, block_kind, block))
+        if not parts:
+            return pd.DataFrame({c: pd.Series(dtype=t) for c, t in _FRAME_DTYPES.items()})
+        frame = pd.concat(parts, ignore_index=True)
+        if layers is not None:
+            frame = frame[frame["layer"].isin(layers)]
+        if stats is not None:
+            frame = frame[frame["stat"].isin(stats)]
+        return frame.reset_index(drop=True)
+
+    def histograms(self, kind: str = "activation") -> tuple[np.ndarray, pd.DataFrame]:
+        """Bin edges and counts: a DataFrame indexed by (step, layer), one column per bin."""
+        if kind not in ("activation", "gradient"):
+            raise ValueError(f"histograms exist for 'activation' and 'gradient', got kind={kind!r}")
+        rows, index = [], []
+        for entry in self.entries():
+            block = entry.blocks.get(kind)
+            if block is None or block.hist is None:
+                continue
+            rows.append(block.hist)
+            index.extend((entry.step, layer) for layer in block.layers)
+        counts = np.concatenate(rows) if rows else np.zeros((0, len(HIST_EDGES) - 1), np.float32)
+        frame = pd.DataFrame(
+            counts,
+            index=pd.MultiIndex.from_tuples(index, names=["step", "layer"]),
+            columns=range(counts.shape[1]),
+        )
+        return HIST_EDGES.copy(), frame
+
+    def scalars(self) -> pd.DataFrame:
+        """Logged scalars, one row per step, one column per name."""
+        with self._lock:
+            steps, values = list(self._scalars), list(self._scalars.values())
+        return pd.DataFrame(values, index=pd.Index(steps, name="step", dtype="int64"))
+
+
+_FRAME_DTYPES = {"step": "int64", "layer": "object", "kind": "object", "stat": "object", "value": "float64"}
+
+
+def _block_rows(step: int, kind: str, block: Block) -> pd.DataFrame:
+    n_layers, n_stats = block.values.shape
+    rows = pd.DataFrame(
+        {
+            "step": np.full(n_layers * n_stats, step, dtype=np.int64),
+            "layer": np.repeat(np.array(block.layers, dtype=object), n_stats),
+            "kind": kind,
+            "stat": np.tile(np.array(block.stats, dtype=object), n_layers),
+            "value": block.values.reshape(-1),
+        }
+    )
+    if "saturated_frac" in block.stats:  # NaN there means "not a bounded activation", not a NaN value
+        rows = rows[~((rows["stat"] == "saturated_frac") & rows["value"].isna())]
+    return rows

@@ -1,0 +1,311 @@
+"""The bug zoo: small training setups, each with one planted bug and the finding ids that should report it."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from tests.bugzoo import models
+from tests.bugzoo.datasets import RepeatingLoader, digits, loader, regression
+
+DETECTORS = ("preflight", "live", "both")
+
+
+@dataclass
+class Setup:
+    """Everything a training run needs; ``zero_grad=False`` plants the missing ``optimizer.zero_grad()`` bug."""
+
+    model: nn.Module
+    data: object
+    loss_fn: Callable
+    optimizer: torch.optim.Optimizer
+    num_classes: int | None = None
+    val_data: object | None = None
+    zero_grad: bool = True
+
+
+@dataclass(frozen=True)
+class Case:
+    """One zoo entry.
+
+    Attributes:
+        name: a short id.
+        bug: what is planted ("" for a clean setup).
+        build: makes a fresh :class:`Setup` (seeded, so it is the same every time).
+        expected: finding ids that should report the bug at warn or fail (empty for a clean setup, which must
+            raise no warn/fail at all).
+        detector: 'preflight' (nbdiag.preflight finds it), 'live' (the health rules during training do), or
+            'both' (clean setups: neither may raise warn/fail).
+    """
+
+    name: str
+    bug: str
+    build: Callable[[], Setup]
+    expected: tuple[str, ...] = ()
+    detector: str = "preflight"
+
+    @property
+    def clean(self) -> bool:
+        """Whether the setup has no planted bug."""
+        return not self.expected
+
+
+def _classifier(
+    model: nn.Module | None = None,
+    x: torch.Tensor | None = None,
+    y: torch.Tensor | None = None,
+    *,
+    shuffle: bool = True,
+    optimizer: Callable[[nn.Module], torch.optim.Optimizer] | None = None,
+    loss_fn: Callable | None = None,
+    **setup: object,
+) -> Setup:
+    """A digits classification setup; every argument left out is the clean default."""
+    torch.manual_seed(0)
+    x_train, y_train, _, _ = digits()
+    x = x_train if x is None else x
+    y = y_train if y is None else y
+    model = models.mlp() if model is None else model
+    opt = optimizer(model) if optimizer is not None else torch.optim.Adam(model.parameters(), lr=1e-3)
+    loss_fn = nn.CrossEntropyLoss() if loss_fn is None else loss_fn
+    return Setup(model, loader(x, y, shuffle=shuffle), loss_fn, opt, **setup)
+
+
+def _seeded(factory: Callable[[], nn.Module]) -> nn.Module:
+    torch.manual_seed(0)
+    return factory()
+
+
+# --- clean setups ---------------------------------------------------------------------------------------------
+
+
+def clean_mlp() -> Setup:
+    _, _, x_val, y_val = digits()
+    return _classifier(_seeded(models.mlp), num_classes=10, val_data=(x_val, y_val))
+
+
+def clean_cnn() -> Setup:
+    return _classifier(_seeded(models.cnn), num_classes=10)
+
+
+def clean_regression() -> Setup:
+    torch.manual_seed(0)
+    x, y = regression()
+    model = models.mlp(outputs=1, features=x.shape[1])
+    return Setup(model, loader(x, y), nn.MSELoss(), torch.optim.Adam(model.parameters(), lr=1e-3))
+
+
+# --- data bugs ------------------------------------------------------------------------------------------------
+
+
+def shuffled_labels() -> Setup:
+    _, y, _, _ = digits()
+    return _classifier(y=y[torch.randperm(len(y), generator=torch.Generator().manual_seed(1))])
+
+
+def raw_pixels() -> Setup:
+    x, _, _, _ = digits(standardize=False)
+    return _classifier(x=x * (255 / 16))  # 8-bit pixel values, never scaled
+
+
+def constant_inputs() -> Setup:
+    x, _, _, _ = digits()
+    return _classifier(x=torch.zeros_like(x))
+
+
+def nan_inputs() -> Setup:
+    x, _, _, _ = digits()
+    x = x.clone()
+    x[::50, 3] = float("nan")
+    return _classifier(x=x)
+
+
+def sorted_unshuffled() -> Setup:
+    x, y, _, _ = digits()
+    order = torch.argsort(y, stable=True)
+    return _classifier(x=x[order], y=y[order], shuffle=False)
+
+
+def repeated_batch() -> Setup:
+    setup = _classifier()
+    x, y, _, _ = digits()
+    setup.data = RepeatingLoader(x, y)
+    return setup
+
+
+def labels_one_based() -> Setup:
+    _, y, _, _ = digits()
+    return _classifier(y=y + 1)
+
+
+def float_targets() -> Setup:
+    _, y, _, _ = digits()
+    return _classifier(y=y.float())
+
+
+def class_imbalance() -> Setup:
+    x, y, _, _ = digits()
+    keep = (y == 0) | (torch.arange(len(y)) % 20 == 0)  # all of class 0, 5% of the others
+    return _classifier(x=x[keep], y=y[keep])
+
+
+def duplicated_samples() -> Setup:
+    x, y, _, _ = digits()
+    return _classifier(x=x[:500].repeat(3, 1), y=y[:500].repeat(3))
+
+
+def train_val_overlap() -> Setup:
+    x, y, _, _ = digits()
+    return _classifier(val_data=(x[:300], y[:300]))  # validation drawn from the training set
+
+
+def regression_target_shape() -> Setup:
+    setup = clean_regression()
+    x, y = regression()
+    setup.data = loader(x, y[:, 0])  # (N,) targets against (N, 1) outputs: MSELoss broadcasts to (N, N)
+    return setup
+
+
+def regression_target_offset() -> Setup:
+    setup = clean_regression()
+    x, y = regression()
+    setup.data = loader(x, y + 50.0)  # targets around 50, final bias left at ~0
+    return setup
+
+
+# --- loss and model bugs --------------------------------------------------------------------------------------
+
+
+def softmax_before_ce() -> Setup:
+    return _classifier(_seeded(lambda: nn.Sequential(models.mlp(), nn.Softmax(dim=1))))
+
+
+def logits_to_nll() -> Setup:
+    return _classifier(loss_fn=nn.NLLLoss())
+
+
+def oversized_final_layer() -> Setup:
+    return _classifier(_seeded(lambda: models.mlp(outputs=1000)), num_classes=10)
+
+
+def frozen_layer() -> Setup:
+    model = _seeded(models.mlp)
+    model[0].requires_grad_(False)  # the first layer was meant to train: it is still handed to the optimizer
+    return _classifier(model)
+
+
+def detached_hidden() -> Setup:
+    return _classifier(_seeded(models.DetachedMLP))
+
+
+def missing_from_optimizer() -> Setup:
+    return _classifier(_seeded(models.mlp), optimizer=lambda m: torch.optim.Adam(m[2].parameters(), lr=1e-3))
+
+
+def batch_mixing() -> Setup:
+    return _classifier(_seeded(models.BatchMixingMLP))
+
+
+def eval_mode_dropout() -> Setup:
+    return _classifier(_seeded(models.mlp_with_dropout).eval())
+
+
+# --- bugs that live monitoring detects -----------------------------------------------------------------------
+
+
+def lr_too_high() -> Setup:
+    return _classifier(_seeded(models.mlp), optimizer=lambda m: torch.optim.SGD(m.parameters(), lr=50.0))
+
+
+def lr_too_low() -> Setup:
+    return _classifier(_seeded(models.mlp), optimizer=lambda m: torch.optim.SGD(m.parameters(), lr=1e-7))
+
+
+def dead_relu_bias() -> Setup:
+    model = _seeded(models.mlp)
+    nn.init.constant_(model[0].bias, -10.0)  # every hidden ReLU starts (and stays) off
+    return _classifier(model)
+
+
+def tanh_saturated() -> Setup:
+    return _classifier(_seeded(lambda: models.deep_tanh(depth=6, std=1.0)))
+
+
+def deep_tanh_collapse() -> Setup:
+    return _classifier(_seeded(lambda: models.deep_tanh(depth=10, std=0.01)))
+
+
+def missing_zero_grad() -> Setup:
+    return _classifier(zero_grad=False)
+
+
+CASES: tuple[Case, ...] = (
+    Case("clean_mlp", "", clean_mlp, detector="both"),
+    Case("clean_cnn_bn_dropout", "", clean_cnn, detector="both"),
+    Case("clean_regression", "", clean_regression, detector="both"),
+    Case("shuffled_labels", "labels permuted apart from inputs", shuffled_labels, ("data.no_signal",)),
+    Case("raw_pixels", "0-255 pixel values, not normalized", raw_pixels, ("data.unnormalized",)),
+    Case("constant_inputs", "inputs all zero", constant_inputs, ("data.constant_input",)),
+    Case("nan_inputs", "NaN in some inputs", nan_inputs, ("data.nonfinite",)),
+    Case("sorted_unshuffled", "data sorted by label, shuffle=False", sorted_unshuffled, ("data.single_class_batches",)),
+    Case("repeated_batch", "loader yields the same batch", repeated_batch, ("data.repeated_batch",)),
+    Case("labels_one_based", "labels 1..C for C outputs", labels_one_based, ("data.label_range",)),
+    Case("float_targets", "float class targets for CrossEntropyLoss", float_targets, ("data.label_range",)),
+    Case("class_imbalance", "class 0 is 20x the others", class_imbalance, ("data.class_imbalance",)),
+    Case("duplicated_samples", "each sample three times", duplicated_samples, ("data.duplicates",)),
+    Case("train_val_overlap", "validation drawn from training", train_val_overlap, ("data.duplicates",)),
+    Case("regression_target_shape", "(N,) targets for (N, 1) outputs", regression_target_shape, ("data.label_range",)),
+    Case("regression_target_offset", "targets around 50", regression_target_offset, ("loss.initial_mismatch",)),
+    Case("softmax_before_ce", "softmax output into CrossEntropyLoss", softmax_before_ce, ("loss.probabilities_to_ce",)),
+    Case("logits_to_nll", "raw logits into NLLLoss", logits_to_nll, ("loss.probabilities_to_ce",)),
+    Case("oversized_final_layer", "1000 outputs for 10 classes", oversized_final_layer, ("loss.initial_mismatch",)),
+    Case("frozen_layer", "first layer requires_grad=False", frozen_layer, ("model.frozen",)),
+    Case("detached_hidden", "hidden layer .detach()ed", detached_hidden, ("model.frozen",)),
+    Case("missing_from_optimizer", "optimizer holds the last layer only", missing_from_optimizer, ("model.frozen",)),
+    Case("batch_mixing", "reshape mixes the batch dimension", batch_mixing, ("model.batch_mixing",)),
+    Case("eval_mode_dropout", "training in eval mode with dropout", eval_mode_dropout, ("model.train_eval_mode",)),
+    Case("lr_too_high", "SGD lr=50", lr_too_high, ("train.diverging",), "live"),
+    Case("lr_too_low", "SGD lr=1e-7", lr_too_low, ("train.stalled",), "live"),
+    Case("dead_relu_bias", "hidden bias -10 kills every ReLU", dead_relu_bias, ("act.dead_units",), "live"),
+    Case("tanh_saturated", "6 tanh layers, weight std 1", tanh_saturated, ("act.saturation",), "live"),
+    Case("deep_tanh_collapse", "10 tanh layers, weight std 0.01", deep_tanh_collapse, ("act.collapse",), "live"),
+    Case(
+        "missing_zero_grad",
+        "optimizer.zero_grad() never called",
+        missing_zero_grad,
+        ("train.grad_accumulation",),
+        "live",
+    ),
+)
+
+
+def cases(detector: str) -> list[Case]:
+    """The cases with a planted bug for ``detector`` ('preflight' or 'live'), or the clean ones ('both')."""
+    if detector not in DETECTORS:
+        raise ValueError(f"got detector={detector!r}, expected one of {DETECTORS}")
+    return [case for case in CASES if case.detector == detector]
+
+
+def run_training(setup: Setup, steps: int, on_step: Callable[[int, torch.Tensor], None] | None = None) -> list[float]:
+    """Train ``setup`` for ``steps`` steps the usual way (zero_grad per step unless the bug is planted).
+
+    Returns:
+        The loss of each step.
+    """
+    losses: list[float] = []
+    while len(losses) < steps:
+        for x, y in setup.data:
+            loss = setup.loss_fn(setup.model(x), y)
+            loss.backward()
+            setup.optimizer.step()
+            if setup.zero_grad:
+                setup.optimizer.zero_grad()
+            losses.append(float(loss.detach()))
+            if on_step is not None:
+                on_step(len(losses) - 1, loss)
+            if len(losses) == steps:
+                break
+    return losses

@@ -1,0 +1,69 @@
+"""Tiny models for the bug zoo, clean and with planted bugs."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+FEATURES, HIDDEN, CLASSES = 64, 32, 10
+
+
+def mlp(outputs: int = CLASSES, features: int = FEATURES, hidden: int = HIDDEN) -> nn.Sequential:
+    """features -> hidden -> ReLU -> outputs."""
+    return nn.Sequential(nn.Linear(features, hidden), nn.ReLU(), nn.Linear(hidden, outputs))
+
+
+def cnn() -> nn.Sequential:
+    """Digits as (N, 64) -> (N, 1, 8, 8) -> conv + batch norm + ReLU + pool -> dropout -> linear."""
+    return nn.Sequential(
+        nn.Unflatten(1, (1, 8, 8)),
+        nn.Conv2d(1, 8, 3, padding=1),
+        nn.BatchNorm2d(8),
+        nn.ReLU(),
+        nn.MaxPool2d(2),  # (N, 8, 4, 4)
+        nn.Flatten(),
+        nn.Dropout(0.2),
+        nn.Linear(8 * 4 * 4, CLASSES),
+    )
+
+
+def mlp_with_dropout() -> nn.Sequential:
+    """features -> hidden -> ReLU -> dropout -> classes."""
+    return nn.Sequential(nn.Linear(FEATURES, HIDDEN), nn.ReLU(), nn.Dropout(0.3), nn.Linear(HIDDEN, CLASSES))
+
+
+class BatchMixingMLP(nn.Module):
+    """Bug: reshapes the hidden layer (B, H) to (H, B) and transposes back, mixing samples."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.fc1, self.fc2 = nn.Linear(FEATURES, HIDDEN), nn.Linear(HIDDEN, CLASSES)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h = torch.relu(self.fc1(x))  # (B, H)
+        h = h.reshape(h.shape[1], h.shape[0]).t()  # (B, H) again, but rows now mix samples
+        return self.fc2(h)
+
+
+class DetachedMLP(nn.Module):
+    """Bug: the hidden layer's output is detached, so fc1 never receives a gradient."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.fc1, self.fc2 = nn.Linear(FEATURES, HIDDEN), nn.Linear(HIDDEN, CLASSES)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fc2(torch.relu(self.fc1(x)).detach())
+
+
+def deep_tanh(depth: int, std: float, width: int = HIDDEN) -> nn.Sequential:
+    """``depth`` tanh layers of ``width`` with weights ~ N(0, std^2) and zero biases, then a linear head."""
+    layers: list[nn.Module] = []
+    features = FEATURES
+    for _ in range(depth):
+        linear = nn.Linear(features, width)
+        nn.init.normal_(linear.weight, std=std)
+        nn.init.zeros_(linear.bias)
+        layers += [linear, nn.Tanh()]
+        features = width
+    return nn.Sequential(*layers, nn.Linear(width, CLASSES))

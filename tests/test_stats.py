@@ -1,0 +1,106 @@
+"""tensor_stats and its host-side reading, against torch and numpy on the same tensors."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from nbdiag import stats
+from nbdiag.stats import ACTIVATION_STATS, GRADIENT_STATS, HIST_EDGES, N_BINS, derive, merge_vectors, tensor_stats
+
+
+def host(vector: torch.Tensor) -> np.ndarray:
+    return vector.double().numpy()[None, :]
+
+
+def test_moments_match_torch():
+    x = torch.randn(3, 50, 7) * 2.5 + 0.7
+    d = dict(zip(GRADIENT_STATS, derive(host(tensor_stats(x)), GRADIENT_STATS)[0], strict=True))
+    assert d["count"] == x.numel()
+    assert d["mean"] == pytest.approx(torch.mean(x).item(), rel=1e-5)
+    assert d["std"] == pytest.approx(torch.std(x, correction=0).item(), rel=1e-5)
+    assert d["min"] == x.min().item() and d["max"] == x.max().item()
+    assert d["norm"] == pytest.approx(torch.linalg.vector_norm(x).item(), rel=1e-5)
+
+
+def test_histogram_matches_numpy_on_same_edges():
+    x = torch.cat(
+        [torch.randn(5000) * 10.0 ** torch.randint(-9, 5, (5000,)), torch.zeros(17), torch.tensor([1e9, -1e9])]
+    )
+    counts = tensor_stats(x).numpy()[stats.N_FIELDS :]
+    expected, _ = np.histogram(x.numpy(), bins=HIST_EDGES)
+    np.testing.assert_array_equal(counts, expected)
+    assert counts.sum() == x.numel()
+    assert len(HIST_EDGES) == N_BINS + 1 and HIST_EDGES[0] < 0 < HIST_EDGES[-1]
+
+
+def test_zero_fraction_and_nonfinite():
+    x = torch.tensor([0.0, 0.0, 1.0, -2.0, float("nan"), float("inf"), 3.0, 0.0])
+    d = dict(zip(ACTIVATION_STATS, derive(host(tensor_stats(x)), ACTIVATION_STATS)[0], strict=True))
+    assert d["zero_frac"] == pytest.approx(3 / 8)
+    assert d["nonfinite"] == 2
+    assert np.isnan(d["mean"])  # a NaN is never hidden behind a finite-looking mean
+    hist = tensor_stats(x).numpy()[stats.N_FIELDS :]
+    assert hist.sum() == 7  # NaN is not binned; +inf lands in the last bin
+    assert hist[-1] == 1
+
+
+@pytest.mark.parametrize(
+    ("module", "inputs", "expected"),
+    [
+        (nn.Tanh(), torch.tensor([-5.0, -1.0, 0.0, 2.0, 2.5]), 2),  # |tanh| >= 0.98 <=> |x| >= 2.298: -5 and 2.5
+        (nn.Sigmoid(), torch.tensor([-6.0, -1.0, 0.0, 4.0, 5.0]), 2),  # s <= 0.01 or s >= 0.99 <=> |x| >= 4.595
+        (nn.Hardtanh(-2.0, 2.0), torch.tensor([-3.0, -1.97, 0.0, 1.95, 1.9]), 2),  # within 0.04 of +-2
+        (nn.ReLU6(), torch.tensor([-1.0, 0.0, 5.95, 7.0, 3.0]), 2),  # only the top bound (zeros are "dead")
+        (nn.ReLU(), torch.tensor([-1.0, 0.0, 5.0]), 0),
+    ],
+)
+def test_saturation_counts_follow_bounds(module, inputs, expected):
+    y = module(inputs)
+    saturated = tensor_stats(y, stats.output_bounds(module)).numpy()[stats.VECTOR_FIELDS.index("saturated")]
+    assert saturated == expected
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+def test_half_precision_reduces_in_fp32(dtype):
+    x = (torch.randn(4096) * 300).to(dtype)  # sum of squares overflows fp16 (max 65504)
+    d = dict(zip(GRADIENT_STATS, derive(host(tensor_stats(x)), GRADIENT_STATS)[0], strict=True))
+    reference = x.float()
+    assert np.isfinite(d["std"])
+    assert d["std"] == pytest.approx(reference.std(correction=0).item(), rel=1e-4)
+    assert d["norm"] == pytest.approx(torch.linalg.vector_norm(reference).item(), rel=1e-4)
+
+
+def test_merge_equals_stats_of_concatenation():
+    parts = [torch.randn(100) * 3 + 1, torch.randn(37) - 4, torch.rand(250)]
+    merged = merge_vectors(np.stack([tensor_stats(p).double().numpy() for p in parts]))
+    direct = tensor_stats(torch.cat(parts)).double().numpy()
+    np.testing.assert_allclose(merged, direct, rtol=1e-5, atol=1e-6)
+
+
+def test_histogram_subsample_is_strided_and_bounded():
+    x = torch.randn(100_000)
+    sampled = tensor_stats(x, hist_sample=1000).numpy()
+    assert sampled[stats.N_FIELDS :].sum() <= 1000
+    assert sampled[stats.N_FIELDS :].sum() >= 900
+    assert sampled[stats.VECTOR_FIELDS.index("sampled")] == sampled[stats.N_FIELDS :].sum()
+    assert sampled[0] == 100_000  # moments still use every element
+    assert sampled[1] == pytest.approx(x.mean().item(), abs=1e-6)
+    stride = stats._coprime_stride(int(np.ceil(100_000 / 1000)))
+    assert stride == 101  # odd and not a multiple of 3, 5 or 7: no aliasing with feature-map layouts
+    expected, _ = np.histogram(x.numpy()[::stride], bins=HIST_EDGES)
+    np.testing.assert_array_equal(sampled[stats.N_FIELDS :], expected)
+
+
+def test_nonfinite_presence_is_exact_even_when_not_sampled():
+    x = torch.randn(100_000)
+    x[1] = float("nan")  # not on the sampling stride
+    derived = derive(host(tensor_stats(x, hist_sample=1000)), ACTIVATION_STATS)[0]
+    assert derived[ACTIVATION_STATS.index("nonfinite")] >= 1
+
+
+def test_empty_tensor_gives_zero_count():
+    v = tensor_stats(torch.empty(0, 3))
+    assert v.shape == (stats.VECTOR_LEN,) and v[0] == 0
