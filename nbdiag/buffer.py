@@ -7,7 +7,7 @@ from collections import defaultdict
 import numpy as np
 import torch
 
-from nbdiag.stats import VECTOR_LEN, merge_vectors
+from nbdiag.stats import VECTOR_LEN, RawStats, finalize, merge_vectors
 
 # Tests count calls of this function: one per device per sampled step.
 TRANSFERS = {"count": 0}
@@ -17,11 +17,11 @@ def to_host(flat: torch.Tensor) -> np.ndarray:
     """The one device->host copy of a step (a no-op view on CPU), as float64 numpy."""
     TRANSFERS["count"] += 1
     if flat.device.type == "cpu":
-        return flat.numpy().astype(np.float64)
+        return flat.numpy()
     host = torch.empty(flat.shape, dtype=flat.dtype, pin_memory=True)
     host.copy_(flat, non_blocking=True)
     torch.cuda.current_stream(flat.device).synchronize()
-    return host.numpy().astype(np.float64)
+    return host.numpy()
 
 
 class StepBuffer:
@@ -35,19 +35,19 @@ class StepBuffer:
         self.max_vectors = max_vectors
         self.overflowed = False
         self._keys: list[tuple[str, str]] = []
-        self._vectors: list[torch.Tensor] = []
+        self._raw: list[RawStats] = []
         self._groups: dict[str, tuple[list[str], torch.Tensor]] = {}
 
     def __len__(self) -> int:
-        return len(self._vectors)
+        return len(self._raw)
 
-    def add(self, layer: str, kind: str, vector: torch.Tensor) -> None:
-        """Add one tensor's stats vector (several calls of one layer are merged on the host)."""
-        if len(self._vectors) >= self.max_vectors:
+    def add(self, layer: str, kind: str, raw: RawStats) -> None:
+        """Add one tensor's raw statistics (several calls of one layer are merged on the host)."""
+        if len(self._raw) >= self.max_vectors:
             self.overflowed = True
             return
         self._keys.append((layer, kind))
-        self._vectors.append(vector)
+        self._raw.append(raw)
 
     def add_group(self, group: str, names: list[str], values: torch.Tensor) -> None:
         """Add a (len(names), k) tensor of per-parameter scalars; a later group of the same name replaces it."""
@@ -62,14 +62,19 @@ class StepBuffer:
             ``(vectors, groups)``: vectors maps kind -> (layers in first-seen order, merged (n, VECTOR_LEN) array);
             groups maps group -> (names, (n, k) array).
         """
-        parts = [torch.stack(self._vectors)] if self._vectors else []
+        raw = self._raw
+        parts = [torch.stack([r.moments for r in raw]), torch.stack([r.counts for r in raw])] if raw else []
         parts += [values for _, values in self._groups.values()]
         host_parts = _copy_parts(parts)
-        vectors = _merge_by_layer(self._keys, host_parts.pop(0)) if self._vectors else {}
+        vectors = {}
+        if raw:
+            moments, counts = host_parts.pop(0), host_parts.pop(0)
+            sizes = np.array([(r.n, r.m) for r in raw], dtype=np.float64)
+            vectors = _merge_by_layer(self._keys, finalize(moments, counts, sizes[:, 0], sizes[:, 1]))
         groups = {
             group: (names, host) for (group, (names, _)), host in zip(self._groups.items(), host_parts, strict=True)
         }
-        self._keys, self._vectors, self._groups = [], [], {}
+        self._keys, self._raw, self._groups = [], [], {}
         self.overflowed = False
         return vectors, groups
 
@@ -81,7 +86,7 @@ def _copy_parts(parts: list[torch.Tensor]) -> list[np.ndarray]:
         by_device[part.device].append(i)
     host: list[np.ndarray | None] = [None] * len(parts)
     for indices in by_device.values():
-        flat = torch.cat([parts[i].detach().float().reshape(-1) for i in indices])
+        flat = torch.cat([parts[i].detach().double().reshape(-1) for i in indices])  # counts stay exact
         copied = to_host(flat)
         offset = 0
         for i in indices:

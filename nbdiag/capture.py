@@ -12,8 +12,8 @@ from torch import nn
 
 from nbdiag.buffer import StepBuffer
 from nbdiag.probe import Hooks, iter_tensors
-from nbdiag.stats import output_bounds, tensor_stats
-from nbdiag.weights import UpdateTracker, grad_vector
+from nbdiag.stats import output_bounds, raw_stats
+from nbdiag.weights import UpdateTracker, grad_matrix, grad_vector
 
 # A step holds at most this many forward calls' worth of vectors; past it, mon.step() was probably forgotten.
 MAX_CALLS_PER_STEP = 64
@@ -50,6 +50,8 @@ class Capture:
         self._bounds = {id(m): output_bounds(m) for _, m in leaves}  # also the set of modules we watch
         self.bounded_layers: set[str] = set()
         self._param_by_name = dict(params)
+        # gradients that zero_grad() clears: the optimizer's parameters (all parameters without an optimizer)
+        self._zeroed_params = [p for _, p in (tracked if optimizer is not None else params)]
         self._hooks = Hooks()
         self._forward_seen = False
 
@@ -63,12 +65,14 @@ class Capture:
         hooks = self._hooks
         hooks.register_forward(self.leaves, self._guard(self._on_forward))
         hooks.add(self.model.register_forward_pre_hook(self._guard(self._on_model_forward)))
-        for name, p in self.params:
-            if p.requires_grad:
-                hooks.add(p.register_post_accumulate_grad_hook(self._guard(functools.partial(self._on_grad, name))))
-        if self.optimizer is not None and self.updates is not None:
+        if self.optimizer is not None:  # gradients read just before the step (after DDP's all-reduce)
             hooks.add(self.optimizer.register_step_pre_hook(self._guard(self._before_optimizer_step)))
             hooks.add(self.optimizer.register_step_post_hook(self._guard(self._after_optimizer_step)))
+        else:  # no optimizer: read each gradient as it is accumulated
+            for name, p in self.params:
+                if p.requires_grad:
+                    hook = self._guard(functools.partial(self._on_grad, name))
+                    hooks.add(p.register_post_accumulate_grad_hook(hook))
 
     def detach(self) -> None:
         self._hooks.remove()
@@ -101,12 +105,12 @@ class Capture:
             layer = name + path
             if bounds is not None:
                 self.bounded_layers.add(layer)
-            self.buffer.add(layer, "activation", tensor_stats(tensor, bounds, self.hist_sample))
+            self.buffer.add(layer, "activation", raw_stats(tensor, bounds, self.hist_sample))
             if tensor.requires_grad:
                 tensor.register_hook(self._guard(functools.partial(self._on_output_grad, layer)))
 
     def _on_output_grad(self, layer: str, grad: torch.Tensor) -> None:
-        self.buffer.add(layer, "gradient", tensor_stats(grad, None, self.hist_sample))
+        self.buffer.add(layer, "gradient", raw_stats(grad, None, self.hist_sample))
 
     def _on_grad(self, name: str, param: torch.Tensor) -> None:
         if param.grad is not None and param is self._param_by_name.get(name):
@@ -117,18 +121,24 @@ class Capture:
         if self._forward_seen or not torch.is_grad_enabled() or module is not self.model:
             return
         self._forward_seen = True
-        grads = [p.grad for _, p in self.params if p.grad is not None]
+        grads = [p.grad for p in self._zeroed_params if p.grad is not None]
         if grads:
             self.stale_grad_norm = torch.linalg.vector_norm(
                 torch.stack([g.float() for g in torch._foreach_norm(grads)])
             )
 
     def _before_optimizer_step(self, optimizer: Any, args: Any, kwargs: Any) -> None:
-        if optimizer is self.optimizer:  # a deep-copied optimizer inherits the hook too
+        if optimizer is not self.optimizer:  # a deep-copied optimizer inherits the hook too
+            return
+        names = [name for name, p in self.params if p.grad is not None]
+        if names:
+            rows = grad_matrix([self._param_by_name[name].grad for name in names])
+            self.grad_vectors = dict(zip(names, rows, strict=True))
+        if self.updates is not None:
             self.updates.before_step()
 
     def _after_optimizer_step(self, optimizer: Any, args: Any, kwargs: Any) -> None:
-        if optimizer is not self.optimizer:
+        if optimizer is not self.optimizer or self.updates is None:
             return
         values = self.updates.after_step()
         if values is not None:

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import html
 from dataclasses import dataclass, field
 from typing import Any
 
 SEVERITIES = ("info", "warn", "fail")
+SEVERITY_COLOURS = {"fail": "#c62828", "warn": "#ef6c00", "info": "#546e7a"}
+SEVERITY_RANK = {"fail": 0, "warn": 1, "info": 2}  # most severe first
 
 # Source texts (shared/seeds): 000 = "37 reasons" (Korean), 001 = Karpathy's recipe, 002 = CS231n training
 # recipes, 003 = "37 reasons" (Japanese, numbered), 004 = CS231n lecture 5.
@@ -239,14 +242,59 @@ def findings_text(findings: list[Finding]) -> str:
     """A plain-text table of findings, most severe first."""
     if not findings:
         return "no findings"
-    order = {"fail": 0, "warn": 1, "info": 2}
     lines = []
-    for f in sorted(findings, key=lambda f: order[f.severity]):
+    for f in _by_severity(findings):
         lines.append(str(f))
         if f.evidence:
-            lines.append("       evidence: " + ", ".join(f"{k}={_fmt(v)}" for k, v in f.evidence.items()))
+            lines.append("       evidence: " + _evidence_text(f.evidence))
         lines.append(f"       advice: {f.advice}  ({f.ref})")
     return "\n".join(lines)
+
+
+def findings_html(findings: list[Finding]) -> str:
+    """An HTML table of findings, most severe first, with a coloured severity badge per row."""
+    if not findings:
+        return "<div>no findings</div>"
+    header = "".join(f"<th>{name}</th>" for name in ("severity", "id", "where", "message", "evidence", "advice"))
+    rows = "".join(_html_row(f) for f in _by_severity(findings))
+    return f"<table><tr>{header}</tr>{rows}</table>"
+
+
+class Findings(list):
+    """A list of :class:`Finding` that shows as a table: coloured HTML in a notebook, text in a script."""
+
+    def __str__(self) -> str:
+        return findings_text(self)
+
+    def _repr_html_(self) -> str:
+        return findings_html(self)
+
+    def _repr_pretty_(self, printer: Any, cycle: bool) -> None:
+        printer.text(findings_text(self))
+
+
+def _by_severity(findings: list[Finding]) -> list[Finding]:
+    return sorted(findings, key=lambda f: SEVERITY_RANK[f.severity])
+
+
+def _html_row(finding: Finding) -> str:
+    colour = SEVERITY_COLOURS[finding.severity]
+    badge = f'<span style="color:white;background:{colour};padding:0 4px;border-radius:3px">{finding.severity}</span>'
+    step = "" if finding.step is None else f"@step {finding.step}"
+    where = " ".join(part for part in (finding.layer, step) if part)
+    cells = (
+        badge,
+        f"<code>{finding.id}</code>",
+        html.escape(where),
+        html.escape(finding.message),
+        html.escape(_evidence_text(finding.evidence)),
+        html.escape(f"{finding.advice} ({finding.ref})"),
+    )
+    return "<tr>" + "".join(f'<td style="text-align:left">{cell}</td>' for cell in cells) + "</tr>"
+
+
+def _evidence_text(evidence: dict[str, Any]) -> str:
+    return ", ".join(f"{k}={_fmt(v)}" for k, v in evidence.items())
 
 
 def _fmt(value: Any) -> str:

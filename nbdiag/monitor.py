@@ -42,6 +42,7 @@ def watch(
     hist_sample: int | None = DEFAULT_HIST_SAMPLE,
     num_classes: int | None = None,
     run_dir: str | None = None,
+    per_rank: bool | None = None,
 ) -> Monitor:
     """Attach nbdiag to a live model; statistics are recorded on sampled steps.
 
@@ -56,6 +57,8 @@ def watch(
         hist_sample: histogram at most this many elements per tensor (strided subsample); None = exact.
         num_classes: number of classes, for the chance-level loss -ln(1/C) in views and health rules.
         run_dir: also write the record there as it grows (Parquet segments; see ``nbdiag.open_run``).
+        per_rank: under torch.distributed, also keep each rank's activation/gradient rows as ``<layer>@rank<r>``
+            (None: the ``NBDIAG_PER_RANK`` environment variable).
 
     Returns:
         The :class:`Monitor`; also a context manager that detaches every hook on exit.
@@ -74,6 +77,7 @@ def watch(
         hist_sample=hist_sample,
         num_classes=num_classes,
         run_dir=run_dir,
+        per_rank=per_rank,
     )
 
 
@@ -93,6 +97,7 @@ class Monitor:
         hist_sample: int | None = DEFAULT_HIST_SAMPLE,
         num_classes: int | None = None,
         run_dir: str | None = None,
+        per_rank: bool | None = None,
     ) -> None:
         _check_inputs(model, optimizer, hist_sample)
         self.schedule = Schedule(every=every, dense=dense)
@@ -126,7 +131,7 @@ class Monitor:
             dense=dense,
             hist_sample=hist_sample,
         )
-        self._aggregate = _distributed_aggregator()
+        self._aggregate = _distributed_aggregator(self._model, per_rank)
         self._writer = _run_writer(run_dir, self)
         self._sync_hooks()
         if display or (display is None and _in_notebook()):
@@ -242,6 +247,18 @@ class Monitor:
                 f"mon.summary() or mon.findings() meanwhile ({error})"
             ) from error
         return Dashboard(self)
+
+    def to_html(self, path: str) -> None:
+        """Write a self-contained HTML report (plotly JavaScript inline; opens with no network)."""
+        from nbdiag.views.export import to_html
+
+        to_html(self, path)
+
+    def savefig(self, path: str) -> None:
+        """Write the dashboard's current state as a PNG (matplotlib)."""
+        from nbdiag.views.export import savefig
+
+        savefig(self, path)
 
     def show(self) -> None:
         """Display the dashboard in a notebook (text summary elsewhere)."""
@@ -426,7 +443,7 @@ def _blocks(vectors: dict, groups: dict, bounded: set[str]) -> dict[str, Block]:
         layers, values = vectors["activation"]
         derived = derive(values, ACTIVATION_STATS)
         saturated = ACTIVATION_STATS.index("saturated_frac")
-        derived[[layer not in bounded for layer in layers], saturated] = np.nan
+        derived[[layer.split("@rank")[0] not in bounded for layer in layers], saturated] = np.nan
         blocks["activation"] = Block(
             tuple(layers), ACTIVATION_STATS, derived, histogram_counts(values).astype(np.float32)
         )
@@ -473,13 +490,13 @@ def _summary_table(entry: StepEntry) -> pd.DataFrame:
     return table
 
 
-def _distributed_aggregator():
+def _distributed_aggregator(model: nn.Module, per_rank: bool | None):
     """Under an initialized torch.distributed process group, the function that merges statistics over ranks."""
     if not (torch.distributed.is_available() and torch.distributed.is_initialized()):
         return None
     from nbdiag.runs.distributed import aggregator
 
-    return aggregator()
+    return aggregator(model, per_rank)
 
 
 def _run_writer(run_dir: str | None, monitor: Monitor):

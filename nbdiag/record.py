@@ -179,6 +179,15 @@ class Record:
         )
         return HIST_EDGES.copy(), frame
 
+    def scalar_series(self, name: str) -> tuple[np.ndarray, np.ndarray]:
+        """``(steps, values)`` of one scalar as numpy arrays, only the steps that logged it (no DataFrame built)."""
+        with self._lock:
+            pairs = [(step, values[name]) for step, values in self._scalars.items() if name in values]
+        if not pairs:
+            return np.zeros(0, np.int64), np.zeros(0, np.float64)
+        steps, values = zip(*pairs, strict=True)
+        return np.asarray(steps, np.int64), np.asarray(values, np.float64)
+
     def scalars(self) -> pd.DataFrame:
         """Logged scalars, one row per step, one column per name."""
         with self._lock:

@@ -8,6 +8,7 @@ merge exactly (:func:`merge_vectors`), and the derived statistics (std, norm, fr
 from __future__ import annotations
 
 import math
+from typing import NamedTuple
 
 import numpy as np
 import torch
@@ -46,7 +47,7 @@ GRADIENT_STATS = ("mean", "std", "min", "max", "zero_frac", "nonfinite", "norm",
 
 # Saturation: an output within 1% of its range's width from a bound where the activation's slope vanishes.
 SATURATION_MARGIN = 0.01
-_inner_edges_cache: dict[torch.device, torch.Tensor] = {}
+_edges_cache: dict[torch.device, torch.Tensor] = {}
 
 
 def output_bounds(module: nn.Module) -> tuple[float | None, float | None] | None:
@@ -65,58 +66,101 @@ def output_bounds(module: nn.Module) -> tuple[float | None, float | None] | None
     return None
 
 
-def _inner_edges(device: torch.device) -> torch.Tensor:
-    edges = _inner_edges_cache.get(device)
+def _edges(device: torch.device) -> torch.Tensor:
+    """Bucketize boundaries: the finite edges then +inf, so bin N_BINS (overflow) catches NaN and +Inf."""
+    edges = _edges_cache.get(device)
     if edges is None:
-        edges = torch.from_numpy(HIST_EDGES[1:-1].copy()).to(device)
-        _inner_edges_cache[device] = edges
+        edges = torch.from_numpy(np.append(HIST_EDGES[1:-1], np.float32(np.inf))).to(device)
+        _edges_cache[device] = edges
     return edges
 
 
+class RawStats(NamedTuple):
+    """Device-side statistics of one tensor, as cheap to compute as possible; :func:`finalize` reads them.
+
+    ``moments`` (5,) fp32: shift c (the first element), sum(x - c), sum((x - c)^2), min, max. The shift makes
+    the variance ``ss/n - (s/n)^2`` free of catastrophic cancellation unless |c - mean| >> std.
+    ``counts`` (N_BINS + 2,) int64 over the sample: histogram, then NaN/+Inf, then saturated.
+    """
+
+    moments: torch.Tensor
+    counts: torch.Tensor
+    n: int  # elements
+    m: int  # sampled elements
+
+
+ZERO_BIN = N_BINS // 2  # the bin [-1e-10, 1e-10): "zero"
+OVERFLOW = N_BINS  # counts[OVERFLOW]: NaN and +Inf (-Inf lands in bin 0)
+SATURATED = N_BINS + 1  # counts[SATURATED]: outputs within the saturation margin of a bound
+RAW_COUNTS = N_BINS + 2
+
+
 @torch.no_grad()
-def tensor_stats(
+def raw_stats(
     x: torch.Tensor,
     bounds: tuple[float | None, float | None] | None = None,
     hist_sample: int | None = None,
-) -> torch.Tensor:
-    """Statistics of ``x`` as a (VECTOR_LEN,) fp32 tensor on ``x``'s device. No host sync.
+) -> RawStats:
+    """Statistics of ``x`` on its device, without any host sync (see :class:`RawStats`).
 
-    Moments, min and max read every element (two fused passes). The zero, saturated and non-finite counts and
-    the histogram are taken on an evenly strided sample of at most ``hist_sample`` elements (all when None or
-    when ``x`` is smaller): a fraction p estimated from m samples has a standard error sqrt(p(1-p)/m), at most
-    0.4% for m = 16384. Non-finite *presence* is exact: any NaN/Inf makes the moments non-finite.
+    Moments, min and max read every element. The histogram, zero, saturated and non-finite counts are taken on
+    an evenly strided sample of at most ``hist_sample`` elements (all when None or when ``x`` is smaller): a
+    fraction p estimated from m samples has a standard error sqrt(p(1-p)/m), at most 0.4% for m = 16384.
+    Non-finite *presence* is exact all the same: any NaN/Inf makes the moments non-finite.
 
     Args:
         x: any floating tensor (fp16/bf16 are reduced in fp32, so variance cannot overflow).
         bounds: output bounds for the saturated count (see :func:`output_bounds`), or None.
         hist_sample: sample size for counts and histogram; None = every element.
-
-    Returns:
-        ``[count, mean, var, min, max, sampled, zeros, saturated, nonfinite, hist[0..N_BINS)]``; var is the
-        population variance; zeros/saturated/nonfinite/hist count the ``sampled`` elements.
     """
     flat = x.detach().reshape(-1).float().contiguous()  # (n,) fp32; copies only non-fp32 or strided inputs
     n = flat.numel()
     if n == 0:
-        return torch.zeros(VECTOR_LEN, device=x.device)
-    var, mean = torch.var_mean(flat, correction=0)
+        return RawStats(flat.new_zeros(5), torch.zeros(RAW_COUNTS, dtype=torch.int64, device=flat.device), 0, 0)
+    centered = flat - flat[0]
     low, high = torch.aminmax(flat)
+    moments = torch.stack([flat[0], centered.sum(), torch.dot(centered, centered), low, high])
     sample = _strided_sample(flat, hist_sample)
-    m = sample.numel()
-    scalars = torch.stack(
-        [
-            torch.full((), float(n), device=flat.device),
-            mean,
-            var,
-            low,
-            high,
-            torch.full((), float(m), device=flat.device),
-            (sample == 0).sum().float(),
-            _saturated_count(sample, bounds),
-            (m - torch.isfinite(sample).sum()).float(),
-        ]
-    )
-    return torch.cat([scalars, _histogram(sample)])
+    counts = torch.bincount(torch.bucketize(sample, _edges(sample.device), right=True), minlength=RAW_COUNTS)
+    if bounds is not None:
+        counts[SATURATED] = _saturated_count(sample, bounds)
+    return RawStats(moments, counts, n, sample.numel())
+
+
+def finalize(moments: np.ndarray, counts: np.ndarray, n: np.ndarray, m: np.ndarray) -> np.ndarray:
+    """Host: (k, 5) moments, (k, RAW_COUNTS) counts and sizes -> (k, VECTOR_LEN) float64 statistics vectors."""
+    moments, counts = np.asarray(moments, np.float64), np.asarray(counts, np.float64)
+    n, m = np.asarray(n, np.float64), np.asarray(m, np.float64)
+    safe_n = np.where(n > 0, n, 1.0)
+    mean_shifted = moments[:, 1] / safe_n
+    out = np.empty((len(n), VECTOR_LEN))
+    out[:, _F["count"]] = n
+    out[:, _F["mean"]] = np.where(n > 0, moments[:, 0] + mean_shifted, np.nan)
+    with np.errstate(invalid="ignore"):
+        out[:, _F["var"]] = np.where(n > 0, np.maximum(moments[:, 2] / safe_n - mean_shifted**2, 0.0), np.nan)
+    out[:, _F["min"]], out[:, _F["max"]] = moments[:, 3], moments[:, 4]
+    out[:, _F["sampled"]] = m
+    out[:, _F["zeros"]] = counts[:, ZERO_BIN]
+    out[:, _F["saturated"]] = counts[:, SATURATED]
+    out[:, _F["nonfinite"]] = counts[:, OVERFLOW]
+    out[:, N_FIELDS:] = counts[:, :N_BINS]
+    return out
+
+
+def tensor_stats(
+    x: torch.Tensor,
+    bounds: tuple[float | None, float | None] | None = None,
+    hist_sample: int | None = None,
+) -> torch.Tensor:
+    """Statistics of ``x`` as a (VECTOR_LEN,) float64 CPU tensor (reads the device: one sync).
+
+    The convenient form of :func:`raw_stats` + :func:`finalize` for labs and tests; hooks use the raw form.
+    Layout: ``[count, mean, var, min, max, sampled, zeros, saturated, nonfinite, hist[0..N_BINS)]`` with the
+    population variance; zeros (|x| < 1e-10), saturated, non-finite (NaN/+Inf) and hist count the sample.
+    """
+    raw = raw_stats(x, bounds, hist_sample)
+    vector = finalize(raw.moments.cpu()[None], raw.counts.cpu()[None], np.array([raw.n]), np.array([raw.m]))
+    return torch.from_numpy(vector[0])
 
 
 def _strided_sample(flat: torch.Tensor, size: int | None) -> torch.Tensor:
@@ -136,24 +180,13 @@ def _coprime_stride(stride: int) -> int:
     return stride
 
 
-def _saturated_count(flat: torch.Tensor, bounds) -> torch.Tensor:
-    if bounds is None:
-        return torch.zeros((), device=flat.device)
+def _saturated_count(sample: torch.Tensor, bounds: tuple[float | None, float | None]) -> torch.Tensor:
     low, high = bounds
     width = (high - low) if (low is not None and high is not None) else abs(high if high is not None else low)
     margin = SATURATION_MARGIN * width
-    count = torch.zeros((), device=flat.device)
-    if low is not None:
-        count = count + (flat <= low + margin).sum()
-    if high is not None:
-        count = count + (flat >= high - margin).sum()
-    return count.float()
-
-
-def _histogram(sample: torch.Tensor) -> torch.Tensor:
-    index = torch.bucketize(sample, _inner_edges(sample.device), right=True)  # (m,) in [0, N_BINS)
-    index = index.masked_fill(torch.isnan(sample), N_BINS)  # NaN -> a dropped extra bin; +-inf -> end bins
-    return torch.bincount(index, minlength=N_BINS + 1)[:N_BINS].float()
+    if low is not None and high is not None:
+        return ((sample <= low + margin) | (sample >= high - margin)).sum()
+    return (sample <= low + margin).sum() if low is not None else (sample >= high - margin).sum()
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -204,7 +237,7 @@ def derive(vectors: np.ndarray, names: tuple[str, ...]) -> np.ndarray:
 
 
 def _nonfinite_estimate(v: np.ndarray, count: np.ndarray, sampled: np.ndarray) -> np.ndarray:
-    """Sampled non-finite count scaled to the tensor; at least 1 wherever the exact moments show NaN/Inf."""
+    """Sampled NaN/+Inf count scaled to the tensor; at least 1 wherever the exact moments show NaN/Inf."""
     scaled = np.nan_to_num(v[:, _F["nonfinite"]] * count / sampled)
     present = ~np.isfinite(v[:, [_F["mean"], _F["var"], _F["min"], _F["max"]]]).all(axis=1)
     return np.where(present, np.maximum(scaled, 1.0), 0.0)

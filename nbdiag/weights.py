@@ -12,8 +12,11 @@ UPDATE_STATS = ("update_ratio", "update_norm")
 def weight_vector(p: torch.Tensor) -> torch.Tensor:
     """(4,) fp32 on p's device: norm, mean, population std, non-finite count of a parameter."""
     flat = p.detach().reshape(-1).float()
-    var, mean = torch.var_mean(flat, correction=0)
-    return torch.stack([torch.linalg.vector_norm(flat), mean, var.sqrt(), (~torch.isfinite(flat)).sum().float()])
+    centered = flat - flat[0]  # shifted sums: cheap on CPU (unlike var_mean) and free of cancellation
+    mean_shifted = centered.mean()
+    var = (torch.dot(centered, centered) / flat.numel() - mean_shifted**2).clamp_min(0)
+    nonfinite = flat.numel() - torch.isfinite(flat).sum()
+    return torch.stack([torch.linalg.vector_norm(flat), flat[0] + mean_shifted, var.sqrt(), nonfinite.float()])
 
 
 @torch.no_grad()
@@ -27,6 +30,15 @@ def grad_vector(grad: torch.Tensor) -> torch.Tensor:
             (~torch.isfinite(flat)).sum().float(),
         ]
     )
+
+
+@torch.no_grad()
+def grad_matrix(grads: list[torch.Tensor]) -> torch.Tensor:
+    """(P, 3) fp32: norm, max |g|, non-finite count per gradient (one foreach call each for norm and max)."""
+    norms = torch.stack([n.float() for n in torch._foreach_norm(grads)])
+    maxima = torch.stack([n.float() for n in torch._foreach_norm(grads, float("inf"))])
+    nonfinite = torch.stack([(g.numel() - torch.isfinite(g).sum()).float() for g in grads])
+    return torch.stack([norms, maxima, nonfinite], dim=1)
 
 
 class UpdateTracker:

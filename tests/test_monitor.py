@@ -435,7 +435,7 @@ def test_watching_twice_closes_the_first_monitor():
 def test_failing_hook_switches_capture_off_and_training_goes_on(monkeypatch):
     model = nn.Sequential(nn.Linear(3, 3), nn.ReLU(), nn.Linear(3, 1))
     opt = torch.optim.SGD(model.parameters(), lr=0.1)
-    monkeypatch.setattr("nbdiag.capture.tensor_stats", lambda *a, **k: 1 / 0)
+    monkeypatch.setattr("nbdiag.capture.raw_stats", lambda *a, **k: 1 / 0)
     mon = nbdiag.watch(model, opt, every=1)
     torch.manual_seed(0)
     with pytest.warns(NbdiagWarning, match="switched monitoring off"):

@@ -12,7 +12,7 @@ from nbdiag.stats import ACTIVATION_STATS, GRADIENT_STATS, HIST_EDGES, N_BINS, d
 
 
 def host(vector: torch.Tensor) -> np.ndarray:
-    return vector.double().numpy()[None, :]
+    return vector.numpy()[None, :]
 
 
 def test_moments_match_torch():
@@ -43,8 +43,11 @@ def test_zero_fraction_and_nonfinite():
     assert d["nonfinite"] == 2
     assert np.isnan(d["mean"])  # a NaN is never hidden behind a finite-looking mean
     hist = tensor_stats(x).numpy()[stats.N_FIELDS :]
-    assert hist.sum() == 7  # NaN is not binned; +inf lands in the last bin
-    assert hist[-1] == 1
+    assert hist.sum() == 6  # NaN and +Inf are counted as non-finite, not binned
+    assert hist[stats.ZERO_BIN] == 3
+    negative_inf = tensor_stats(torch.tensor([-float("inf"), 1.0])).numpy()
+    assert negative_inf[stats.N_FIELDS] == 1  # -Inf lands in the lowest bin; presence still shows in the moments
+    assert derive(host(torch.from_numpy(negative_inf)), ("nonfinite",))[0, 0] >= 1
 
 
 @pytest.mark.parametrize(

@@ -7,10 +7,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from nbdiag.checks.lr_range import LRRangeResult
-from nbdiag.findings import Finding, findings_frame, findings_text
-
-SEVERITY_COLOURS = {"fail": "#c62828", "warn": "#ef6c00", "info": "#546e7a"}
-_ORDER = {"fail": 0, "warn": 1, "info": 2}
+from nbdiag.findings import SEVERITY_RANK, Finding, findings_frame, findings_html, findings_text
 
 
 @dataclass(frozen=True)
@@ -64,7 +61,7 @@ class Report:
 
     def ids(self, min_severity: str = "info") -> set[str]:
         """The finding ids at ``min_severity`` or worse ('info' < 'warn' < 'fail')."""
-        return {f.id for f in self.findings if _ORDER[f.severity] <= _ORDER[min_severity]}
+        return {f.id for f in self.findings if SEVERITY_RANK[f.severity] <= SEVERITY_RANK[min_severity]}
 
     def _counts(self) -> str:
         counts = {s: sum(f.severity == s for f in self.findings) for s in ("fail", "warn", "info")}
@@ -76,15 +73,13 @@ class Report:
         return f"{self._counts()} in {self.seconds:.1f}s\n{findings_text(self.findings)}\nchecks: {timing}"
 
     def _repr_html_(self) -> str:
-        rows = "".join(_html_row(f) for f in sorted(self.findings, key=lambda f: _ORDER[f.severity]))
         timing = "".join(
             f"<tr><td>{html.escape(t.name)}</td><td>{t.status}</td><td>{t.seconds:.2f} s</td><td>{t.findings}</td></tr>"
             for t in self.timings
         )
         return (
-            f"<div><b>{html.escape(self._counts())}</b> in {self.seconds:.1f} s"
-            "<table><tr><th>severity</th><th>id</th><th>where</th><th>message</th><th>advice</th></tr>"
-            f"{rows}</table><details><summary>checks</summary><table>"
+            f"<div><b>{html.escape(self._counts())}</b> in {self.seconds:.1f} s{findings_html(self.findings)}"
+            "<details><summary>checks</summary><table>"
             f"<tr><th>check</th><th>status</th><th>time</th><th>findings</th></tr>{timing}</table></details></div>"
         )
 
@@ -92,13 +87,3 @@ class Report:
 def _timing_text(timing: CheckTiming) -> str:
     status = "" if timing.status == "ran" else f" ({timing.status})"
     return f"{timing.name} {timing.seconds:.2f}s{status}"
-
-
-def _html_row(finding: Finding) -> str:
-    colour = SEVERITY_COLOURS[finding.severity]
-    badge = f'<span style="color:white;background:{colour};padding:0 4px;border-radius:3px">{finding.severity}</span>'
-    advice = html.escape(f"{finding.advice} ({finding.ref})")
-    return (
-        f"<tr><td>{badge}</td><td><code>{finding.id}</code></td><td>{html.escape(finding.layer or '')}</td>"
-        f"<td>{html.escape(finding.message)}</td><td>{advice}</td></tr>"
-    )

@@ -231,11 +231,20 @@ def dead_relu_bias() -> Setup:
 
 
 def tanh_saturated() -> Setup:
-    return _classifier(_seeded(lambda: models.deep_tanh(depth=6, std=1.0)))
+    return _classifier(_seeded(lambda: models.deep_mlp(depth=6, std=1.0)))
 
 
 def deep_tanh_collapse() -> Setup:
-    return _classifier(_seeded(lambda: models.deep_tanh(depth=10, std=0.01)))
+    return _classifier(_seeded(lambda: models.deep_mlp(depth=10, std=0.01)))
+
+
+def relu_large_init() -> Setup:
+    model = _seeded(lambda: models.deep_mlp(depth=8, std=1.0, activation=nn.ReLU))  # He: 0.25
+    return _classifier(model, optimizer=lambda m: torch.optim.Adam(m.parameters(), lr=1e-4))
+
+
+def deep_sigmoid() -> Setup:
+    return _classifier(_seeded(lambda: models.deep_mlp(depth=8, std=None, activation=nn.Sigmoid)))
 
 
 def missing_zero_grad() -> Setup:
@@ -272,6 +281,14 @@ CASES: tuple[Case, ...] = (
     Case("dead_relu_bias", "hidden bias -10 kills every ReLU", dead_relu_bias, ("act.dead_units",), "live"),
     Case("tanh_saturated", "6 tanh layers, weight std 1", tanh_saturated, ("act.saturation",), "live"),
     Case("deep_tanh_collapse", "10 tanh layers, weight std 0.01", deep_tanh_collapse, ("act.collapse",), "live"),
+    Case(
+        "relu_large_init",
+        "8 ReLU layers, weight std 4x He, no normalization",
+        relu_large_init,
+        ("train.exploding_gradients", "act.explode"),
+        "live",
+    ),
+    Case("deep_sigmoid", "8 sigmoid layers, no normalization", deep_sigmoid, ("train.vanishing_gradients",), "live"),
     Case(
         "missing_zero_grad",
         "optimizer.zero_grad() never called",

@@ -56,14 +56,18 @@ class DetachedMLP(nn.Module):
         return self.fc2(torch.relu(self.fc1(x)).detach())
 
 
-def deep_tanh(depth: int, std: float, width: int = HIDDEN) -> nn.Sequential:
-    """``depth`` tanh layers of ``width`` with weights ~ N(0, std^2) and zero biases, then a linear head."""
+def deep_mlp(
+    depth: int, std: float | None, activation: type[nn.Module] = nn.Tanh, width: int = HIDDEN
+) -> nn.Sequential:
+    """``depth`` layers of ``width`` + ``activation`` with weights ~ N(0, std^2) and zero biases (std None: PyTorch's
+    default init), then a linear head. No normalization, so init scale compounds with depth."""
     layers: list[nn.Module] = []
     features = FEATURES
     for _ in range(depth):
         linear = nn.Linear(features, width)
-        nn.init.normal_(linear.weight, std=std)
-        nn.init.zeros_(linear.bias)
-        layers += [linear, nn.Tanh()]
+        if std is not None:
+            nn.init.normal_(linear.weight, std=std)
+            nn.init.zeros_(linear.bias)
+        layers += [linear, activation()]
         features = width
     return nn.Sequential(*layers, nn.Linear(width, CLASSES))

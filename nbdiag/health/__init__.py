@@ -1,0 +1,62 @@
+"""Live health rules: read a monitor's record, return findings. Never touches the model.
+
+One module per rule family (loss, gradients, updates, activations, nonfinite); each rule is a function
+``Window -> list[Finding]``. Every rule reads only the first and last few sampled steps (see
+:mod:`nbdiag.health.window`), so :func:`evaluate` stays cheap enough for a dashboard to call several times a second.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from nbdiag.findings import SEVERITY_RANK, Finding, Findings
+from nbdiag.health import activations, gradients, loss, nonfinite, updates
+from nbdiag.health.window import Window
+
+Rule = Callable[[Window], list[Finding]]
+
+RULES: tuple[Rule, ...] = (
+    nonfinite.nonfinite,
+    loss.diverging,
+    loss.stalled,
+    gradients.across_depth,
+    gradients.over_time,
+    gradients.accumulation,
+    updates.update_ratio,
+    activations.dead_units,
+    activations.saturation,
+    activations.depth_trend,
+)
+
+
+def evaluate(source: Any) -> Findings:
+    """All live findings for ``source``: a :class:`~nbdiag.Monitor`, anything with a ``record``, or a record.
+
+    Args:
+        source: what to judge; only its record is read.
+
+    Returns:
+        The findings, most severe first, at most one per (id, layer): the most severe, then the latest.
+    """
+    window = Window.of(getattr(source, "record", source))
+    found = [finding for rule in RULES for finding in rule(window)]
+    return Findings(sorted(_one_per_place(found), key=lambda f: SEVERITY_RANK[f.severity]))
+
+
+def _one_per_place(findings: list[Finding]) -> list[Finding]:
+    """Keep one finding per (id, layer): the most severe, and among equals the latest step."""
+    best: dict[tuple[str, str | None], Finding] = {}
+    for finding in findings:
+        key = (finding.id, finding.layer)
+        kept = best.get(key)
+        if kept is None or _rank(finding) < _rank(kept):
+            best[key] = finding
+    return list(best.values())
+
+
+def _rank(finding: Finding) -> tuple[int, int]:
+    return SEVERITY_RANK[finding.severity], -(finding.step if finding.step is not None else -1)
+
+
+__all__ = ["RULES", "Rule", "Window", "evaluate"]

@@ -1,0 +1,114 @@
+"""Gradient rules: norms that vanish or explode across depth or time, and gradients never zeroed between steps.
+
+Depth: the gradient norm of the first layer (in forward order) over that of the last one, both taken at the layer
+outputs, median over the recent window. A network that passes its signal through keeps that ratio within an order
+of magnitude or two (the zoo's clean MLP/CNN: 0.4-1.3); a ratio past 1e3 either way means the first layers learn
+1000x slower or faster than the last. Layers whose gradient is exactly zero are left out: that is a dead layer or a
+cut graph, which act.dead_units and the preflight's model.frozen report. Time: the total parameter-gradient norm
+of the recent window over that of the first sampled steps; only growth is judged, because gradients legitimately
+shrink as the loss falls. Source: seeds/003 (37 reasons) 4.9 "check for exploding or vanishing gradients";
+seeds/004 (CS231n lecture 5) weight initialization ("activations go to zero, so do the gradients").
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from nbdiag.findings import Finding, make_finding
+from nbdiag.health.window import MIN_WINDOW_ENTRIES, Window, layers_of, stat_matrix, steps_text
+
+DEPTH_RATIO_WARN = 1e3  # first/last layer gradient norm beyond 1e3 (or below 1e-3): "orders of magnitude"
+DEPTH_RATIO_FAIL = 1e6  # beyond 1e6: the far layers effectively do not train
+TIME_GROWTH_WARN = 1e3  # total gradient norm grew 1000x since the first sampled steps
+
+
+def across_depth(window: Window) -> list[Finding]:
+    """train.vanishing_gradients / train.exploding_gradients: first-to-last layer gradient-norm ratio."""
+    if not window.recent:
+        return []
+    recorded = set(layers_of(window.recent[-1], "gradient"))  # in backward order: sort by the forward order
+    layers = tuple(layer for layer in layers_of(window.recent[-1], "activation") if layer in recorded)
+    norms = stat_matrix(window.recent, "gradient", "norm", layers)  # (entries, layers)
+    pairs = []  # (first/last ratio, first layer, last layer) per sampled step
+    for row in norms:
+        usable = np.flatnonzero(np.isfinite(row) & (row > 0))
+        if len(usable) >= 2:
+            pairs.append((row[usable[0]] / row[usable[-1]], layers[usable[0]], layers[usable[-1]]))
+    if not pairs:
+        return []
+    ratio = float(np.median([pair[0] for pair in pairs]))
+    if 1 / DEPTH_RATIO_WARN <= ratio <= DEPTH_RATIO_WARN:
+        return []
+    _, first, last = pairs[-1]
+    return [_depth_finding(window, ratio, first, last)]
+
+
+def _depth_finding(window: Window, ratio: float, first: str, last: str) -> Finding:
+    vanishing = ratio < 1
+    severity = "fail" if max(ratio, 1 / ratio) >= DEPTH_RATIO_FAIL else "warn"
+    verb = "smaller" if vanishing else "larger"
+    factor = 1 / ratio if vanishing else ratio
+    return make_finding(
+        "train.vanishing_gradients" if vanishing else "train.exploding_gradients",
+        severity,
+        f"{window.label(first)}: its output gradient is {factor:.2g}x {verb} than at {window.label(last)} "
+        f"(median over {steps_text(window.recent)})",
+        layer=first,
+        step=window.recent[-1].step,
+        evidence={"first_to_last_ratio": ratio, "first_layer": first, "last_layer": last},
+    )
+
+
+def over_time(window: Window) -> list[Finding]:
+    """train.exploding_gradients (model-wide): the total gradient norm grew ``TIME_GROWTH_WARN``x since the start."""
+    if not window.baseline or window.recent[0].step <= window.baseline[-1].step:
+        return []
+    start, now = _total_grad_norm(window.baseline), _total_grad_norm(window.recent)
+    if not (np.isfinite(start) and np.isfinite(now) and start > 0) or now < TIME_GROWTH_WARN * start:
+        return []
+    return [
+        make_finding(
+            "train.exploding_gradients",
+            "warn",
+            f"the total gradient norm grew {now / start:.2g}x, from {start:.3g} ({steps_text(window.baseline)}) "
+            f"to {now:.3g} ({steps_text(window.recent)})",
+            step=window.recent[-1].step,
+            evidence={"start_grad_norm": start, "recent_grad_norm": now, "growth": now / start},
+        )
+    ]
+
+
+def _total_grad_norm(entries: tuple) -> float:
+    """Median over ``entries`` of sqrt(sum of squared parameter-gradient norms); NaN if none is finite."""
+    totals = []
+    for entry in entries:
+        norms = stat_matrix((entry,), "weight", "grad_norm", layers_of(entry, "weight"))[0]
+        norms = norms[np.isfinite(norms)]
+        if len(norms):
+            totals.append(float(np.sqrt(np.sum(norms**2))))
+    return float(np.median(totals)) if totals else float("nan")
+
+
+def accumulation(window: Window) -> list[Finding]:
+    """train.grad_accumulation: stale gradients at the first forward of every sampled step in the window.
+
+    One sampled step with zeroed gradients clears it: deliberate accumulation over k micro-batches (with
+    ``mon.step()`` per micro-batch) leaves some sampled steps clean, a forgotten ``zero_grad()`` leaves none.
+    """
+    entries = [e for e in window.recent if e.step > 0]  # step 0 has no earlier step to leak from
+    if len(entries) < MIN_WINDOW_ENTRIES:
+        return []
+    stale = stat_matrix(tuple(entries), "model", "stale_grad_norm", ("(model)",))[:, 0]
+    if not (np.nan_to_num(stale, nan=0.0) > 0).all():
+        return []
+    return [
+        make_finding(
+            "train.grad_accumulation",
+            "warn",
+            f"gradients from earlier steps were still there at the first forward of every sampled step in "
+            f"{steps_text(entries)} (stale gradient norm {stale[-1]:.3g} at step {entries[-1].step}): "
+            "optimizer.zero_grad() seems to be missing",
+            step=entries[-1].step,
+            evidence={"stale_grad_norm": float(stale[-1]), "sampled_steps": len(entries)},
+        )
+    ]

@@ -1,0 +1,87 @@
+"""Loss-curve rules: the loss explodes (train.diverging) or does not move (train.stalled).
+
+Both compare where the loss is now (median of the last ``LOSS_TAIL`` logged losses) with where it started (median
+of the first ``LOSS_HEAD``); medians ignore single noisy batches. Ratios need a positive starting loss, so losses
+that start at or below zero (log-likelihoods, GAN losses) are judged only for non-finite values.
+Source: seeds/002 (CS231n training recipes) "Learning rate schedules" (very high LR: loss exploding; low LR: loss
+barely falls) and "Choosing hyperparameters" step 2 ("loss not going down: LR too low; loss explodes: LR too
+high"); seeds/004 (CS231n lecture 5) "babysitting the learning process".
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from nbdiag.findings import Finding, make_finding
+from nbdiag.health.window import LOSS_HEAD, LOSS_TAIL, Window
+
+DIVERGING_WARN_FACTOR = 2.0  # loss now >= 2x its start: training is making it worse (a classifier passes chance)
+DIVERGING_FAIL_FACTOR = 10.0  # >= 10x: exploding (seeds/002 "very high learning rate: loss exploding")
+STALL_MIN_STEPS = 50  # judge a stall only after this many logged losses (seeds/002: ~100 iters show a good LR)
+STALL_MIN_DROP = 0.01  # the loss fell by less than 1% of its start: it does not move
+
+
+def diverging(window: Window) -> list[Finding]:
+    """train.diverging: the recent loss is non-finite (fail) or far above its start (warn/fail)."""
+    loss, steps = window.loss, window.loss_steps
+    if len(loss) == 0:
+        return []
+    tail = loss[-LOSS_TAIL:]
+    if not np.isfinite(tail).all():
+        return [_nonfinite_loss(loss, steps)]
+    start, now = _start(loss), float(np.median(tail))
+    if not start > 0 or now < DIVERGING_WARN_FACTOR * start:
+        return []
+    severity = "fail" if now >= DIVERGING_FAIL_FACTOR * start else "warn"
+    return [
+        make_finding(
+            "train.diverging",
+            severity,
+            f"the loss rose from {start:.4g} (first {LOSS_HEAD} steps) to {now:.4g} ({now / start:.1f}x) over "
+            f"steps {steps[-len(tail)]}-{steps[-1]}",
+            step=int(steps[-1]),
+            evidence={"start_loss": start, "recent_loss": now, "factor": now / start},
+        )
+    ]
+
+
+def stalled(window: Window) -> list[Finding]:
+    """train.stalled: after ``STALL_MIN_STEPS`` logged losses, the loss fell by less than ``STALL_MIN_DROP``."""
+    loss, steps = window.loss, window.loss_steps
+    if len(loss) < STALL_MIN_STEPS or not np.isfinite(loss[-LOSS_TAIL:]).all():
+        return []
+    start, now = _start(loss), float(np.median(loss[-LOSS_TAIL:]))
+    if not start > 0:
+        return []
+    drop = (start - now) / start
+    if drop >= STALL_MIN_DROP or now >= DIVERGING_WARN_FACTOR * start:
+        return []
+    return [
+        make_finding(
+            "train.stalled",
+            "warn",
+            f"the loss moved from {start:.4g} (first {LOSS_HEAD} steps) to {now:.4g} by step {steps[-1]}: "
+            f"{abs(100 * drop):.2g}% {'lower' if drop >= 0 else 'higher'} after {len(loss)} steps",
+            step=int(steps[-1]),
+            evidence={"start_loss": start, "recent_loss": now, "relative_drop": drop, "steps_logged": len(loss)},
+        )
+    ]
+
+
+def _start(loss: np.ndarray) -> float:
+    head = loss[:LOSS_HEAD]
+    head = head[np.isfinite(head)]
+    return float(np.median(head)) if len(head) else float("nan")
+
+
+def _nonfinite_loss(loss: np.ndarray, steps: np.ndarray) -> Finding:
+    first_bad = int(np.flatnonzero(~np.isfinite(loss))[0])
+    before = f" after {loss[first_bad - 1]:.4g} at step {steps[first_bad - 1]}" if first_bad else ""
+    return make_finding(
+        "train.diverging",
+        "fail",
+        f"the loss became {loss[first_bad]} at step {steps[first_bad]}{before} and is still non-finite "
+        f"(first loss {loss[0]:.4g})",
+        step=int(steps[first_bad]),
+        evidence={"first_nonfinite_step": int(steps[first_bad]), "first_loss": float(loss[0])},
+    )

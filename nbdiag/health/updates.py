@@ -1,0 +1,70 @@
+"""Update/weight ratio rule (train.update_ratio): how much one optimizer step changes the weights, vs ~1e-3.
+
+Per parameter, the median ratio ||dw|| / ||w|| over the recent window; then the median over parameters, so a few
+odd ones (a bias, a norm layer's gain) do not decide. Parameters without a gradient (frozen) or with a zero
+gradient (dead) say nothing about the learning rate and are left out, and so are parameters that were ~zero before
+the step (a zero-initialized bias: the ratio is undefined). Source: seeds/004 (CS231n lecture 5) babysitting the
+learning process: "update/weight should be about 0.001" (much lower: LR too low; much higher: too high).
+The bounds sit two orders of magnitude either side: Adam's first steps at lr=1e-3 on PyTorch's default init give
+lr / rms(w) ~ 1e-2 (0.01-0.02 in the zoo's clean runs), so 1e-1 still leaves 5-10x of room above healthy runs.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from nbdiag.findings import Finding, make_finding
+from nbdiag.health.window import MIN_WINDOW_ENTRIES, Window, layers_of, stat_matrix, steps_text
+
+UPDATE_RATIO_TARGET = 1e-3  # seeds/004, babysitting: update/weight ~ 0.001
+UPDATE_RATIO_LOW = 1e-5  # 100x below the target: the weights barely move (learning rate too low)
+UPDATE_RATIO_HIGH = 1e-1  # 100x above: each step rewrites 10% of the weights (learning rate too high)
+MIN_WEIGHT_NORM = 1e-12  # below this pre-step norm the ratio is undefined (zero-initialized parameters)
+
+
+def update_ratio(window: Window) -> list[Finding]:
+    """train.update_ratio: the median update/weight ratio of the recent window is outside [LOW, HIGH]."""
+    ratios = _per_parameter_ratios(window)
+    if not ratios:
+        return []
+    median = float(np.median(list(ratios.values())))
+    if UPDATE_RATIO_LOW <= median <= UPDATE_RATIO_HIGH:
+        return []
+    low = median < UPDATE_RATIO_LOW
+    ordered = sorted(ratios, key=ratios.get)
+    extreme = ordered[0] if low else ordered[-1]
+    entries = tuple(e for e in window.recent if "update" in e.blocks)
+    return [
+        make_finding(
+            "train.update_ratio",
+            "warn",
+            f"the median update/weight ratio over {len(ratios)} parameters is {median:.2g} in "
+            f"{steps_text(entries)}, {'below' if low else 'above'} the ~{UPDATE_RATIO_TARGET:g} rule of thumb "
+            f"(bounds {UPDATE_RATIO_LOW:g}-{UPDATE_RATIO_HIGH:g}): the learning rate looks too "
+            f"{'low' if low else 'high'}",
+            step=entries[-1].step,
+            evidence={
+                "median_ratio": median,
+                "parameters": len(ratios),
+                "extreme_parameter": extreme,
+                "extreme_ratio": ratios[extreme],
+            },
+        )
+    ]
+
+
+def _per_parameter_ratios(window: Window) -> dict[str, float]:
+    """Parameter -> median update/weight ratio over the window's sampled steps where it is defined."""
+    entries = tuple(e for e in window.recent if "update" in e.blocks)
+    if len(entries) < MIN_WINDOW_ENTRIES:
+        return {}
+    names = layers_of(entries[-1], "update")
+    ratio = stat_matrix(entries, "update", "update_ratio", names)  # (entries, parameters)
+    update_norm = stat_matrix(entries, "update", "update_norm", names)
+    grad_norm = stat_matrix(entries, "weight", "grad_norm", names)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        weight_before = np.where(ratio > 0, update_norm / ratio, np.inf)  # ratio 0: no update, weight norm unknown
+    defined = np.isfinite(ratio) & (grad_norm > 0) & (weight_before >= MIN_WEIGHT_NORM)
+    kept = defined.any(axis=0)
+    medians = np.nanmedian(np.where(defined, ratio, np.nan)[:, kept], axis=0)
+    return dict(zip(np.array(names)[kept].tolist(), medians.tolist(), strict=True))

@@ -1,0 +1,1 @@
+"""Run directories (Parquet segments + a JSON manifest) and torch.distributed aggregation."""

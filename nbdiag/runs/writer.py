@@ -1,0 +1,190 @@
+"""Write a record to a run directory: live, as segments while training runs, or all at once (``save_record``)."""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+import warnings
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from nbdiag.monitor import NbdiagWarning
+from nbdiag.record import NonFinite, Record, StepEntry
+from nbdiag.runs.layout import (
+    FORMAT,
+    SCHEMA_VERSION,
+    atomic_write,
+    now_iso,
+    prepare_run_dir,
+    segment_path,
+    write_manifest,
+)
+from nbdiag.runs.segments import SegmentRows, write_segment
+from nbdiag.stats import HIST_EDGES, N_BINS
+
+SEGMENT_STEPS = 10  # a segment is written after this many sampled steps ...
+SEGMENT_SECONDS = 2.0  # ... or when this much time has passed since the last one (checked at each write)
+
+
+class RunWriter:
+    """Listens to a record and writes it to ``run_dir`` as Parquet segments plus ``manifest.json``.
+
+    Segments are written atomically (temporary file + rename) every ``segment_steps`` sampled steps, every
+    ``segment_seconds`` seconds, at the first non-finite value, and on :meth:`close`. A process killed at
+    any moment leaves every earlier segment readable. Under torch.distributed only rank 0 writes.
+
+    Args:
+        run_dir: folder of the run; created, or replaced when it holds an earlier nbdiag run.
+        record: the record to follow.
+        segment_steps: sampled steps per segment.
+        segment_seconds: the longest a written step waits before it reaches the disk.
+        live: subscribe to ``record`` (False: the caller writes a snapshot, see :func:`save_record`).
+
+    Raises:
+        FileExistsError: ``run_dir`` is a file or a non-empty folder that is not an nbdiag run.
+    """
+
+    def __init__(
+        self,
+        run_dir: str | Path,
+        record: Record,
+        *,
+        segment_steps: int = SEGMENT_STEPS,
+        segment_seconds: float = SEGMENT_SECONDS,
+        live: bool = True,
+    ) -> None:
+        self.run_dir = Path(run_dir)
+        self.record = record
+        self.segment_steps = segment_steps
+        self.segment_seconds = segment_seconds
+        self.enabled = _is_writing_rank()
+        self.closed = False
+        self._rows = SegmentRows()
+        self._pending_steps = 0
+        self._segments = 0
+        self._last_write = time.monotonic()
+        self._created = now_iso()
+        self._layers: dict[str, dict[str, None]] = {}
+        self._stats: dict[str, list[str]] = {}
+        if not self.enabled:
+            return
+        prepare_run_dir(self.run_dir)
+        self._write_manifest("running")
+        if live:
+            record.subscribe(self.on_event)
+
+    def on_event(self, event: str, payload: Any) -> None:
+        """Record listener: gather rows; write a segment when one is due."""
+        if self.closed or not self.enabled:
+            return
+        if event == "entry":
+            self.add_entry(payload)
+        elif event == "scalars":
+            self.add_scalars(*payload)
+        due = self._pending_steps >= self.segment_steps
+        due = due or time.monotonic() - self._last_write >= self.segment_seconds
+        if due or event == "nonfinite":
+            self.flush()
+
+    def add_entry(self, entry: StepEntry) -> None:
+        """Queue one sampled step's rows."""
+        self._rows.add_entry(entry)
+        self._pending_steps += 1
+        for kind, block in entry.blocks.items():
+            self._layers.setdefault(kind, {}).update(dict.fromkeys(block.layers))
+            self._stats.setdefault(kind, list(block.stats))
+
+    def add_scalars(self, step: int, values: dict[str, float]) -> None:
+        """Queue the scalars of one step."""
+        self._rows.add_scalars(step, values)
+
+    def flush(self, status: str = "running") -> None:
+        """Write the queued rows as the next segment (if any) and refresh the manifest."""
+        if not self.enabled:
+            return
+        if len(self._rows):
+            table = self._rows.take()
+            path = segment_path(self.run_dir, self._segments)
+            atomic_write(path, lambda temp: write_segment(table, temp))
+            self._segments += 1
+        self._pending_steps = 0
+        self._last_write = time.monotonic()
+        self._write_manifest(status)
+
+    def close(self) -> None:
+        """Write what is left and mark the run closed. Idempotent; never raises (failures become a warning)."""
+        if self.closed:
+            return
+        self.closed = True
+        try:
+            self.flush(status="closed")
+        except Exception as error:  # closing a monitor must not fail because the disk did
+            self.record.listener_errors.append(f"{type(error).__name__}: {error}")
+            warnings.warn(
+                f"could not finish the run directory {str(self.run_dir)!r}: {type(error).__name__}: {error}; "
+                "segments written before are still readable",
+                NbdiagWarning,
+                stacklevel=3,
+            )
+
+    def _write_manifest(self, status: str) -> None:
+        found: NonFinite | None = self.record.first_nonfinite
+        manifest = {
+            "format": FORMAT,
+            "schema_version": SCHEMA_VERSION,
+            "nbdiag_version": _version(),
+            "status": status,
+            "created": self._created,
+            "updated": now_iso(),
+            "segments": self._segments,
+            "meta": self.record.meta,
+            "layers": {kind: list(names) for kind, names in self._layers.items()},
+            "stats": self._stats,
+            "n_bins": N_BINS,
+            "hist_edges": HIST_EDGES[1:-1].astype(float).tolist(),
+            "first_nonfinite": dataclasses.asdict(found) if found is not None else None,
+            "world_size": torch.distributed.get_world_size() if _distributed() else 1,
+        }
+        write_manifest(self.run_dir, manifest)
+
+
+def save_record(record: Record, path: str | Path) -> None:
+    """Write everything ``record`` holds now to a run directory at ``path`` (one segment).
+
+    Raises:
+        FileExistsError: ``path`` is a file or a non-empty folder that is not an nbdiag run.
+    """
+    writer = RunWriter(path, record, live=False)
+    for entry in record.entries():
+        writer.add_entry(entry)
+    for step, values in _scalar_writes(record):
+        writer.add_scalars(step, values)
+    writer.flush(status="closed")
+    writer.closed = True
+
+
+def _scalar_writes(record: Record) -> list[tuple[int, dict[str, float]]]:
+    """The scalars ``record`` holds as ``(step, {name: value})``, only the names each step logged."""
+    table = record.scalars()
+    by_step: dict[int, dict[str, float]] = {int(step): {} for step in table.index}  # the record's step order
+    for name in table.columns:
+        steps, values = record.scalar_series(name)
+        for step, value in zip(steps.tolist(), values.tolist(), strict=True):
+            by_step.setdefault(step, {})[name] = value
+    return [(step, values) for step, values in by_step.items() if values]
+
+
+def _distributed() -> bool:
+    return torch.distributed.is_available() and torch.distributed.is_initialized()
+
+
+def _is_writing_rank() -> bool:
+    return not _distributed() or torch.distributed.get_rank() == 0
+
+
+def _version() -> str:
+    from nbdiag import __version__
+
+    return __version__

@@ -1,0 +1,276 @@
+"""Live health rules on hand-built records: each threshold just inside (no finding) and just outside (finding)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from nbdiag.findings import SEVERITY_COLOURS, Findings, findings_text, make_finding
+from nbdiag.health import _one_per_place, activations, evaluate, gradients, loss, updates
+from nbdiag.health.window import BASELINE_ENTRIES, WINDOW_ENTRIES
+from nbdiag.record import Block, NonFinite, Record, StepEntry
+from nbdiag.stats import ACTIVATION_STATS, GRADIENT_STATS
+from nbdiag.weights import UPDATE_STATS, WEIGHT_STATS
+
+STATS = {
+    "activation": ACTIVATION_STATS,
+    "gradient": GRADIENT_STATS,
+    "weight": WEIGHT_STATS,
+    "update": UPDATE_STATS,
+    "model": ("stale_grad_norm",),
+}
+Spec = dict[str, dict[str, dict[str, float]]]  # kind -> layer -> stat -> value
+
+
+def block(kind: str, layers: dict[str, dict[str, float]]) -> Block:
+    """A Block of ``kind`` holding the given numbers, NaN for every stat not given."""
+    stats = STATS[kind]
+    values = np.full((len(layers), len(stats)), np.nan)
+    for i, layer_stats in enumerate(layers.values()):
+        for stat, value in layer_stats.items():
+            values[i, stats.index(stat)] = value
+    return Block(tuple(layers), stats, values)
+
+
+def record(specs: list[Spec], steps: list[int] | None = None, types: dict[str, str] | None = None, losses=()) -> Record:
+    """A Record of one sampled step per spec (steps 0, 1, ... unless given) and a loss per step."""
+    rec = Record(capacity=1024)
+    rec.meta["layer_types"] = dict(types or {})
+    for step, spec in zip(steps or range(len(specs)), specs, strict=True):
+        rec.append(StepEntry(step, {kind: block(kind, layers) for kind, layers in spec.items()}))
+    for step, value in enumerate(losses):
+        rec.add_scalars(step, {"loss": value})
+    return rec
+
+
+def found(rec: Record, *finding_ids: str) -> dict[str, str]:
+    """(id -> severity) of the findings with these ids; fails on a duplicated id."""
+    findings = [f for f in evaluate(rec) if f.id in finding_ids]
+    assert len({f.id for f in findings}) == len(findings), findings
+    return {f.id: f.severity for f in findings}
+
+
+# -- loss ----------------------------------------------------------------------------------------------------------
+@pytest.mark.parametrize(
+    ("factor", "expected"),
+    [(1.999, None), (2.0, "warn"), (9.99, "warn"), (loss.DIVERGING_FAIL_FACTOR, "fail"), (np.inf, "fail")],
+)
+def test_diverging_at_2x_and_10x_the_starting_loss(factor, expected):
+    rec = record([], losses=[2.0] * 5 + [2.0 * factor] * 20)
+    assert found(rec, "train.diverging").get("train.diverging") == expected
+
+
+def test_diverging_names_the_first_nonfinite_loss_and_ignores_losses_that_start_negative():
+    (finding,) = [f for f in evaluate(record([], losses=[2.0, 3.0, float("nan"), float("nan")]))]
+    assert finding.id == "train.diverging" and finding.step == 2 and "after 3 at step 1" in finding.message
+    assert found(record([], losses=[-2.0] * 5 + [100.0] * 20), "train.diverging") == {}
+
+
+@pytest.mark.parametrize(
+    ("drop", "logged", "expected"),
+    [(0.0099, 50, "warn"), (0.0101, 50, None), (0.0, loss.STALL_MIN_STEPS - 1, None), (-0.5, 60, "warn")],
+)
+def test_stalled_below_1_percent_drop_after_50_steps(drop, logged, expected):
+    rec = record([], losses=[2.0] * 5 + [2.0 * (1 - drop)] * (logged - 5))
+    assert found(rec, "train.stalled").get("train.stalled") == expected
+
+
+# -- gradients -----------------------------------------------------------------------------------------------------
+def _gradient_entry(first_norm: float, last_norm: float = 1.0) -> Spec:
+    """Layers 0, 1, 2 in forward order; the gradient block comes in backward order, as hooks fire."""
+    activation = {layer: {"std": 1.0} for layer in ("0", "1", "2")}
+    gradient = {"2": {"norm": last_norm}, "1": {"norm": 0.0}, "0": {"norm": first_norm}}  # a zero norm is skipped
+    return {"activation": activation, "gradient": gradient}
+
+
+@pytest.mark.parametrize(
+    ("ratio", "expected"),
+    [
+        (999.0, {}),
+        (1001.0, {"train.exploding_gradients": "warn"}),
+        (1 / 999, {}),
+        (1 / 1001, {"train.vanishing_gradients": "warn"}),
+        (1 / gradients.DEPTH_RATIO_FAIL, {"train.vanishing_gradients": "fail"}),
+    ],
+)
+def test_gradient_ratio_across_depth_beyond_1e3(ratio, expected):
+    rec = record([_gradient_entry(ratio)] * 4)
+    assert found(rec, "train.exploding_gradients", "train.vanishing_gradients") == expected
+
+
+def test_depth_finding_names_first_layer_in_forward_order():
+    (finding,) = evaluate(record([_gradient_entry(1e-4)] * 4))
+    assert finding.layer == "0" and finding.evidence["last_layer"] == "2"
+    assert finding.evidence["first_to_last_ratio"] == pytest.approx(1e-4)
+
+
+@pytest.mark.parametrize(("growth", "expected"), [(999.0, None), (1001.0, "warn")])
+def test_total_gradient_norm_growing_1e3_over_time(growth, expected):
+    def entry(grad_norm: float) -> Spec:  # two parameters: total norm = sqrt(2) * grad_norm
+        return {"weight": {"w": {"grad_norm": grad_norm}, "b": {"grad_norm": grad_norm}}}
+
+    specs = [entry(1.0)] * BASELINE_ENTRIES + [entry(growth)] * WINDOW_ENTRIES
+    rec = record(specs, steps=[*range(BASELINE_ENTRIES), *range(100, 100 + WINDOW_ENTRIES)])
+    assert found(rec, "train.exploding_gradients").get("train.exploding_gradients") == expected
+
+
+@pytest.mark.parametrize(("stale_norms", "expected"), [([2.0] * 5, "warn"), ([2.0, 2.0, 0.0, 2.0, 2.0], None)])
+def test_grad_accumulation_needs_stale_gradients_at_every_sampled_step(stale_norms, expected):
+    specs = [{}] + [{"model": {"(model)": {"stale_grad_norm": norm}}} for norm in stale_norms]  # step 0: no model block
+    assert found(record(specs), "train.grad_accumulation").get("train.grad_accumulation") == expected
+
+
+# -- update/weight ratio -------------------------------------------------------------------------------------------
+def _update_entry(ratios: dict[str, float], weight_before: float = 1.0, grad_norm: float = 1.0) -> Spec:
+    update = {name: {"update_ratio": r, "update_norm": r * weight_before} for name, r in ratios.items()}
+    return {"update": update, "weight": {name: {"grad_norm": grad_norm} for name in ratios}}
+
+
+@pytest.mark.parametrize(
+    ("ratio", "expected"),
+    [(0.99e-5, "warn"), (updates.UPDATE_RATIO_LOW, None), (updates.UPDATE_RATIO_HIGH, None), (0.101, "warn")],
+)
+def test_update_ratio_median_outside_1e_5_to_1e_1(ratio, expected):
+    rec = record([_update_entry({"a": ratio, "b": ratio * 0.5, "c": ratio * 2})] * 4)
+    assert found(rec, "train.update_ratio").get("train.update_ratio") == expected
+
+
+def test_update_ratio_leaves_out_zero_initialized_and_frozen_parameters():
+    healthy = _update_entry({"w": 1e-3})
+    zero_init = _update_entry({"b1": 1e35, "b2": 1e35}, weight_before=1e-38)  # ratio to a ~zero norm: undefined
+    frozen = _update_entry({"f1": 0.0, "f2": 0.0}, grad_norm=float("nan"))  # no gradient: says nothing of the LR
+    spec = {kind: {**healthy[kind], **zero_init[kind], **frozen[kind]} for kind in ("update", "weight")}
+    assert found(record([spec] * 4), "train.update_ratio") == {}
+    assert found(record([_update_entry({"w": 1e-3})] * 2), "train.update_ratio") == {}  # too few sampled steps
+
+
+# -- activations ---------------------------------------------------------------------------------------------------
+TYPES = {"0": "Linear", "1": "ReLU", "2": "Tanh", "3": "Linear"}
+
+
+@pytest.mark.parametrize(
+    ("least_zero_frac", "expected"), [(0.8999, None), (0.9, "warn"), (0.9989, "warn"), (0.999, "fail")]
+)
+def test_dead_relu_when_the_zero_fraction_stays_above_90_percent(least_zero_frac, expected):
+    def entry(zero_frac: float) -> Spec:
+        layers = {"0": {"zero_frac": 1.0}, "1": {"zero_frac": zero_frac}, "2": {"zero_frac": 1.0}, "3": {}}
+        return {"activation": layers}  # zeros in a Linear or Tanh layer are not dead ReLUs
+
+    rec = record([entry(1.0), entry(least_zero_frac), entry(1.0)], types=TYPES)
+    findings = [f for f in evaluate(rec) if f.id == "act.dead_units"]
+    assert [f.severity for f in findings] == ([expected] if expected else [])
+    if expected:
+        assert findings[0].message.startswith("layer 1 · ReLU: ") and "over steps 0-2" in findings[0].message
+    assert found(record([entry(1.0)] * 2, types=TYPES), "act.dead_units") == {}  # too few sampled steps
+
+
+@pytest.mark.parametrize(("saturated", "expected"), [(0.2499, None), (0.25, "warn"), (0.8999, "warn"), (0.9, "fail")])
+def test_saturation_of_bounded_activations_but_not_the_output_layer(saturated, expected):
+    layers = {"0": {}, "2": {"saturated_frac": saturated}, "3": {}, "4": {"saturated_frac": 1.0}}
+    types = {**TYPES, "4": "Sigmoid"}  # a confident sigmoid output is the goal, not a problem
+    rec = record([{"activation": layers}] * 3, types=types)
+    assert found(rec, "act.saturation").get("act.saturation") == expected
+
+
+def _std_entry(first_std: float, deeper_std: float) -> Spec:
+    """Tanh outputs at layers 1 and 3; a batch norm and the logits, both with a large std, which is theirs."""
+    stds = {"0": 1.0, "1": first_std, "2": 1.0, "3": deeper_std, "4": 50.0, "5": 100.0}
+    return {"activation": {layer: {"std": std} for layer, std in stds.items()}}
+
+
+STD_TYPES = {"0": "Linear", "1": "Tanh", "2": "Linear", "3": "Tanh", "4": "BatchNorm1d", "5": "Linear"}
+
+
+@pytest.mark.parametrize(
+    ("first_std", "deeper_std", "expected"),
+    [
+        (1.0, 0.1, {}),  # exactly 10x smaller: not beyond
+        (1.0, 0.0999, {"act.collapse": "warn"}),
+        (6.0, 0.5, {}),  # 12x smaller but inside the 0.5-2 band
+        (6.0, 0.499, {"act.collapse": "warn"}),
+        (0.5, 5.0, {}),
+        (0.5, 5.01, {"act.explode": "warn"}),
+        (0.1, 2.0, {}),  # 20x larger but inside the band
+        (0.1, 2.01, {"act.explode": "warn"}),
+    ],
+)
+def test_activation_std_trend_over_depth(first_std, deeper_std, expected):
+    rec = record([_std_entry(first_std, deeper_std)] * 3, types=STD_TYPES)
+    assert found(rec, "act.collapse", "act.explode") == expected
+
+
+def test_collapse_only_at_init_is_a_note():
+    specs = [_std_entry(1.0, 1e-4)] + [_std_entry(1.0, 0.8)] * (BASELINE_ENTRIES + WINDOW_ENTRIES)
+    (finding,) = evaluate(record(specs, types=STD_TYPES))
+    assert (finding.id, finding.severity, finding.layer, finding.step) == ("act.collapse", "info", "3", 0)
+    assert activations.ACT_STD_LOW == 0.5 and activations.ACT_STD_HIGH == 2.0  # seeds/004 rule of thumb
+
+
+# -- non-finite, duplicates, sources, reading cost -----------------------------------------------------------------
+def test_nonfinite_names_the_layer():
+    rec = record([{}], types={"1": "Log"})
+    rec.note_nonfinite(NonFinite(3, "1", "activation", 5.0))
+    (finding,) = evaluate(rec)
+    assert (finding.id, finding.severity, finding.step) == ("train.nonfinite", "fail", 3)
+    assert "layer 1 · Log at step 3" in finding.message
+
+
+def test_one_finding_per_id_and_layer_the_worst_then_the_latest():
+    def at(severity: str, step: int, layer: str = "1"):
+        return make_finding("act.dead_units", severity, f"{severity} {step}", layer=layer, step=step)
+
+    kept = _one_per_place([at("warn", 9), at("fail", 3), at("warn", 12), at("info", 20, layer="2"), at("warn", 5, "2")])
+    assert sorted((f.layer, f.severity, f.step) for f in kept) == [("1", "fail", 3), ("2", "warn", 5)]
+
+
+def test_evaluate_accepts_a_monitor_like_object_and_sorts_by_severity():
+    rec = record([], losses=[2.0] * 60)
+    rec.note_nonfinite(NonFinite(1, "x", "gradient", 1.0))
+
+    class Source:
+        record = rec
+
+    findings = evaluate(Source())
+    assert [f.severity for f in findings] == ["fail", "warn"] and isinstance(findings, Findings)
+
+
+class _Tracked(dict):
+    """Blocks of one entry that note which steps a reader looked at."""
+
+    read: set[int] = set()
+
+    def __init__(self, step: int, blocks: dict) -> None:
+        super().__init__(blocks)
+        self.step = step
+
+    def get(self, key, default=None):
+        _Tracked.read.add(self.step)
+        return super().get(key, default)
+
+    def __getitem__(self, key):
+        _Tracked.read.add(self.step)
+        return super().__getitem__(key)
+
+    def __contains__(self, key):
+        _Tracked.read.add(self.step)
+        return super().__contains__(key)
+
+
+def test_evaluate_reads_only_the_first_and_last_sampled_steps():
+    spec = {**_gradient_entry(1.0), **_update_entry({"w": 1e-3}), "model": {"(model)": {"stale_grad_norm": 0.0}}}
+    rec = record([], types=STD_TYPES)
+    steps = range(300)
+    for step in steps:
+        rec.append(StepEntry(step, _Tracked(step, {kind: block(kind, layers) for kind, layers in spec.items()})))
+    _Tracked.read.clear()
+    evaluate(rec)
+    allowed = set(steps[:BASELINE_ENTRIES]) | set(steps[-WINDOW_ENTRIES:])
+    assert _Tracked.read and _Tracked.read <= allowed, sorted(_Tracked.read - allowed)
+
+
+def test_findings_show_as_a_coloured_table_or_text():
+    findings = Findings([make_finding("train.stalled", "warn", "the loss <does not> move", step=60)])
+    html = findings._repr_html_()
+    assert SEVERITY_COLOURS["warn"] in html and "train.stalled" in html and "&lt;does not&gt;" in html
+    assert str(findings) == findings_text(findings) and "WARN train.stalled @step 60" in str(findings)
+    assert "no findings" in Findings()._repr_html_()

@@ -1,0 +1,223 @@
+"""Run directories: exact roundtrip, following a run another process writes, SIGKILL crash-safety, damage, CLI."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+import nbdiag
+from nbdiag.cli import main as cli_main
+from nbdiag.runs.layout import MANIFEST, SEGMENTS, segment_files
+from nbdiag.runs.reader import SegmentWarning
+from nbdiag.runs.writer import RunWriter
+
+REPO = Path(nbdiag.__file__).parents[1]  # the checkout under test, for the writer subprocess
+
+# A training script for another process: argv = run_dir, steps, seconds to sleep per step, path to save at the end.
+WRITER_SCRIPT = textwrap.dedent(
+    """
+    import sys, time, torch
+    from torch import nn
+    from torch.nn import functional as F
+    import nbdiag
+
+    run_dir, steps, pause, saved = sys.argv[1], int(sys.argv[2]), float(sys.argv[3]), sys.argv[4]
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(8, 16), nn.Tanh(), nn.Linear(16, 3))
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    x, y = torch.randn(32, 8), torch.randint(0, 3, (32,))
+    with nbdiag.watch(model, opt, every=1, run_dir=run_dir) as mon:
+        mon._writer.segment_steps = 3
+        for step in range(steps):
+            loss = F.cross_entropy(model(x), y)
+            loss.backward(); opt.step(); opt.zero_grad()
+            mon.step(loss=loss)
+            time.sleep(pause)
+    mon.save(saved)
+    """
+)
+
+
+def train(run_dir=None, steps=16, every=3, nan_at=None):
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Flatten(), nn.Linear(64, 32), nn.Tanh(), nn.Linear(32, 10), nn.ReLU())
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    x, y = torch.randn(32, 1, 8, 8), torch.randint(0, 10, (32,))
+    with nbdiag.watch(model, opt, every=every, dense=4, run_dir=run_dir, num_classes=10) as mon:
+        for step in range(steps):
+            loss = F.cross_entropy(model(x * float("nan") if step == nan_at else x), y)
+            loss.backward()
+            opt.step()
+            opt.zero_grad()
+            validation = {"val_loss": 1.0 / (step + 1)} if step % 5 == 0 else {}  # logged at some steps only
+            mon.step(loss=loss, acc=float("nan") if step % 2 else 0.5, lr=torch.tensor(0.1), **validation)
+    return mon
+
+
+def assert_same_record(run, mon):
+    pd.testing.assert_frame_equal(run.frame(), mon.frame())
+    pd.testing.assert_frame_equal(run.scalars(), mon.scalars())
+    for kind in ("activation", "gradient"):
+        edges, counts = run.histograms(kind)
+        live_edges, live_counts = mon.histograms(kind)
+        np.testing.assert_array_equal(edges, live_edges)
+        pd.testing.assert_frame_equal(counts, live_counts)
+    assert run.layers == mon.layers
+
+
+@pytest.fixture(scope="module")
+def live(tmp_path_factory):
+    """A monitor that wrote a run directory as it trained, and that directory (read-only for the tests)."""
+    run_dir = tmp_path_factory.mktemp("live") / "run"
+    return train(run_dir), run_dir
+
+
+def start_writer(tmp_path, steps, pause):
+    script = tmp_path / "writer.py"
+    script.write_text(WRITER_SCRIPT)
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    args = [sys.executable, str(script), str(tmp_path / "run"), str(steps), str(pause), str(tmp_path / "saved")]
+    return subprocess.Popen(args, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def wait_for(condition, timeout=60.0):
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, "timed out"
+        time.sleep(0.05)
+
+
+# -- roundtrip -------------------------------------------------------------------------------------------------
+def test_live_run_dir_roundtrips_exactly(live):
+    mon, run_dir = live
+    run = nbdiag.open_run(run_dir)
+    assert len(segment_files(run_dir)) > 1  # written as it went, not only on close
+    assert_same_record(run, mon)
+    assert run.finished and run.model_name == "Sequential" and run.num_classes == 10
+    assert mon.record.listener_errors == []
+
+
+def test_save_after_the_fact_roundtrips_exactly_and_replaces_an_earlier_run(live, tmp_path):
+    mon, _ = live
+    mon.save(tmp_path / "saved")
+    mon.save(tmp_path / "saved")  # writing again replaces the run
+    run = nbdiag.open_run(tmp_path / "saved")
+    assert_same_record(run, mon)
+    for name in ("acc", "val_loss"):  # NaN logged stays, names not logged stay absent
+        np.testing.assert_array_equal(run.record.scalar_series(name), mon.record.scalar_series(name))
+    assert len(segment_files(tmp_path / "saved")) == 1
+
+
+def test_manifest_describes_the_run(live):
+    manifest = json.loads((live[1] / MANIFEST).read_text())
+    assert manifest["format"] == "nbdiag-run" and manifest["schema_version"] == 1
+    assert manifest["nbdiag_version"] == nbdiag.__version__ and manifest["status"] == "closed"
+    assert manifest["meta"]["layer_types"]["2"] == "Tanh"
+    assert manifest["layers"]["activation"] == ["0", "1", "2", "3", "4"]
+    assert len(manifest["hist_edges"]) == manifest["n_bins"] - 1
+    np.testing.assert_array_equal(np.float32(manifest["hist_edges"]), nbdiag.stats.HIST_EDGES[1:-1])
+
+
+def test_segments_read_directly_with_pandas_and_duckdb(live):
+    mon, run_dir = live
+    rows = pd.read_parquet(run_dir / SEGMENTS)
+    stats = rows[(rows.kind != "scalar") & (rows.stat != "hist")].dropna(subset=["value"])
+    live = mon.frame().dropna(subset=["value"])
+    assert len(stats) == len(live)
+    loss = rows[(rows.kind == "scalar") & (rows.stat == "loss")].set_index("step")["value"]
+    pd.testing.assert_series_equal(loss, mon.scalars()["loss"], check_names=False)
+    duckdb = pytest.importorskip("duckdb")
+    glob = str(run_dir / SEGMENTS / "*.parquet")
+    steps = duckdb.sql(f"SELECT DISTINCT step FROM read_parquet('{glob}') WHERE stat = 'hist' ORDER BY step").df()
+    assert steps["step"].tolist() == mon.record.steps()
+
+
+def test_findings_from_a_run_match_the_monitor(tmp_path):
+    mon = train(tmp_path / "run", nan_at=6)
+    run = nbdiag.open_run(tmp_path / "run")
+    assert run.record.first_nonfinite == mon.record.first_nonfinite
+    assert [f.id for f in run.findings()] == [f.id for f in mon.findings()]
+    assert "train.nonfinite" in [f.id for f in run.findings()]
+
+
+# -- another process writes ------------------------------------------------------------------------------------
+def test_follow_picks_up_segments_while_another_process_writes(tmp_path):
+    writer = start_writer(tmp_path, steps=24, pause=0.05)
+    try:
+        wait_for(lambda: (tmp_path / "run" / MANIFEST).is_file())
+        run = nbdiag.open_run(tmp_path / "run", follow=True, interval=0.05)
+        seen = set()
+        while writer.poll() is None:
+            seen.add(len(run.record.steps()))
+            time.sleep(0.02)
+        assert writer.returncode == 0, writer.stderr.read()
+        wait_for(lambda: not run.following)
+    finally:
+        writer.kill()
+        writer.wait()
+    assert len(seen - {0, 24}) >= 2, f"expected to see the run grow, saw step counts {sorted(seen)}"
+    assert run.finished and run.record.steps() == list(range(24))
+    assert_same_record(run, nbdiag.open_run(tmp_path / "saved"))
+
+
+def test_a_killed_writer_leaves_a_readable_run(tmp_path):
+    writer = start_writer(tmp_path, steps=10_000, pause=0.01)
+    try:
+        wait_for(lambda: len(segment_files(tmp_path / "run")) >= 3)
+    finally:
+        os.kill(writer.pid, signal.SIGKILL)
+        writer.wait()
+    (tmp_path / "run" / SEGMENTS / ".seg-000999.parquet.half.tmp").write_bytes(b"PAR1 half written")
+    run = nbdiag.open_run(tmp_path / "run")
+    steps = run.record.steps()
+    assert not run.finished and len(steps) >= 9
+    assert steps == list(range(len(steps)))  # a prefix of the run, nothing torn
+    assert list(run.scalars().index[: len(steps)]) == steps
+
+
+def test_a_damaged_segment_is_skipped_with_a_warning(live, tmp_path):
+    mon = live[0]
+    shutil.copytree(live[1], tmp_path / "run")
+    segments = segment_files(tmp_path / "run")
+    damaged = segments[1]
+    damaged.write_bytes(damaged.read_bytes()[:100])
+    with pytest.warns(SegmentWarning, match=damaged.name):
+        run = nbdiag.open_run(tmp_path / "run")
+    assert 0 < len(run.record.steps()) < len(mon.record.steps())
+    assert run.refresh() == 0  # not tried again, not warned again, while the file is unchanged
+    assert run.errors and damaged.name in run.errors[0]
+
+
+def test_run_dir_refuses_a_folder_that_is_not_a_run(tmp_path):
+    (tmp_path / "notes.txt").write_text("mine")
+    with pytest.raises(FileExistsError, match="not an nbdiag run"):
+        RunWriter(tmp_path, nbdiag.record.Record())
+    with pytest.raises(FileNotFoundError, match="holds no manifest.json"):
+        nbdiag.open_run(tmp_path)
+
+
+# -- command line ----------------------------------------------------------------------------------------------
+def test_cli_report(live, tmp_path, capsys):
+    assert cli_main(["report", str(tmp_path / "missing")]) == 2
+    status = cli_main(["report", str(live[1]), "--out", str(tmp_path / "report.html")])
+    out, err = capsys.readouterr()
+    assert "findings:" in out
+    if importlib.util.find_spec("nbdiag.views.export") is None:
+        assert status == 3 and "nbdiag.views.export.to_html" in err
+    else:
+        assert status == 0 and (tmp_path / "report.html").stat().st_size > 0
