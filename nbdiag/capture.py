@@ -12,6 +12,7 @@ from torch import nn
 
 from nbdiag.buffer import StepBuffer
 from nbdiag.probe import Hooks, iter_tensors
+from nbdiag.probe import named_hook as _named
 from nbdiag.stats import output_bounds, raw_stats
 from nbdiag.weights import UpdateTracker, grad_matrix, grad_vector
 
@@ -54,6 +55,28 @@ class Capture:
         self._zeroed_params = [p for _, p in (tracked if optimizer is not None else params)]
         self._hooks = Hooks()
         self._forward_seen = False
+        self._registrations = self._make_registrations()
+
+    def _make_registrations(self) -> list[Callable[[], Any]]:
+        """Each hook function is made once: re-attaching registers the same objects, so torch.compile's guards on
+        them hold and a toggled model switches between two cached graphs instead of recompiling."""
+        on_forward = self._guard(self._on_forward)
+        registrations = [
+            functools.partial(module.register_forward_hook, _named(on_forward, name)) for name, module in self.leaves
+        ]
+        registrations.append(
+            functools.partial(self.model.register_forward_pre_hook, self._guard(self._on_model_forward))
+        )
+        if self.optimizer is not None:  # gradients read just before the step (after DDP's all-reduce)
+            optimizer = self.optimizer
+            registrations.append(functools.partial(optimizer.register_step_pre_hook, self._guard(self._before_step)))
+            registrations.append(functools.partial(optimizer.register_step_post_hook, self._guard(self._after_step)))
+        else:  # no optimizer: read each gradient as it is accumulated
+            for name, p in self.params:
+                if p.requires_grad:
+                    hook = self._guard(functools.partial(self._on_grad, name))
+                    registrations.append(functools.partial(p.register_post_accumulate_grad_hook, hook))
+        return registrations
 
     @property
     def attached(self) -> bool:
@@ -62,20 +85,17 @@ class Capture:
     def attach(self) -> None:
         if self.attached or self.failed:
             return
-        hooks = self._hooks
-        hooks.register_forward(self.leaves, self._guard(self._on_forward))
-        hooks.add(self.model.register_forward_pre_hook(self._guard(self._on_model_forward)))
-        if self.optimizer is not None:  # gradients read just before the step (after DDP's all-reduce)
-            hooks.add(self.optimizer.register_step_pre_hook(self._guard(self._before_optimizer_step)))
-            hooks.add(self.optimizer.register_step_post_hook(self._guard(self._after_optimizer_step)))
-        else:  # no optimizer: read each gradient as it is accumulated
-            for name, p in self.params:
-                if p.requires_grad:
-                    hook = self._guard(functools.partial(self._on_grad, name))
-                    hooks.add(p.register_post_accumulate_grad_hook(hook))
+        for register in self._registrations:
+            self._hooks.add(register())
 
     def detach(self) -> None:
         self._hooks.remove()
+
+    def release(self) -> None:
+        """Detach and drop every reference to the model, its parameters and the optimizer."""
+        self.detach()
+        self._registrations, self.model, self.params, self.leaves, self.optimizer = [], None, [], [], None
+        self._param_by_name, self._zeroed_params, self.updates = {}, [], None
 
     def new_step(self) -> None:
         """Forget per-step state (called after the step's statistics were flushed)."""
@@ -85,6 +105,7 @@ class Capture:
 
     # -- hooks ---------------------------------------------------------------------------------------------
     def _guard(self, hook: Callable) -> Callable:
+        @torch.compiler.disable  # under torch.compile the hook runs eagerly: statistics are not traced
         def guarded(*args: Any) -> None:
             if self.failed:
                 return None
@@ -127,7 +148,7 @@ class Capture:
                 torch.stack([g.float() for g in torch._foreach_norm(grads)])
             )
 
-    def _before_optimizer_step(self, optimizer: Any, args: Any, kwargs: Any) -> None:
+    def _before_step(self, optimizer: Any, args: Any, kwargs: Any) -> None:
         if optimizer is not self.optimizer:  # a deep-copied optimizer inherits the hook too
             return
         names = [name for name, p in self.params if p.grad is not None]
@@ -137,7 +158,7 @@ class Capture:
         if self.updates is not None:
             self.updates.before_step()
 
-    def _after_optimizer_step(self, optimizer: Any, args: Any, kwargs: Any) -> None:
+    def _after_step(self, optimizer: Any, args: Any, kwargs: Any) -> None:
         if optimizer is not self.optimizer or self.updates is None:
             return
         values = self.updates.after_step()

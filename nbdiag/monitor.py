@@ -180,8 +180,8 @@ class Monitor:
         self._closed = True
         if self._model is not None and _WATCHED.get(self._model) is self:
             del _WATCHED[self._model]
-        self._model, self._params, self._capture.model = None, [], None
-        self._capture.params, self._capture.leaves, self._capture.optimizer = [], [], None
+        self._model, self._params = None, []
+        self._capture.release()
         if self.predictions is not None:
             self.predictions.model = None
 
@@ -380,9 +380,9 @@ class Monitor:
 
 
 _COMPILED_MESSAGE = (
-    "the model is torch.compile'd: nbdiag's hooks run eagerly (a graph break at each hooked layer on sampled "
-    "steps) and switching them on and off may recompile. For the compiled speed, watch the model before "
-    "compiling it, or watch an uncompiled copy while debugging."
+    "the model is torch.compile'd: nbdiag's hooks run eagerly, so the compiled model breaks into one graph per "
+    "leaf module (sampling on and off then causes no further recompiles). For whole-graph speed, watch an "
+    "uncompiled copy while debugging, or sample rarely (every=100)."
 )
 
 

@@ -76,11 +76,6 @@ class Hooks:
     def add(self, handle: Any) -> None:
         self._handles.append(handle)
 
-    def register_forward(self, modules: list[tuple[str, nn.Module]], hook: Callable) -> None:
-        """``hook(name, module, inputs, output)`` after each module's forward."""
-        for name, module in modules:
-            self.add(module.register_forward_hook(_bind_name(hook, name)))
-
     def __len__(self) -> int:
         return len(self._handles)
 
@@ -96,7 +91,10 @@ class Hooks:
         self.remove()
 
 
-def _bind_name(hook: Callable, name: str) -> Callable:
+def named_hook(hook: Callable, name: str) -> Callable:
+    """A forward hook that calls ``hook(name, module, inputs, output)``; torch.compile runs it eagerly."""
+
+    @torch.compiler.disable
     def forward_hook(module: nn.Module, inputs: Any, output: Any) -> None:
         hook(name, module, inputs, output)
 

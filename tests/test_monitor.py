@@ -446,14 +446,28 @@ def test_failing_hook_switches_capture_off_and_training_goes_on(monkeypatch):
     mon.close()
 
 
-def test_compiled_model_warns_and_is_recorded():
-    compiled = torch.compile(nn.Sequential(nn.Linear(4, 4), nn.ReLU(), nn.Linear(4, 1)), backend="eager")
+def test_compiled_model_warns_is_recorded_and_sampling_never_recompiles():
+    from torch._dynamo.utils import counters
+
+    torch._dynamo.reset()
+    model = nn.Sequential(nn.Linear(4, 8), nn.ReLU(), nn.Linear(8, 1))
+    opt = torch.optim.SGD(model.parameters(), lr=0.01)
+    compiled = torch.compile(model, backend="eager")
     with pytest.warns(NbdiagWarning, match="torch.compile"):
-        mon = nbdiag.watch(compiled, every=1)
-    compiled(torch.randn(2, 4)).sum().backward()
-    mon.step()
+        mon = nbdiag.watch(compiled, opt, every=10, dense=2)
+    frames_after_first_step = None
+    for step in range(100):  # hooks are attached and removed 10 times
+        loss = compiled(torch.randn(2, 4)).pow(2).mean()
+        loss.backward()
+        opt.step()
+        opt.zero_grad()
+        mon.step(loss=loss)
+        if step == 0:
+            frames_after_first_step = counters["frames"]["total"]
     mon.close()
+    assert counters["frames"]["total"] == frames_after_first_step  # no recompiles from sampling
     assert mon.layers == ["0", "1", "2"]
+    assert mon.record.steps()[:4] == [0, 1, 10, 20]
     assert mon.errors == []
 
 
