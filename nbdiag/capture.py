@@ -54,7 +54,7 @@ class Capture:
         # gradients that zero_grad() clears: the optimizer's parameters (all parameters without an optimizer)
         self._zeroed_params = [p for _, p in (tracked if optimizer is not None else params)]
         self._hooks = Hooks()
-        self._forward_seen = False
+        self._grad_seen = False
         self._registrations = self._make_registrations()
 
     def _make_registrations(self) -> list[Callable[[], Any]]:
@@ -64,9 +64,10 @@ class Capture:
         registrations = [
             functools.partial(module.register_forward_hook, _named(on_forward, name)) for name, module in self.leaves
         ]
-        registrations.append(
-            functools.partial(self.model.register_forward_pre_hook, self._guard(self._on_model_forward))
-        )
+        on_first_grad = self._guard(self._on_incoming_grad)
+        registrations += [
+            functools.partial(p.register_hook, on_first_grad) for p in self._zeroed_params if p.requires_grad
+        ]
         if self.optimizer is not None:  # gradients read just before the step (after DDP's all-reduce)
             optimizer = self.optimizer
             registrations.append(functools.partial(optimizer.register_step_pre_hook, self._guard(self._before_step)))
@@ -101,7 +102,7 @@ class Capture:
         """Forget per-step state (called after the step's statistics were flushed)."""
         self.grad_vectors = {}
         self.stale_grad_norm = None
-        self._forward_seen = False
+        self._grad_seen = False
 
     # -- hooks ---------------------------------------------------------------------------------------------
     def _guard(self, hook: Callable) -> Callable:
@@ -137,11 +138,12 @@ class Capture:
         if param.grad is not None and param is self._param_by_name.get(name):
             self.grad_vectors[name] = grad_vector(param.grad)
 
-    def _on_model_forward(self, module: nn.Module, inputs: Any) -> None:
-        """At the step's first forward: gradients already present mean zero_grad was skipped (or set_to_none=False)."""
-        if self._forward_seen or not torch.is_grad_enabled() or module is not self.model:
+    def _on_incoming_grad(self, grad: torch.Tensor) -> None:
+        """Before the step's first gradient accumulation (a leaf's tensor hook runs before its AccumulateGrad), any
+        gradient still held is stale: zero_grad was skipped (zeros if it ran with set_to_none=False)."""
+        if self._grad_seen:
             return
-        self._forward_seen = True
+        self._grad_seen = True
         grads = [p.grad for p in self._zeroed_params if p.grad is not None]
         if grads:
             self.stale_grad_norm = torch.linalg.vector_norm(

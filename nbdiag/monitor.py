@@ -107,6 +107,7 @@ class Monitor:
         self._closed = False
         self._reported_errors = 0
         self._pending_scalars: list[tuple[int, str, torch.Tensor]] = []
+        self._dashboard = None
         self._model: nn.Module | None = unwrap_model(model)
         self.model_name = type(self._model).__name__
         if is_compiled(model):
@@ -177,6 +178,8 @@ class Monitor:
         self._read_pending_scalars()
         if self._writer is not None:
             self._writer.close()
+        if self._dashboard is not None:
+            self._finish_dashboard()
         self._closed = True
         if self._model is not None and _WATCHED.get(self._model) is self:
             del _WATCHED[self._model]
@@ -184,6 +187,12 @@ class Monitor:
         self._capture.release()
         if self.predictions is not None:
             self.predictions.model = None
+
+    def _finish_dashboard(self) -> None:
+        try:
+            self._dashboard.finish()
+        except Exception as error:  # a view must never turn close() into a failure
+            warnings.warn(f"the dashboard could not show the final state: {error}", NbdiagWarning, stacklevel=3)
 
     @property
     def closed(self) -> bool:
@@ -246,7 +255,9 @@ class Monitor:
                 "the dashboard is not available yet in this version of nbdiag; use mon.frame(), "
                 f"mon.summary() or mon.findings() meanwhile ({error})"
             ) from error
-        return Dashboard(self)
+        if self._dashboard is None:  # one widget per monitor: each FigureWidget carries megabytes of JavaScript
+            self._dashboard = Dashboard(self)
+        return self._dashboard
 
     def to_html(self, path: str) -> None:
         """Write a self-contained HTML report (plotly JavaScript inline; opens with no network)."""

@@ -245,7 +245,7 @@ def hook_count(model: nn.Module) -> int:
     for module in model.modules():
         count += len(module._forward_hooks) + len(module._forward_pre_hooks)
     for p in model.parameters():
-        count += len(getattr(p, "_post_accumulate_grad_hooks", None) or {})
+        count += len(getattr(p, "_post_accumulate_grad_hooks", None) or {}) + len(p._backward_hooks or {})
     return count
 
 
@@ -396,6 +396,29 @@ def test_first_nonfinite_layer_in_forward_order_is_recorded_not_raised():
     assert (first.layer, first.kind, first.step) == ("1", "activation", 0)
     [finding] = [f for f in mon.findings() if f.id == "train.nonfinite"]
     assert finding.layer == "1" and finding.severity == "fail"
+
+
+# -- stale gradients ---------------------------------------------------------------------------------------------
+@pytest.mark.parametrize("order", ["zero_grad before backward", "zero_grad after step", "never"])
+def test_stale_gradient_norm_depends_only_on_zeroing(order):
+    model = nn.Sequential(nn.Linear(4, 8), nn.ReLU(), nn.Linear(8, 2))
+    opt = torch.optim.SGD(model.parameters(), lr=0.01)
+    x, y = torch.randn(8, 4), torch.randint(0, 2, (8,))
+    with nbdiag.watch(model, opt, every=1) as mon:
+        for _ in range(4):
+            loss = F.cross_entropy(model(x), y)
+            if order == "zero_grad before backward":
+                opt.zero_grad()
+            loss.backward()
+            opt.step()
+            if order == "zero_grad after step":
+                opt.zero_grad()
+            mon.step(loss=loss)
+    stale = mon.frame(kind="model", stats=["stale_grad_norm"])
+    if order == "never":
+        assert list(stale.step) == [1, 2, 3] and (stale.value > 0).all()
+    else:
+        assert stale.empty  # gradients still held at forward time but cleared before backward are not stale
 
 
 # -- bad input and misuse ---------------------------------------------------------------------------------------

@@ -1,0 +1,92 @@
+"""The dashboard's ipywidgets: layer selector, step slider, pause and log toggles, status line, findings table."""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+from nbdiag.views.data import Snapshot
+from nbdiag.views.figure import PanelFigure
+from nbdiag.views.layout import build_panels
+from nbdiag.views.panels import ViewState
+
+
+class Controls:
+    """The widgets of one Dashboard; user changes go to ``dashboard.set_state`` / ``pause`` / ``resume``."""
+
+    def __init__(self, dashboard: Any) -> None:
+        import ipywidgets as w
+
+        self.dashboard = dashboard
+        self._syncing = False
+        snap = dashboard.snapshot()
+        self.figure = PanelFigure(build_panels(snap, dashboard.state))
+        self.layer = w.Dropdown(description="layer", options=[], layout=w.Layout(width="260px"))
+        self.step = w.IntSlider(description="step #", min=0, max=0, value=0, continuous_update=True, readout=False)
+        self.step_label = w.Label("")
+        self.pause = w.ToggleButton(description="pause rendering", icon="pause", value=False)
+        self.loss_log = w.Checkbox(description="log loss", value=dashboard.state.loss_log, indent=False)
+        self.norm_log = w.Checkbox(description="log norms", value=dashboard.state.norm_log, indent=False)
+        self.status = w.HTML()
+        self.findings = w.HTML()
+        self.layer.observe(self._on_layer, names="value")
+        self.step.observe(self._on_step, names="value")
+        self.pause.observe(self._on_pause, names="value")
+        self.loss_log.observe(lambda c: self._set(loss_log=c["new"]), names="value")
+        self.norm_log.observe(lambda c: self._set(norm_log=c["new"]), names="value")
+        row = w.HBox([self.layer, self.step, self.step_label, self.pause, self.loss_log, self.norm_log])
+        self.box = w.VBox([self.status, row, self.figure.figure, w.HTML("<b>Health</b>"), self.findings])
+        self.box.add_class("nbdiag-dashboard")
+
+    def sync(self, snap: Snapshot, state: ViewState) -> ViewState:
+        """Bring the controls' ranges and options up to ``snap``; the slider follows the latest step unless pinned.
+
+        Returns:
+            The state to draw (its index pinned to an entry, or None to follow the latest).
+        """
+        self._syncing = True
+        try:
+            options = list(zip(snap.labels, snap.layers, strict=True))
+            if list(self.layer.options) != options:
+                self.layer.options = options
+            if state.layer in snap.layers and self.layer.value != state.layer:
+                self.layer.value = state.layer
+            last = max(len(snap.entries) - 1, 0)
+            index = state.index if state.index is not None and state.index < last else None
+            self.step.max = last
+            self.step.value = last if index is None else index
+            if snap.entries:
+                self.step_label.value = f"step {snap.entries[self.step.value].step}"
+        finally:
+            self._syncing = False
+        return dataclasses.replace(state, index=index)
+
+    def show_findings(self, html: str) -> None:
+        if self.findings.value != html:
+            self.findings.value = html
+
+    def show_status(self, html: str) -> None:
+        self.status.value = html
+
+    def close(self) -> None:
+        self.box.close_all()
+
+    def _set(self, **changes: Any) -> None:
+        if not self._syncing:
+            self.dashboard.set_state(**changes)
+
+    def _on_layer(self, change: dict) -> None:
+        self._set(layer=change["new"])
+
+    def _on_step(self, change: dict) -> None:
+        self._set(index=None if change["new"] >= self.step.max else change["new"])
+
+    def _on_pause(self, change: dict) -> None:
+        paused = change["new"]
+        self.pause.description, self.pause.icon = (
+            ("resume rendering", "play") if paused else ("pause rendering", "pause")
+        )
+        if paused:
+            self.dashboard.pause()
+        else:
+            self.dashboard.resume()

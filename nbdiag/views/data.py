@@ -1,0 +1,232 @@
+"""Pure functions from a record to plot-ready numpy arrays; nothing here imports a plotting library."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from nbdiag.record import Block, StepEntry
+from nbdiag.stats import HIST_EDGES
+
+MAX_SCALAR_POINTS = 2_000  # scalar curves are thinned to about this many points per series
+MAX_TIMELINE = 256  # sampled steps drawn on per-layer time axes (bounds the widget's saved state)
+
+
+@dataclass(frozen=True)
+class Snapshot:
+    """One consistent reading of a source (anything with ``.record``): what every panel of one refresh draws."""
+
+    version: int
+    entries: list[StepEntry]
+    layers: list[str]  # activation layers in forward order: the depth axis
+    labels: list[str]  # "3 · Conv2d", one per layer
+    scalars: pd.DataFrame  # one row per step
+    num_classes: int | None
+    predictions: Any = None  # a PredictionTracker, or None
+    record: Any = field(default=None, repr=False, compare=False)
+    _rows: dict = field(default_factory=dict, repr=False, compare=False)
+
+    def label(self, name: str) -> str:
+        """Readable name of a layer or parameter (see :func:`layer_label`)."""
+        return layer_label(self.record, name) if self.record is not None else name
+
+    @property
+    def timeline(self) -> list[StepEntry]:
+        """The entries drawn on per-layer time axes: every k-th, at most ``MAX_TIMELINE``, the latest always."""
+        stride = max(1, math.ceil(len(self.entries) / MAX_TIMELINE))
+        return self.entries[::-1][::stride][::-1]
+
+    @property
+    def steps(self) -> np.ndarray:
+        """(S,) the steps of :attr:`timeline`."""
+        return np.array([entry.step for entry in self.timeline], dtype=np.int64)
+
+
+def snapshot(source: Any) -> Snapshot:
+    """Read ``source.record`` (and ``source.predictions`` when present) once.
+
+    Args:
+        source: a Monitor, a run reader, or anything exposing ``.record``.
+
+    Returns:
+        The :class:`Snapshot`; its entries are immutable, so it stays consistent while training goes on.
+    """
+    record = source.record
+    version = record.version
+    layers = record.layers("activation")
+    return Snapshot(
+        version=version,
+        entries=record.entries(),
+        layers=layers,
+        labels=[layer_label(record, layer) for layer in layers],
+        scalars=record.scalars(),
+        num_classes=record.meta.get("num_classes"),
+        predictions=getattr(source, "predictions", None),
+        record=record,
+    )
+
+
+def layer_label(record: Any, name: str) -> str:
+    """A readable name: ``"3 · Conv2d"`` for layer ``3``, ``"3.weight · Conv2d"`` for its parameter."""
+    kind = record.layer_type(name) or record.layer_type(name.rsplit(".", 1)[0])
+    return f"{name} · {kind}" if kind else name
+
+
+def step_index(snap: Snapshot, index: int | None) -> int | None:
+    """Clamp a step-slider index to the entries held; None (or out of range) means the latest."""
+    if not snap.entries:
+        return None
+    if index is None or not 0 <= index < len(snap.entries):
+        return len(snap.entries) - 1
+    return index
+
+
+def _row_index(snap: Snapshot, block: Block, names: tuple[str, ...]) -> np.ndarray:
+    """For each name, its row in ``block`` (-1 when absent); cached per distinct layer tuple."""
+    key = (block.layers, names)
+    rows = snap._rows.get(key)
+    if rows is None:
+        position = {layer: i for i, layer in enumerate(block.layers)}
+        rows = np.array([position.get(name, -1) for name in names], dtype=np.int64)
+        snap._rows[key] = rows
+    return rows
+
+
+def block_column(snap: Snapshot, block: Block | None, stat: str, names: list[str]) -> np.ndarray:
+    """(len(names),) values of ``stat`` in ``block`` for ``names`` in that order; NaN where missing."""
+    out = np.full(len(names), np.nan)
+    if block is None or stat not in block.stats:
+        return out
+    rows = _row_index(snap, block, tuple(names))
+    found = rows >= 0
+    out[found] = block.values[rows[found], block.stats.index(stat)]
+    return out
+
+
+def stat_matrix(snap: Snapshot, kind: str, stat: str, names: list[str]) -> np.ndarray:
+    """(len(names), S) values of ``kind``/``stat`` per name and timeline step; NaN where not recorded."""
+    out = np.full((len(names), len(snap.timeline)), np.nan)
+    blocks = [entry.blocks.get(kind) for entry in snap.timeline]
+    alike: dict[tuple[str, ...], list[int]] = {}  # blocks with the same layers fill their columns in one go
+    for column, block in enumerate(blocks):
+        if block is not None and stat in block.stats:
+            alike.setdefault(block.layers, []).append(column)
+    for columns in alike.values():
+        first = blocks[columns[0]]
+        rows = _row_index(snap, first, tuple(names))
+        found = np.flatnonzero(rows >= 0)
+        j = first.stats.index(stat)
+        values = np.stack([blocks[c].values[:, j] for c in columns], axis=1)  # (block layers, len(columns))
+        out[np.ix_(found, columns)] = values[rows[found]]
+    return out
+
+
+def depth_profile(snap: Snapshot, kind: str, stat: str, index: int | None) -> np.ndarray:
+    """(L,) ``stat`` of ``kind`` per activation layer (forward order) at entry ``index`` (None: latest)."""
+    index = step_index(snap, index)
+    if index is None:
+        return np.full(len(snap.layers), np.nan)
+    return block_column(snap, snap.entries[index].blocks.get(kind), stat, snap.layers)
+
+
+def histograms_at(snap: Snapshot, kind: str, index: int | None) -> np.ndarray:
+    """(L, B) histogram counts per activation layer at entry ``index``; zeros where a layer has none."""
+    counts = np.zeros((len(snap.layers), len(HIST_EDGES) - 1))
+    index = step_index(snap, index)
+    block = None if index is None else snap.entries[index].blocks.get(kind)
+    if block is None or block.hist is None:
+        return counts
+    rows = _row_index(snap, block, tuple(snap.layers))
+    found = rows >= 0
+    counts[found] = block.hist[rows[found]]
+    return counts
+
+
+def histogram_over_time(snap: Snapshot, kind: str, layer: str) -> np.ndarray:
+    """(B, S) histogram counts of one layer per timeline step (zeros where not recorded)."""
+    columns = []
+    for entry in snap.timeline:
+        block = entry.blocks.get(kind)
+        column = np.zeros(len(HIST_EDGES) - 1)
+        if block is not None and block.hist is not None and layer in block.layers:
+            column = block.hist[block.layers.index(layer)].astype(np.float64)
+        columns.append(column)
+    return np.stack(columns, axis=1) if columns else np.zeros((len(HIST_EDGES) - 1, 0))
+
+
+def occupied_bins(counts: np.ndarray, margin: int = 1) -> slice:
+    """The bin range holding any count in (..., B) ``counts``, widened by ``margin`` bins (all bins when empty)."""
+    occupied = np.flatnonzero(counts.reshape(-1, counts.shape[-1]).sum(axis=0) > 0)
+    if not len(occupied):
+        return slice(0, counts.shape[-1])
+    return slice(max(occupied[0] - margin, 0), min(occupied[-1] + margin + 1, counts.shape[-1]))
+
+
+def symlog_ticks(bins: slice, max_ticks: int = 7) -> tuple[list[float], list[str]]:
+    """Tick positions (in bin-index units) and labels for the decade edges inside ``bins`` of ``HIST_EDGES``.
+
+    Inner edge ``j`` (``HIST_EDGES[j + 1]``) lies between bins ``j`` and ``j + 1``, at position ``j + 0.5``.
+    """
+    inner = HIST_EDGES[1:-1].astype(np.float64)
+    positions, labels = [], []
+    for j, edge in enumerate(inner):
+        position = j + 0.5
+        magnitude = abs(edge)
+        if bins.start - 0.5 <= position <= bins.stop - 0.5 and _is_decade(magnitude):
+            positions.append(position)
+            labels.append(f"{edge:.0e}".replace("e+00", "").replace("e-0", "e-").replace("e+0", "e"))
+    zero = float(np.searchsorted(inner, 0.0))  # the bin [-1e-10, 1e-10) holds zero
+    if bins.start <= zero < bins.stop:
+        positions.append(zero)
+        labels.append("0")
+    order = np.argsort(positions)
+    positions, labels = [positions[i] for i in order], [labels[i] for i in order]
+    stride = max(1, math.ceil(len(positions) / max_ticks))
+    return positions[::stride], labels[::stride]
+
+
+def _is_decade(magnitude: float) -> bool:
+    exponent = math.log10(magnitude)
+    return abs(exponent - round(exponent)) < 1e-6 and abs(exponent) <= 4
+
+
+def thin(steps: np.ndarray, values: np.ndarray, max_points: int = MAX_SCALAR_POINTS) -> tuple[np.ndarray, np.ndarray]:
+    """Every k-th point so at most about ``max_points`` remain (the last point is always kept)."""
+    stride = max(1, math.ceil(len(steps) / max_points))
+    if stride == 1:
+        return steps, values
+    keep = np.unique(np.append(np.arange(0, len(steps), stride), len(steps) - 1))
+    return steps[keep], values[keep]
+
+
+def scalar_series(snap: Snapshot, names: list[str]) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    """``name -> (steps, values)`` for the logged scalars ``names``, NaN rows dropped, thinned for display."""
+    series = {}
+    for name in names:
+        column = snap.scalars[name].dropna()
+        series[name] = thin(column.index.to_numpy(np.int64), column.to_numpy(np.float64))
+    return series
+
+
+def is_loss_name(name: str) -> bool:
+    """Scalars drawn on the loss panel: ``loss``, ``val_loss``, ``train_loss``, ``loss_val``, ..."""
+    return "loss" in name.lower()
+
+
+def chance_loss(num_classes: int | None) -> float | None:
+    """-ln(1/C), the cross-entropy of a uniform guess over C classes; None when C is unknown."""
+    if not num_classes or num_classes < 2:
+        return None
+    return math.log(num_classes)
+
+
+def lines_with_gaps(x: np.ndarray, matrix: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Flatten the rows of an (L, S) ``matrix`` over ``x`` into one polyline, NaN-separated (one trace for L lines)."""
+    n_rows = matrix.shape[0]
+    xs = np.tile(np.append(x.astype(np.float64), np.nan), n_rows)
+    ys = np.concatenate([matrix, np.full((n_rows, 1), np.nan)], axis=1).reshape(-1)
+    return xs, ys

@@ -1,0 +1,294 @@
+"""Panels drawn with plotly: one figure of subplots, built once, then updated in place (one batch per refresh).
+
+Plotly validates every property it is given, which costs far more than the numbers themselves, so the figure
+keeps what it last sent and passes plotly only the properties that changed.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from nbdiag.views.layout import COLS, ROWS
+from nbdiag.views.panels import Panel, Series
+
+ROW_HEIGHT = 300  # px per grid row
+HOVER = "depth %{customdata}<br>x=%{x}<br>y=%{y:.3g}<extra></extra>"
+
+
+class PanelFigure:
+    """A plotly figure of the dashboard's panels; its traces are slots keyed by (panel key, series name).
+
+    Args:
+        panels: the first panels to draw (their order fixes the grid positions).
+        widget: build a ``go.FigureWidget`` (live, in a notebook) instead of a static ``go.Figure``.
+    """
+
+    def __init__(self, panels: list[Panel], widget: bool = True) -> None:
+        import plotly.graph_objects as go
+        from plotly.subplots import make_subplots
+
+        grid = make_subplots(
+            rows=ROWS,
+            cols=COLS,
+            subplot_titles=[p.title for p in panels],
+            horizontal_spacing=0.09,
+            vertical_spacing=0.09,
+        )
+        self.keys = [panel.key for panel in panels]
+        self.axes = {panel.key: _axes(grid, i) for i, panel in enumerate(panels)}
+        layout = grid.layout.to_plotly_json()
+        layout.update(
+            height=ROW_HEIGHT * ROWS,
+            margin={"t": 40, "b": 40, "l": 40, "r": 20},
+            template="plotly_white",
+            hovermode="closest",
+        )
+        layout["annotations"] = [{**a, "font": {"size": 12}} for a in layout["annotations"]] + [
+            _note(*self.axes[key][2:]) for key in self.keys
+        ]
+        for i, key in enumerate(self.keys):
+            layout[_legend_id(i)] = _legend_position(
+                layout[self.axes[key][0]]["domain"], layout[self.axes[key][1]]["domain"]
+            )
+        self.slots: dict[tuple[str, str], int] = {}
+        traces = [self._new_trace(panel, series) for panel in panels for series in panel.series]
+        self._sent: list[dict[str, Any]] = [{} for _ in traces]
+        self._sent_layout: dict[str, Any] = {}
+        figure = go.Figure(data=traces, layout=layout)
+        self.figure = go.FigureWidget(figure) if widget else figure
+        self.update(panels)
+
+    def update(self, panels: list[Panel]) -> None:
+        """Bring every panel up to date: one batched message carrying only what changed."""
+        for panel in panels:
+            for series in panel.series:
+                if (panel.key, series.name) not in self.slots:
+                    self.figure.add_trace(self._new_trace(panel, series))
+                    self._sent.append({})
+        trace_changes = self._trace_changes(panels)
+        layout_changes = _changed(self._sent_layout, self._layout_values(panels))
+        if not trace_changes and not layout_changes:
+            return
+        batch = self.figure.batch_update() if hasattr(self.figure, "batch_update") else _NoBatch()
+        with batch:
+            for index, values in trace_changes.items():
+                self.figure.data[index].update(values)
+            for path, value in layout_changes.items():
+                self.figure.layout[path] = value
+
+    def _new_trace(self, panel: Panel, series: Series) -> dict:
+        i = self.keys.index(panel.key)
+        x_ref, y_ref = self.axes[panel.key][2:]
+        self.slots[(panel.key, series.name)] = len(self.slots)
+        return {**_static_props(series), "xaxis": x_ref, "yaxis": y_ref, "legend": _legend_id(i)}
+
+    def _trace_changes(self, panels: list[Panel]) -> dict[int, dict]:
+        wanted: dict[int, dict] = {}
+        for panel in panels:
+            current = {series.name: series for series in panel.series}
+            for (key, name), index in self.slots.items():
+                if key == panel.key:
+                    series = current.get(name)
+                    wanted[index] = _values(series) if series is not None else _EMPTY
+        changes = {}
+        for index, values in wanted.items():
+            changed = _changed(self._sent[index], values)
+            if changed:
+                changes[index] = changed
+        return changes
+
+    def _layout_values(self, panels: list[Panel]) -> dict[str, Any]:
+        values: dict[str, Any] = {}
+        shapes = []
+        for i, panel in enumerate(panels):
+            x_name, y_name, x_ref, y_ref = self.axes[panel.key]
+            values[f"{y_name}.type"] = "log" if panel.ylog else "linear"
+            fixed = panel.yrange is not None and not panel.ylog
+            values[f"{y_name}.range"] = list(panel.yrange) if fixed else None
+            values[f"{y_name}.autorange"] = "reversed" if panel.reversed_y else not fixed
+            values.update(_ticks(x_name, panel.xticks))
+            values.update(_ticks(y_name, panel.yticks))
+            values[f"{x_name}.title.text"] = panel.xlabel or None
+            values[f"annotations[{i}].text"] = panel.title
+            values[f"annotations[{len(self.keys) + i}].text"] = "" if panel.series else panel.note
+            shapes.extend(_shapes(panel, x_ref, y_ref))
+        values["shapes"] = shapes
+        return values
+
+
+_EMPTY = {"x": [], "y": []}
+
+
+class _NoBatch:
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(self, *exc: object) -> None:
+        return None
+
+
+def _changed(sent: dict[str, Any], wanted: dict[str, Any]) -> dict[str, Any]:
+    """The entries of ``wanted`` that differ from ``sent`` (numpy arrays compared by value); ``sent`` is updated."""
+    changed = {}
+    for key, value in wanted.items():
+        if key not in sent or not _equal(sent[key], value):
+            changed[key] = value
+            sent[key] = value
+    return changed
+
+
+def _equal(a: Any, b: Any) -> bool:
+    if isinstance(a, np.ndarray) or isinstance(b, np.ndarray):
+        a, b = np.asarray(a), np.asarray(b)
+        return a.shape == b.shape and a.dtype == b.dtype and np.array_equal(a, b, equal_nan=a.dtype.kind == "f")
+    return type(a) is type(b) and a == b
+
+
+def _axes(fig: Any, i: int) -> tuple[str, str, str, str]:
+    """Layout names and trace references of subplot ``i``: ("xaxis3", "yaxis3", "x3", "y3")."""
+    subplot = fig.get_subplot(i // COLS + 1, i % COLS + 1)
+    x_name, y_name = subplot.xaxis.plotly_name, subplot.yaxis.plotly_name
+    return x_name, y_name, x_name.replace("axis", ""), y_name.replace("axis", "")
+
+
+def _legend_id(i: int) -> str:
+    return "legend" if i == 0 else f"legend{i + 1}"
+
+
+def _legend_position(x_domain: Any, y_domain: Any) -> dict:
+    return {
+        "x": x_domain[1],
+        "y": y_domain[1],
+        "xanchor": "right",
+        "yanchor": "top",
+        "bgcolor": "rgba(255,255,255,0.6)",
+        "font": {"size": 10},
+    }
+
+
+def _note(x_ref: str, y_ref: str) -> dict:
+    """An empty centred annotation in a subplot, for "nothing to draw yet" hints."""
+    return {
+        "text": "",
+        "showarrow": False,
+        "xref": f"{x_ref} domain",
+        "yref": f"{y_ref} domain",
+        "x": 0.5,
+        "y": 0.5,
+        "font": {"color": "#888"},
+    }
+
+
+def _static_props(series: Series) -> dict:
+    """What a trace keeps for its whole life."""
+    if series.kind == "heatmap":
+        return {
+            "type": "heatmap",
+            "name": series.name,
+            "showscale": False,
+            "colorscale": series.colorscale,
+            "hoverongaps": False,
+        }
+    if series.kind == "bar":
+        return {
+            "type": "bar",
+            "name": series.name,
+            "showlegend": series.legend,
+            "textposition": "none",
+            "hovertemplate": "%{text}<br>x=%{x}<br>y=%{y:.3g}<extra></extra>" if series.text is not None else None,
+        }
+    mode = "lines+markers" if series.kind == "markers" else "lines"
+    hover = HOVER if series.text is not None else f"{series.name}<br>x=%{{x}}<br>y=%{{y:.3g}}<extra></extra>"
+    props = {"type": "scatter", "name": series.name, "mode": mode, "showlegend": series.legend, "hovertemplate": hover}
+    if series.kind == "area":
+        props.update(fill="toself", fillcolor=_transparent(series.color))
+    return props
+
+
+def _values(series: Series) -> dict[str, Any]:
+    """The properties that change between refreshes."""
+    if series.kind == "heatmap":
+        low, high = series.zrange if series.zrange else (None, None)
+        return {**_columns(series), "zmin": low, "zmax": high}
+    values = {"x": _float(series.x), "y": _float(series.y)}
+    if series.kind == "bar":
+        values.update({"marker.color": series.color, "text": series.text})
+    else:
+        values.update({"customdata": series.text, "line.color": series.color, "line.width": series.width})
+    return values
+
+
+def _float(values: Any) -> Any:
+    """Integer arrays as float64: plotly sends 1-D float arrays as binary buffers, int64 ones as JSON lists."""
+    if isinstance(values, np.ndarray) and values.dtype.kind in "iu":
+        return values.astype(np.float64)
+    return values
+
+
+def _columns(series: Series) -> dict[str, np.ndarray]:
+    """A heatmap's (rows, columns) grid as three 1-D float arrays (plotly.js grids them again): binary buffers
+    instead of a nested JSON list, which ipywidgets would walk element by element."""
+    z = np.asarray(series.z, dtype=np.float64)  # (len(y), len(x))
+    x, y = np.asarray(series.x, dtype=np.float64), np.asarray(series.y, dtype=np.float64)
+    return {"x": np.tile(x, len(y)), "y": np.repeat(y, len(x)), "z": z.reshape(-1)}
+
+
+def _transparent(color: str) -> str:
+    red, green, blue = (int(color[i : i + 2], 16) for i in (1, 3, 5))
+    return f"rgba({red},{green},{blue},0.35)"
+
+
+def _ticks(axis: str, ticks: tuple[list, list] | None) -> dict[str, Any]:
+    if ticks is None:
+        return {f"{axis}.tickmode": None, f"{axis}.tickvals": None, f"{axis}.ticktext": None}
+    return {f"{axis}.tickmode": "array", f"{axis}.tickvals": list(ticks[0]), f"{axis}.ticktext": list(ticks[1])}
+
+
+def _shapes(panel: Panel, x_ref: str, y_ref: str) -> list[dict]:
+    """Reference band and lines (in data units) and the selected-step line (across the subplot's height)."""
+    shapes = []
+    if panel.hband is not None:
+        shapes.append(
+            {
+                "type": "rect",
+                "xref": f"{x_ref} domain",
+                "yref": y_ref,
+                "x0": 0,
+                "x1": 1,
+                "y0": panel.hband[0],
+                "y1": panel.hband[1],
+                "fillcolor": "rgba(44,160,44,0.12)",
+                "line": {"width": 0},
+                "layer": "below",
+            }
+        )
+    for y, label in panel.hlines:
+        shapes.append(
+            {
+                "type": "line",
+                "xref": f"{x_ref} domain",
+                "yref": y_ref,
+                "x0": 0,
+                "x1": 1,
+                "y0": y,
+                "y1": y,
+                "line": {"color": "#555", "dash": "dash", "width": 1},
+                "label": {"text": label, "font": {"size": 10}, "textposition": "end"},
+            }
+        )
+    if panel.vline is not None and panel.series:
+        shapes.append(
+            {
+                "type": "line",
+                "xref": x_ref,
+                "yref": f"{y_ref} domain",
+                "x0": panel.vline,
+                "x1": panel.vline,
+                "y0": 0,
+                "y1": 1,
+                "line": {"color": "#d62728", "width": 1, "dash": "dot"},
+            }
+        )
+    return shapes

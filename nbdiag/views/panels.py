@@ -1,0 +1,312 @@
+"""The dashboard's panels as plain data (series + axes), built from a Snapshot; plotly and matplotlib draw them."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from nbdiag.views import data
+from nbdiag.views.data import Snapshot
+
+SELECTED = "#1f77b4"  # the selected layer, everywhere
+OTHERS = "#b8b8b8"  # every other layer
+UPDATE_RATIO = 1e-3  # CS231n lecture 5: update/weight ratio "somewhere around 1e-3"
+UPDATE_BAND = (1e-4, 1e-2)  # a decade either side counts as near it
+PALETTE = ("#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#17becf")
+
+
+@dataclass(frozen=True)
+class ViewState:
+    """What the controls chose: the highlighted layer, the step-slider index (None: latest), axis scales."""
+
+    layer: str | None = None
+    index: int | None = None
+    loss_log: bool = False
+    norm_log: bool = True
+
+
+@dataclass(frozen=True)
+class Series:
+    """One drawable: ``kind`` is "line", "markers", "area" (closed polygons), "bar" or "heatmap"."""
+
+    name: str
+    kind: str
+    x: Any = None
+    y: Any = None
+    z: Any = None
+    color: Any = None  # one colour, or one per bar
+    width: float = 1.5
+    text: Any = None  # per point: hover text (bars), or the layer's depth (lines, areas)
+    zrange: tuple[float, float] | None = None
+    colorscale: str = "Viridis"
+    legend: bool = False
+
+
+@dataclass(frozen=True)
+class Panel:
+    """A titled plot: its series, axis labels and scales, reference lines and bands."""
+
+    key: str
+    title: str
+    series: tuple[Series, ...] = ()
+    xlabel: str = ""
+    ylabel: str = ""
+    ylog: bool = False
+    yrange: tuple[float, float] | None = None
+    xticks: tuple[list, list] | None = None
+    yticks: tuple[list, list] | None = None
+    reversed_y: bool = False  # first row on top
+    hlines: tuple[tuple[float, str], ...] = ()  # (y, label)
+    hband: tuple[float, float] | None = None
+    vline: float | None = None  # the selected step on time axes
+    note: str = ""  # shown when there is nothing to draw
+
+
+def selected_layer(snap: Snapshot, state: ViewState) -> str | None:
+    """The highlighted layer: the chosen one if recorded, else the first."""
+    if state.layer in snap.layers:
+        return state.layer
+    return snap.layers[0] if snap.layers else None
+
+
+def selected_step(snap: Snapshot, state: ViewState) -> int | None:
+    """The sampled step under the step slider."""
+    index = data.step_index(snap, state.index)
+    return None if index is None else snap.entries[index].step
+
+
+def loss_panel(snap: Snapshot, state: ViewState) -> Panel:
+    """Loss (and validation losses) over steps, with the chance level -ln(1/C) when C is known."""
+    names = [name for name in snap.scalars.columns if data.is_loss_name(name)]
+    series = tuple(
+        Series(name, "line", x=steps, y=values, color=PALETTE[i % len(PALETTE)], legend=True)
+        for i, (name, (steps, values)) in enumerate(data.scalar_series(snap, names).items())
+    )
+    chance = data.chance_loss(snap.num_classes)
+    hlines = () if chance is None else ((chance, f"chance -ln(1/{snap.num_classes}) = {chance:.3g}"),)
+    return Panel(
+        "loss",
+        "loss",
+        series,
+        xlabel="step",
+        ylog=state.loss_log,
+        hlines=hlines,
+        vline=selected_step(snap, state),
+        note="" if series else "log a loss: mon.step(loss=loss)",
+    )
+
+
+def scalars_panel(snap: Snapshot, state: ViewState) -> Panel:
+    """The other logged scalars (accuracy, learning rate, validation metrics) over steps."""
+    names = [name for name in snap.scalars.columns if not data.is_loss_name(name)]
+    series = tuple(
+        Series(name, "line", x=steps, y=values, color=PALETTE[i % len(PALETTE)], legend=True)
+        for i, (name, (steps, values)) in enumerate(data.scalar_series(snap, names).items())
+    )
+    return Panel("scalars", "other scalars", series, xlabel="step", note="" if series else "mon.step(acc=...)")
+
+
+def depth_of(snap: Snapshot, name: str) -> float:
+    """Forward-order depth of a layer, or of the layer owning a parameter (``"3.weight"`` -> depth of ``3``)."""
+    for candidate in (name, name.rsplit(".", 1)[0]):
+        if candidate in snap.layers:
+            return float(snap.layers.index(candidate))
+    return float("nan")
+
+
+def _layer_lines(snap: Snapshot, matrix: np.ndarray, names: list[str], chosen: set[str]) -> tuple[Series, Series]:
+    """All rows of an (L, S) matrix as one grey trace, the chosen rows as one coloured trace; hover shows depth."""
+    steps = snap.steps
+    mask = np.array([name in chosen for name in names], dtype=bool)
+    depths = np.array([depth_of(snap, name) for name in names])
+    x_all, y_all = data.lines_with_gaps(steps, matrix)
+    x_sel, y_sel = data.lines_with_gaps(steps, matrix[mask])
+    return (
+        Series("all layers", "line", x=x_all, y=y_all, color=OTHERS, width=1.0, text=np.repeat(depths, len(steps) + 1)),
+        Series(
+            "selected",
+            "line",
+            x=x_sel,
+            y=y_sel,
+            color=SELECTED,
+            width=2.5,
+            text=np.repeat(depths[mask], len(steps) + 1),
+        ),
+    )
+
+
+def gradient_time_panel(snap: Snapshot, state: ViewState) -> Panel:
+    """Per-layer norm of the gradient of the loss w.r.t. each layer's output, over steps."""
+    layer = selected_layer(snap, state)
+    matrix = data.stat_matrix(snap, "gradient", "norm", snap.layers)
+    return Panel(
+        "grad_time",
+        "gradient norm per layer (‖∂loss/∂output‖)",
+        _layer_lines(snap, matrix, snap.layers, {layer}),
+        xlabel="step",
+        ylog=state.norm_log,
+        vline=selected_step(snap, state),
+        note="" if np.isfinite(matrix).any() else "no gradients recorded yet",
+    )
+
+
+def update_names(snap: Snapshot) -> list[str]:
+    """Parameters drawn on the update panel: every recorded one except biases."""
+    layer_tuples = dict.fromkeys(e.blocks["update"].layers for e in snap.timeline if "update" in e.blocks)
+    names = dict.fromkeys(name for layers in layer_tuples for name in layers)
+    return [name for name in names if not name.endswith("bias")]
+
+
+def update_time_panel(snap: Snapshot, state: ViewState) -> Panel:
+    """Update/weight ratio per parameter over steps, with the ~1e-3 reference band."""
+    layer = selected_layer(snap, state)
+    names = update_names(snap)
+    matrix = data.stat_matrix(snap, "update", "update_ratio", names)
+    chosen = {name for name in names if name.rsplit(".", 1)[0] == layer}
+    return Panel(
+        "update_time",
+        "update / weight ratio (weights)",
+        _layer_lines(snap, matrix, names, chosen),
+        xlabel="step",
+        ylog=state.norm_log,
+        hlines=((UPDATE_RATIO, "1e-3"),),
+        hband=UPDATE_BAND,
+        vline=selected_step(snap, state),
+        note="" if names else "pass the optimizer: watch(model, optimizer)",
+    )
+
+
+def activation_histograms_panel(snap: Snapshot, state: ViewState) -> Panel:
+    """Small multiples across depth: each layer's activation histogram at the selected step, one row per layer."""
+    counts = data.histograms_at(snap, "activation", state.index)  # (L, B)
+    bins = data.occupied_bins(counts)
+    positions = np.arange(bins.start, bins.stop, dtype=np.float64)
+    peak = np.maximum(counts[:, bins].max(axis=1, keepdims=True), 1.0)
+    heights = 0.9 * counts[:, bins] / peak  # (L, B') each row scaled to its own peak
+    layer = selected_layer(snap, state)
+    polygons: dict[bool, tuple[list, list, list]] = {False: ([], [], []), True: ([], [], [])}
+    for depth, name in enumerate(snap.layers):
+        xs, ys, depths = polygons[name == layer]
+        base = -float(depth)
+        xs.extend([positions[0], *positions, positions[-1], np.nan])
+        ys.extend([base, *(base + heights[depth]), base, np.nan])
+        depths.extend([depth] * (len(positions) + 3))
+    series = tuple(
+        Series(
+            "selected" if chosen else "all layers",
+            "area",
+            x=np.array(xs),
+            y=np.array(ys),
+            text=np.array(depths),
+            color=SELECTED if chosen else "#7f7f7f",
+        )
+        for chosen, (xs, ys, depths) in polygons.items()
+    )
+    return Panel(
+        "act_hist",
+        f"activation histograms by depth @ step {selected_step(snap, state)}",
+        series,
+        xlabel="value (symlog)",
+        xticks=data.symlog_ticks(bins),
+        yticks=(list(-np.arange(len(snap.layers), dtype=float)), list(snap.labels)),
+        note="" if counts.any() else "no activations recorded yet",
+    )
+
+
+def activation_depth_panel(snap: Snapshot, state: ViewState) -> Panel:
+    """Activation mean and std per layer (forward order) at the selected step."""
+    mean = data.depth_profile(snap, "activation", "mean", state.index)
+    std = data.depth_profile(snap, "activation", "std", state.index)
+    return Panel(
+        "act_depth",
+        "activation mean and std by depth",
+        (
+            Series("std", "markers", x=list(snap.labels), y=std, color=PALETTE[0], legend=True),
+            Series("mean", "markers", x=list(snap.labels), y=mean, color=PALETTE[1], legend=True),
+        ),
+        hlines=((0.0, ""),),
+    )
+
+
+def gradient_depth_panel(snap: Snapshot, state: ViewState) -> Panel:
+    """Gradient norm per layer (forward order) at the selected step."""
+    norm = data.depth_profile(snap, "gradient", "norm", state.index)
+    return Panel(
+        "grad_depth",
+        "gradient norm by depth",
+        (Series("gradient norm", "markers", x=list(snap.labels), y=norm, color=PALETTE[3]),),
+        ylog=state.norm_log,
+    )
+
+
+def activation_time_panel(snap: Snapshot, state: ViewState) -> Panel:
+    """The selected layer's activation histogram over steps: bins x steps, log10(1 + count)."""
+    layer = selected_layer(snap, state)
+    counts = data.histogram_over_time(snap, "activation", layer) if layer else np.zeros((0, 0))
+    if not counts.size:
+        return Panel("act_hist_time", "activation histogram over time", note="no activations recorded yet")
+    bins = data.occupied_bins(counts.T)
+    return Panel(
+        "act_hist_time",
+        f"{snap.label(layer)}: histogram over time (log counts)",
+        (
+            Series(
+                "log10(1 + count)",
+                "heatmap",
+                x=snap.steps,
+                y=np.arange(bins.start, bins.stop, dtype=np.float64),
+                z=np.log10(1.0 + counts[bins]),
+            ),
+        ),
+        xlabel="step",
+        yticks=data.symlog_ticks(bins),
+        vline=selected_step(snap, state),
+    )
+
+
+def units_depth_panel(snap: Snapshot, state: ViewState) -> Panel:
+    """Dead (exactly zero) and saturated fraction of activations per layer at the selected step."""
+    zero = data.depth_profile(snap, "activation", "zero_frac", state.index)
+    saturated = data.depth_profile(snap, "activation", "saturated_frac", state.index)
+    return Panel(
+        "units_depth",
+        "dead (=0) and saturated fraction by depth",
+        (
+            Series("zero", "bar", x=list(snap.labels), y=zero, color="#7f7f7f", legend=True),
+            Series("saturated", "bar", x=list(snap.labels), y=np.nan_to_num(saturated), color=PALETTE[1], legend=True),
+        ),
+        yrange=(0.0, 1.0),
+    )
+
+
+def units_time_panel(snap: Snapshot, state: ViewState) -> Panel:
+    """Dead-or-saturated fraction per layer over steps (the larger of the two), layers x steps."""
+    zero = data.stat_matrix(snap, "activation", "zero_frac", snap.layers)
+    saturated = data.stat_matrix(snap, "activation", "saturated_frac", snap.layers)
+    stuck = np.fmax(zero, saturated)  # (L, S), NaN only where neither was recorded
+    return Panel(
+        "units_time",
+        "dead or saturated fraction over time",
+        (
+            Series(
+                "stuck fraction",
+                "heatmap",
+                x=snap.steps,
+                y=np.arange(len(snap.layers), dtype=np.float64),
+                z=stuck,
+                zrange=(0.0, 1.0),
+                colorscale="Reds",
+            ),
+        ),
+        xlabel="step",
+        yticks=(list(np.arange(len(snap.layers), dtype=float)), list(snap.labels)),
+        reversed_y=True,
+        vline=selected_step(snap, state),
+        note="" if snap.entries else "no activations recorded yet",
+    )
+
+
+PanelBuilder = Callable[[Snapshot, ViewState], Panel]

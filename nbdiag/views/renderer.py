@@ -1,0 +1,116 @@
+"""The throttled refresh: a daemon thread that polls ``record.version`` and redraws the latest state.
+
+Why a polling thread rather than a call from ``Monitor.step()``: the training loop then never runs view code
+(it only bumps an integer), the same renderer follows a run directory read by another process (no ``step()``
+there), and a refresh always reads the newest record, so intermediate states are dropped, never queued.
+Widget trait changes from this thread go straight to the kernel's IOPub thread, which never waits on the browser.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+import weakref
+from collections import deque
+from collections.abc import Callable
+
+
+class Renderer:
+    """Calls ``refresh()`` when ``version()`` changed, at most ``max_hz`` times a second and within ``budget``.
+
+    After a refresh that cost ``c`` seconds of this thread's CPU time, the next waits at least ``c / budget``
+    seconds, so refreshing takes at most ``budget`` (1%) of the wall time whatever it costs. ``on_idle`` runs
+    once when the record has stopped changing for ``idle_s`` seconds after a refresh.
+
+    Args:
+        refresh: redraws from the newest state (held by weak reference: the thread ends with its owner).
+        version: the record's write counter.
+        paused: whether refreshing is paused.
+        max_hz: refresh rate ceiling.
+        budget: fraction of wall time refreshing may take.
+        on_idle: called (weakly held) when training went quiet; None for nothing.
+        idle_s: quiet time before ``on_idle``.
+    """
+
+    def __init__(
+        self,
+        refresh: Callable[[], None],
+        version: Callable[[], int],
+        paused: Callable[[], bool] = lambda: False,
+        *,
+        max_hz: float = 5.0,
+        budget: float = 0.01,
+        on_idle: Callable[[], None] | None = None,
+        idle_s: float = 2.0,
+    ) -> None:
+        if max_hz <= 0 or not 0 < budget <= 1:
+            raise ValueError(f"got max_hz={max_hz}, budget={budget}; expected max_hz > 0 and 0 < budget <= 1")
+        self._refresh = weakref.WeakMethod(refresh)
+        self._on_idle = weakref.WeakMethod(on_idle) if on_idle is not None else None
+        self.version, self.paused = version, paused
+        self.min_interval, self.budget, self.idle_s = 1.0 / max_hz, budget, idle_s
+        self.costs: deque[float] = deque(maxlen=1000)  # CPU seconds per refresh
+        self.refreshes = 0
+        self.dropped = 0  # record writes never drawn because a newer state was drawn instead
+        self._drawn_version = -1
+        self._next_at = 0.0
+        self._last_change = time.monotonic()
+        self._idle_done = True
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    @property
+    def running(self) -> bool:
+        return self._thread is not None and self._thread.is_alive()
+
+    def start(self) -> None:
+        """Start the daemon thread (no-op when running)."""
+        if self.running:
+            return
+        self._stop.clear()
+        self._thread = threading.Thread(target=self._loop, name="nbdiag-renderer", daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        """Stop the thread; idempotent."""
+        self._stop.set()
+        if self._thread is not None and self._thread is not threading.current_thread():
+            self._thread.join(timeout=5)
+        self._thread = None
+
+    def _loop(self) -> None:
+        while not self._stop.wait(self.min_interval / 2):
+            try:
+                if not self.tick():
+                    return
+            except Exception:  # a view must never take training down; the owner shows a stale frame
+                time.sleep(1.0)
+
+    def tick(self, now: float | None = None) -> bool:
+        """One poll: refresh if due, or run ``on_idle`` if quiet. Returns False once the owner is gone."""
+        refresh = self._refresh()
+        if refresh is None:
+            return False
+        now = time.monotonic() if now is None else now
+        version = self.version()
+        if version == self._drawn_version or self.paused():
+            self._maybe_idle(now)
+            return True
+        if now < self._next_at:
+            return True
+        start = time.thread_time()
+        refresh()
+        cost = time.thread_time() - start
+        if self._drawn_version >= 0:
+            self.dropped += max(version - self._drawn_version - 1, 0)
+        self._drawn_version, self._last_change, self._idle_done = version, now, False
+        self.costs.append(cost)
+        self.refreshes += 1
+        self._next_at = now + max(self.min_interval, cost / self.budget)
+        return True
+
+    def _maybe_idle(self, now: float) -> None:
+        on_idle = self._on_idle() if self._on_idle is not None else None
+        if on_idle is not None and not self._idle_done and now - self._last_change >= self.idle_s:
+            self._idle_done = True
+            on_idle()

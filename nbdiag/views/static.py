@@ -1,0 +1,173 @@
+"""The same panels drawn with matplotlib (no pyplot state): the PNG beside the widget, ``savefig``, CI output."""
+
+from __future__ import annotations
+
+import io
+import textwrap
+from typing import Any
+
+import numpy as np
+
+from nbdiag.views.layout import COLS, ROWS
+from nbdiag.views.panels import Panel, Series
+from nbdiag.views.text import SEVERITY_COLORS, SEVERITY_ORDER
+
+MAX_TICK_LABELS = 16
+
+
+def figure(panels: list[Panel], findings: list[Any], title: str = "") -> Any:
+    """A matplotlib Figure of the panels in the dashboard's grid, findings listed underneath.
+
+    Args:
+        panels: from :func:`nbdiag.views.layout.build_panels`.
+        findings: the source's findings (the first few are listed).
+        title: a heading (model, step).
+
+    Returns:
+        A ``matplotlib.figure.Figure``.
+    """
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(16, 4 * ROWS + 1.4), layout="constrained")
+    grid = fig.add_gridspec(ROWS + 1, COLS, height_ratios=[1.0] * ROWS + [0.3])
+    for i, panel in enumerate(panels):
+        draw_panel(fig.add_subplot(grid[i // COLS, i % COLS]), panel)
+    _draw_findings(fig.add_subplot(grid[ROWS, :]), findings)
+    if title:
+        fig.suptitle(title)
+    return fig
+
+
+def png(panels: list[Panel], findings: list[Any], title: str = "", dpi: int = 72) -> bytes:
+    """The figure as PNG bytes."""
+    buffer = io.BytesIO()
+    figure(panels, findings, title).savefig(buffer, format="png", dpi=dpi)
+    return buffer.getvalue()
+
+
+def draw_panel(ax: Any, panel: Panel) -> None:
+    """One panel on one Axes."""
+    ax.set_title(textwrap.shorten(panel.title, 60), fontsize=10)
+    if not panel.series:
+        ax.text(0.5, 0.5, panel.note, ha="center", va="center", transform=ax.transAxes, color="#888")
+        ax.set_xticks([])
+        ax.set_yticks([])
+        return
+    categories = _categories(panel)
+    bars = [series for series in panel.series if series.kind == "bar"]
+    for series in panel.series:
+        _draw_series(ax, series, categories, bars)
+    _decorate(ax, panel, categories)
+
+
+def _categories(panel: Panel) -> list[str] | None:
+    """String x values (layer labels) become positions 0..n-1."""
+    for series in panel.series:
+        if series.kind != "heatmap" and isinstance(series.x, list) and series.x and isinstance(series.x[0], str):
+            return series.x
+    return None
+
+
+def _draw_series(ax: Any, series: Series, categories: list[str] | None, bars: list[Series]) -> None:
+    x = np.arange(len(categories)) if categories is not None and series.kind != "heatmap" else series.x
+    if series.kind == "heatmap":
+        _draw_heatmap(ax, series)
+    elif series.kind == "bar":
+        width = 0.8 / len(bars)
+        offset = (bars.index(series) - (len(bars) - 1) / 2) * width
+        ax.bar(np.asarray(x, dtype=float) + offset, series.y, width=width, color=series.color, label=series.name)
+    elif series.kind == "area":
+        for xs, ys in _polygons(np.asarray(series.x), np.asarray(series.y)):
+            ax.fill(xs, ys, color=series.color, alpha=0.5, linewidth=0.5)
+    else:
+        style = "o-" if series.kind == "markers" else "-"
+        ax.plot(
+            x, series.y, style, color=series.color, lw=series.width, ms=3, label=series.name if series.legend else None
+        )
+
+
+def _draw_heatmap(ax: Any, series: Series) -> None:
+    z = np.asarray(series.z, dtype=float)
+    if not z.size:
+        return
+    y = series.y
+    labels = isinstance(y, list) and y and isinstance(y[0], str)
+    rows = np.arange(len(y)) if labels else np.asarray(y, dtype=float)
+    low, high = series.zrange if series.zrange else (None, None)
+    cmap = {"Viridis": "viridis", "Reds": "Reds", "RdBu": "RdBu"}.get(series.colorscale, "viridis")
+    ax.pcolormesh(
+        np.asarray(series.x, dtype=float),
+        rows,
+        np.ma.masked_invalid(z),
+        shading="nearest",
+        cmap=cmap,
+        vmin=low,
+        vmax=high,
+    )
+    if labels:
+        ticks = _thinned(range(len(y)))
+        ax.set_yticks(ticks, [y[t] for t in ticks], fontsize=7)
+
+
+def _polygons(x: np.ndarray, y: np.ndarray):
+    """Split NaN-separated polygons."""
+    breaks = np.flatnonzero(np.isnan(x))
+    start = 0
+    for stop in [*breaks, len(x)]:
+        if stop > start:
+            yield x[start:stop], y[start:stop]
+        start = stop + 1
+
+
+def _thinned(positions: Any) -> list[int]:
+    positions = list(positions)
+    stride = max(1, -(-len(positions) // MAX_TICK_LABELS))
+    return positions[::stride]
+
+
+def _decorate(ax: Any, panel: Panel, categories: list[str] | None) -> None:
+    if panel.hband is not None:
+        ax.axhspan(*panel.hband, color="#2ca02c", alpha=0.12)
+    for y, label in panel.hlines:
+        ax.axhline(y, color="#555", ls="--", lw=0.8, label=label or None)
+    if panel.vline is not None:
+        ax.axvline(panel.vline, color="#d62728", ls=":", lw=1)
+    if panel.ylog:
+        ax.set_yscale("log")
+    elif panel.yrange is not None:
+        ax.set_ylim(*panel.yrange)
+    if categories is not None:
+        ticks = _thinned(range(len(categories)))
+        ax.set_xticks(ticks, [categories[t] for t in ticks], rotation=60, ha="right", fontsize=7)
+    for ticks, setter in ((panel.xticks, ax.set_xticks), (panel.yticks, ax.set_yticks)):
+        if ticks is not None:
+            keep = _thinned(range(len(ticks[0])))
+            setter([ticks[0][k] for k in keep], [ticks[1][k] for k in keep], fontsize=7)
+    ax.set_xlabel(panel.xlabel, fontsize=8)
+    ax.set_ylabel(panel.ylabel, fontsize=8)
+    ax.tick_params(labelsize=7)
+    if panel.reversed_y:
+        ax.invert_yaxis()
+    if ax.get_legend_handles_labels()[0]:
+        ax.legend(fontsize=7, loc="best")
+
+
+def _draw_findings(ax: Any, findings: list[Any]) -> None:
+    ax.axis("off")
+    if not findings:
+        ax.text(0, 0.5, "findings: none", color="#2ca02c", fontsize=10, va="center")
+        return
+    ordered = sorted(findings, key=lambda f: SEVERITY_ORDER.get(f.severity, 3))[:6]
+    for row, finding in enumerate(ordered):
+        line = textwrap.shorten(
+            f"{finding.severity.upper():4} {finding.id}  {finding.message}  → {finding.advice}", 230
+        )
+        ax.text(
+            0,
+            1 - row / 6,
+            line,
+            color=SEVERITY_COLORS.get(finding.severity, "#555"),
+            fontsize=9,
+            va="top",
+            transform=ax.transAxes,
+        )

@@ -1,0 +1,244 @@
+"""The live dashboard: figures show the record's numbers, refreshes are throttled and drop stale states."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import threading
+import time
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+pytest.importorskip("plotly")
+pytest.importorskip("ipywidgets")
+
+from nbdiag.findings import make_finding  # noqa: E402
+from nbdiag.predictions import PredictionTracker  # noqa: E402
+from nbdiag.record import Block, Record, StepEntry  # noqa: E402
+from nbdiag.stats import ACTIVATION_STATS, GRADIENT_STATS, N_BINS  # noqa: E402
+from nbdiag.views import data  # noqa: E402
+from nbdiag.views.dashboard import WIDGET_MIME, Dashboard  # noqa: E402
+from nbdiag.views.renderer import Renderer  # noqa: E402
+from nbdiag.weights import UPDATE_STATS, WEIGHT_STATS  # noqa: E402
+
+PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+
+
+def entry(step: int, n_layers: int, rng: np.random.Generator) -> StepEntry:
+    """One sampled step of an MLP alternating Linear and Tanh, random statistics."""
+    layers = tuple(str(i) for i in range(n_layers))
+    params = tuple(f"{i}.{p}" for i in range(0, n_layers, 2) for p in ("weight", "bias"))
+
+    def block(names, stats, hist=True):
+        counts = rng.integers(0, 50, (len(names), N_BINS)).astype(np.float32) if hist else None
+        return Block(names, stats, rng.random((len(names), len(stats))), counts)
+
+    return StepEntry(
+        step,
+        {
+            "activation": block(layers, ACTIVATION_STATS),
+            "gradient": block(layers[::-1], GRADIENT_STATS),  # backward order, as recorded
+            "weight": block(params, WEIGHT_STATS, hist=False),
+            "update": block(params, UPDATE_STATS, hist=False),
+        },
+    )
+
+
+def synthetic_source(n_layers: int = 6, n_steps: int = 20, findings=(), predictions=None, seed: int = 0):
+    """Anything with .record/.findings()/.predictions, as a run reader would be."""
+    rng = np.random.default_rng(seed)
+    record = Record(capacity=512)
+    record.meta.update(
+        model="MLP",
+        num_classes=10,
+        layer_types={str(i): ("Linear" if i % 2 == 0 else "Tanh") for i in range(n_layers)},
+    )
+    for step in range(0, 10 * n_steps, 10):
+        record.append(entry(step, n_layers, rng))
+        record.add_scalars(step, {"loss": 2.3 / (1 + step / 50), "acc": step / (10 * n_steps), "val_loss": 2.0})
+    return SimpleNamespace(record=record, findings=lambda: list(findings), predictions=predictions, rng=rng)
+
+
+def trace(dashboard: Dashboard, panel: str, name: str):
+    return dashboard.plot.data[dashboard._widget.figure.slots[(panel, name)]]
+
+
+def test_std_vs_depth_trace_equals_record_frame():
+    source = synthetic_source()
+    dashboard = Dashboard(source)
+    frame = source.record.frame("activation", stats=["std"])
+    latest = frame[frame["step"] == frame["step"].max()].set_index("layer")["value"]
+    std = trace(dashboard, "act_depth", "std")
+    np.testing.assert_allclose(std.y, latest.loc[source.record.layers()].to_numpy())
+    assert list(std.x) == [f"{i} · {'Linear' if i % 2 == 0 else 'Tanh'}" for i in range(6)]
+
+
+def test_gradient_norm_over_time_equals_record_in_forward_order():
+    source = synthetic_source()
+    dashboard = Dashboard(source)
+    frame = source.record.frame("gradient", stats=["norm"]).pivot(index="layer", columns="step", values="value")
+    expected = frame.loc[source.record.layers()].to_numpy()  # (L, S) in forward order
+    lines = np.asarray(trace(dashboard, "grad_time", "all layers").y, dtype=float).reshape(6, -1)
+    np.testing.assert_allclose(lines[:, :-1], expected)
+    assert np.isnan(lines[:, -1]).all()  # one gap between layers
+
+
+def test_selected_layer_and_step_follow_the_controls():
+    source = synthetic_source()
+    dashboard = Dashboard(source)
+    dashboard.set_state(layer="3", index=4)
+    selected = np.asarray(trace(dashboard, "grad_time", "selected").y, dtype=float)
+    row = source.record.frame("gradient", layers=["3"], stats=["norm"])["value"].to_numpy()
+    np.testing.assert_allclose(selected[:-1], row)
+    step_4 = source.record.entries()[4]
+    mean = step_4.blocks["activation"].values[:, ACTIVATION_STATS.index("mean")]
+    np.testing.assert_allclose(trace(dashboard, "act_depth", "mean").y, mean)
+    assert dashboard._widget.step.value == 4 and dashboard._widget.layer.value == "3"
+
+
+def test_loss_panel_draws_losses_and_chance_level():
+    dashboard = Dashboard(synthetic_source())
+    loss = trace(dashboard, "loss", "loss")
+    scalars = dashboard.source.record.scalars()
+    np.testing.assert_allclose(loss.y, scalars["loss"].to_numpy())
+    assert trace(dashboard, "loss", "val_loss") is not None
+    labels = [shape.label.text for shape in dashboard.plot.layout.shapes if shape.label.text]
+    assert any(label.startswith("chance -ln(1/10) = 2.3") for label in labels)
+
+
+def test_predictions_heatmap_equals_tracker():
+    tracker = PredictionTracker(nn.Linear(4, 3), (torch.randn(8, 4), torch.randint(0, 3, (8,))))
+    for step in (0, 10, 20):
+        tracker.record(step)
+    dashboard = Dashboard(synthetic_source(predictions=tracker))
+    heatmap = trace(dashboard, "pred_heatmap", "p(true)")  # column form: x, y, z flat, one entry per cell
+    np.testing.assert_allclose(np.asarray(heatmap.z).reshape(8, 3), tracker.p_true().T)
+    np.testing.assert_array_equal(np.asarray(heatmap.x).reshape(8, 3)[0], [0, 10, 20])
+    bars = trace(dashboard, "pred_step", "p(true)")
+    np.testing.assert_allclose(bars.y, tracker.p_true()[-1])
+
+
+def test_renderer_drops_stale_states_and_keeps_the_budget():
+    version = {"now": 0}
+    drawn: list[int] = []
+
+    class Owner:
+        def refresh(self) -> None:
+            drawn.append(version["now"])
+            end = time.thread_time() + 0.02  # 20 ms of CPU
+            while time.thread_time() < end:
+                pass
+
+    owner = Owner()
+    renderer = Renderer(owner.refresh, lambda: version["now"], max_hz=10, budget=0.01)
+    version["now"] = 10  # ten writes before the first poll
+    assert renderer.tick(now=100.0)
+    assert drawn == [10]
+    version["now"] = 30
+    renderer.tick(now=100.5)  # 20 ms cost / 1% budget: not before 2 s
+    assert drawn == [10]
+    renderer.tick(now=102.2)
+    assert drawn == [10, 30] and renderer.dropped == 19
+
+
+def test_refreshes_are_throttled_under_a_fast_loop():
+    source = synthetic_source(n_steps=2)
+    dashboard = Dashboard(source, max_hz=5, budget=0.5)
+    dashboard.start()
+    start, steps = time.monotonic(), 0
+    while time.monotonic() - start < 1.5:  # as fast as it goes: thousands of writes
+        source.record.add_scalars(100 + steps, {"loss": 1.0 / (1 + steps)})
+        steps += 1
+    last_step = 100 + steps - 1
+    deadline = time.monotonic() + 5
+    while time.monotonic() < deadline and trace(dashboard, "loss", "loss").x[-1] != last_step:
+        time.sleep(0.05)
+    dashboard.close()
+    assert steps > 1000
+    assert trace(dashboard, "loss", "loss").x[-1] == last_step  # the latest state wins
+    assert 2 <= dashboard.renderer.refreshes <= (time.monotonic() - start) * 5 + 2
+    assert dashboard.renderer.dropped > steps / 2  # intermediate states are skipped, never queued
+
+
+def test_background_thread_training_updates_the_figure():
+    source = synthetic_source(n_steps=1)
+    dashboard = Dashboard(source, max_hz=10, budget=0.5)
+    dashboard.start()
+    before = len(trace(dashboard, "grad_time", "all layers").x)
+
+    def train() -> None:
+        for step in range(10, 200, 10):
+            source.record.append(entry(step, 6, source.rng))
+            source.record.add_scalars(step, {"loss": 1.0})
+            time.sleep(0.01)
+
+    worker = threading.Thread(target=train)
+    worker.start()
+    worker.join()
+    deadline = time.monotonic() + 5
+    while time.monotonic() < deadline and len(trace(dashboard, "loss", "loss").x) < 20:
+        time.sleep(0.05)
+    dashboard.close()
+    assert len(trace(dashboard, "loss", "loss").x) == 20
+    assert len(trace(dashboard, "grad_time", "all layers").x) > before
+
+
+def _tree(widget) -> list:
+    return [widget, *(w for child in getattr(widget, "children", ()) for w in _tree(child))]
+
+
+def test_saved_widget_state_is_bounded():
+    import ipywidgets
+
+    dashboard = Dashboard(synthetic_source(n_layers=50, n_steps=500))
+    dashboard._repr_mimebundle_()  # what a notebook saves: the state as displayed, data included
+    dashboard.renderer.stop()
+    widgets = _tree(dashboard.widget)
+    state = ipywidgets.Widget.get_manager_state(widgets=widgets)["state"]
+    size = len(json.dumps(state))
+    plotly_models = [m for m in state.values() if "_widget_data" in m["state"]]
+    dashboard.close()
+    assert len(plotly_models) == 1  # one FigureWidget: each carries ~5 MB of JavaScript (_esm)
+    assert size < 7.5e6, f"saved widget state is {size / 1e6:.1f} MB"
+
+
+def test_mimebundle_has_widget_png_and_text():
+    finding = make_finding("train.nonfinite", "fail", "NaN in 3 at step 40", layer="3", step=40)
+    dashboard = Dashboard(synthetic_source(findings=[finding]))
+    bundle = dashboard._repr_mimebundle_()
+    dashboard.close()
+    assert bundle["image/png"].startswith(PNG_MAGIC) and len(bundle["image/png"]) > 20_000
+    assert "model_id" in bundle[WIDGET_MIME]
+    assert "step 190" in bundle["text/plain"] and "train.nonfinite" in bundle["text/plain"]
+
+
+def test_findings_table_shows_severity_layer_and_advice():
+    finding = make_finding("train.nonfinite", "fail", "NaN in 3 at step 40", layer="3", step=40)
+    dashboard = Dashboard(synthetic_source(findings=[finding]))
+    html = dashboard._controls().findings.value
+    dashboard.close()
+    assert "train.nonfinite" in html and "#d62728" in html and finding.advice in html
+
+
+def test_layer_labels_name_the_module_type():
+    source = synthetic_source()
+    assert data.layer_label(source.record, "3") == "3 · Tanh"
+    assert data.layer_label(source.record, "2.weight") == "2.weight · Linear"
+
+
+def test_empty_record_draws_hints_not_errors():
+    source = SimpleNamespace(record=Record())
+    dashboard = Dashboard(source)
+    assert "nothing recorded yet" in dashboard.text()
+    assert dashboard.png().startswith(PNG_MAGIC)
+    dashboard.close()
+
+
+def test_import_nbdiag_loads_no_plotting_library():
+    code = "import sys, nbdiag; bad = {'plotly', 'ipywidgets', 'matplotlib'} & set(sys.modules); assert not bad, bad"
+    subprocess.run([sys.executable, "-c", code], check=True)
