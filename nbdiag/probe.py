@@ -32,11 +32,18 @@ def is_compiled(model: nn.Module) -> bool:
             return False
 
 
+# Modules whose output holds exactly their input's values: recording them would repeat the previous row.
+RESHAPE_ONLY = (nn.Flatten, nn.Unflatten, nn.Identity)
+
+
 def leaf_modules(model: nn.Module) -> list[tuple[str, nn.Module]]:
-    """(name, module) per leaf module in ``named_modules`` order; a module registered twice keeps its first name."""
+    """(name, module) per leaf module in ``named_modules`` order; a module registered twice keeps its first name.
+
+    Reshape-only modules (:data:`RESHAPE_ONLY`) are left out: their rows would repeat the previous layer's.
+    """
     leaves, seen = [], set()
     for name, module in model.named_modules():
-        if id(module) in seen or next(module.children(), None) is not None:
+        if id(module) in seen or next(module.children(), None) is not None or isinstance(module, RESHAPE_ONLY):
             continue
         seen.add(id(module))
         leaves.append((name or type(model).__name__, module))
@@ -75,6 +82,11 @@ class Hooks:
 
     def add(self, handle: Any) -> None:
         self._handles.append(handle)
+
+    def register_forward(self, modules: list[tuple[str, nn.Module]], hook: Callable) -> None:
+        """``hook(name, module, inputs, output)`` after each module's forward."""
+        for name, module in modules:
+            self.add(module.register_forward_hook(named_hook(hook, name)))
 
     def __len__(self) -> int:
         return len(self._handles)

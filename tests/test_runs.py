@@ -128,7 +128,7 @@ def test_manifest_describes_the_run(live):
     assert manifest["format"] == "nbdiag-run" and manifest["schema_version"] == 1
     assert manifest["nbdiag_version"] == nbdiag.__version__ and manifest["status"] == "closed"
     assert manifest["meta"]["layer_types"]["2"] == "Tanh"
-    assert manifest["layers"]["activation"] == ["0", "1", "2", "3", "4"]
+    assert manifest["layers"]["activation"] == ["1", "2", "3", "4"]  # the Flatten (0) only reshapes
     assert len(manifest["hist_edges"]) == manifest["n_bins"] - 1
     np.testing.assert_array_equal(np.float32(manifest["hist_edges"]), nbdiag.stats.HIST_EDGES[1:-1])
 

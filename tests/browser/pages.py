@@ -1,0 +1,136 @@
+"""Playwright helpers for JupyterLab: open a notebook, run it, read plotly figures, take screenshots."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any
+
+from tests.browser.jupyter import LabServer, kernel_state
+
+PLOTS = ".jp-OutputArea-output .js-plotly-plot"
+RUN_ALL = 'li.lm-Menu-item[data-command="runmenu:run-all"]'
+SAVE = 'li.lm-Menu-item[data-command="docmanager:save"]'
+KERNEL_START_TIMEOUT_S = 60.0
+
+# Each figure's traces as plotly.js holds them (gd.data): type, name, number of points, and the values as JSON.
+_READ_FIGURES = """
+(plots) => plots.map((gd) => (gd.data || []).map((trace) => {
+    const heatmap = trace.type === "heatmap";
+    const z = trace.z || [];
+    return {
+        type: trace.type || "scatter",
+        name: trace.name || "",
+        points: heatmap ? z.length * ((z[0] || []).length || 0) : (trace.x || trace.y || []).length,
+        values: JSON.stringify(heatmap ? z : trace.y || []),
+    };
+}))
+"""
+
+# Changed when the values of trace `trace` of figure `figure` differ from `old`.
+_TRACE_CHANGED = """
+([figure, trace, old]) => {
+    const gd = document.querySelectorAll(".jp-OutputArea-output .js-plotly-plot")[figure];
+    const data = gd && gd.data && gd.data[trace];
+    return data !== undefined && JSON.stringify(data.type === "heatmap" ? data.z : data.y || []) !== old;
+}
+"""
+
+# Resolves once the run started: a dialog opened, or some code cell shows "*" or an execution count.
+_RUN_STARTED = """
+() => document.querySelector(".jp-Dialog") !== null
+    || [...document.querySelectorAll(".jp-CodeCell .jp-InputArea-prompt")].some((p) => /\\[[*\\d]/.test(p.textContent))
+"""
+
+# True when every code cell has run: a number in its prompt, no "*" (queued or running).
+_ALL_CELLS_DONE = """
+() => {
+    const prompts = [...document.querySelectorAll(".jp-CodeCell .jp-InputArea-prompt")];
+    return prompts.length > 0 && prompts.every((p) => /\\[\\d+\\]/.test(p.textContent));
+}
+"""
+
+
+def open_notebook(page: Any, server: LabServer, name: str) -> None:
+    """Open ``name`` in JupyterLab, wait for its kernel to be idle, and hide the file browser."""
+    page.goto(server.notebook_url(name))
+    page.wait_for_selector(".jp-Notebook .jp-CodeCell", timeout=60_000)
+    wait_kernel_idle(server, name)
+    page.wait_for_selector(".jp-StatusBar-TextItem:has-text('| Idle')", timeout=30_000)
+    if page.locator(".jp-FileBrowser").is_visible():
+        page.keyboard.press("Control+b")  # the left side bar off: the notebook gets the width
+
+
+def wait_kernel_idle(server: LabServer, name: str) -> None:
+    """Wait until the server lists a session for ``name`` whose kernel is idle (started and connected)."""
+    deadline = time.monotonic() + KERNEL_START_TIMEOUT_S
+    while kernel_state(server, name) != "idle":
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"the kernel of {name} was not idle after {KERNEL_START_TIMEOUT_S:.0f} s")
+        time.sleep(0.25)
+
+
+def run_all_cells(page: Any) -> None:
+    """Run menu → Run All Cells, as a person would."""
+    choose_menu_item(page, "Run", RUN_ALL)
+    accept_kernel_dialog(page)
+
+
+def save_notebook(page: Any) -> None:
+    """File menu → Save Notebook; wait until the tab is no longer marked dirty."""
+    choose_menu_item(page, "File", SAVE)
+    page.wait_for_selector(".lm-TabBar-tab.jp-mod-dirty", state="detached", timeout=30_000)
+
+
+def choose_menu_item(page: Any, menu: str, item: str) -> None:
+    """Open the menu bar's ``menu`` and click the entry matching the selector ``item``."""
+    page.locator(".lm-MenuBar-itemLabel", has_text=menu).first.click()
+    page.locator(item).click()
+
+
+def accept_kernel_dialog(page: Any) -> None:
+    """Click "Select" if JupyterLab asks which kernel to start (the notebook's kernel spec is preselected)."""
+    page.wait_for_function(_RUN_STARTED)
+    dialog = page.locator(".jp-Dialog", has_text="Select Kernel")
+    if dialog.count():
+        print("JupyterLab asked for a kernel: selecting the preselected one")
+        dialog.get_by_role("button", name="Select").click()
+
+
+def wait_all_cells_done(page: Any, timeout_s: float) -> None:
+    """Wait until every code cell's prompt shows an execution count."""
+    page.wait_for_function(_ALL_CELLS_DONE, timeout=timeout_s * 1000)
+
+
+def cell_prompt(page: Any, index: int) -> str:
+    """The execution prompt of code cell ``index`` (``[*]:`` while it runs, ``[3]:`` after)."""
+    return page.locator(".jp-CodeCell .jp-InputArea-prompt").nth(index).inner_text().strip()
+
+
+def cell_errors(page: Any) -> list[str]:
+    """Texts of the error outputs (tracebacks) on the page."""
+    return page.locator('.jp-OutputArea-output[data-mime-type="application/vnd.jupyter.stderr"]').all_inner_texts()
+
+
+def figures(page: Any) -> list[list[dict]]:
+    """Per plotly figure in the output areas: its traces as ``{type, name, points, values}``."""
+    return page.locator(PLOTS).evaluate_all(_READ_FIGURES)
+
+
+def wait_for_trace_change(page: Any, figure: int, trace: int, old_values: str, timeout_s: float = 60.0) -> None:
+    """Wait until trace ``trace`` of figure ``figure`` holds other values than ``old_values`` (``figures()``)."""
+    page.wait_for_function(_TRACE_CHANGED, arg=[figure, trace, old_values], timeout=timeout_s * 1000)
+
+
+def wait_for_figures(page: Any, count: int, timeout_s: float = 60.0) -> None:
+    """Wait until at least ``count`` plotly figures are drawn in output areas."""
+    script = f"() => document.querySelectorAll({PLOTS!r}).length >= {count}"
+    page.wait_for_function(script, timeout=timeout_s * 1000)
+
+
+def screenshot(page: Any, path: Path, element: str | None = None) -> Path:
+    """Save a screenshot of the page (or of the first ``element``) and print where it is."""
+    target = page.locator(element).first if element else page
+    target.screenshot(path=str(path))
+    print(f"screenshot: {path}")
+    return path
