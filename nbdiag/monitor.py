@@ -19,7 +19,7 @@ from nbdiag.schedule import Schedule
 from nbdiag.stats import ACTIVATION_STATS, GRADIENT_STATS, derive, histogram_counts
 from nbdiag.weights import UPDATE_STATS, WEIGHT_STATS, weight_vector
 
-DEFAULT_HIST_SAMPLE = 16_384
+DEFAULT_HIST_SAMPLE = 4_096
 MAX_PENDING_SCALARS = 256  # accelerator scalars read in one copy at the latest after this many
 
 

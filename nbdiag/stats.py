@@ -105,7 +105,7 @@ def raw_stats(
 
     Moments, min and max read every element. The histogram, zero, saturated and non-finite counts are taken on
     an evenly strided sample of at most ``hist_sample`` elements (all when None or when ``x`` is smaller): a
-    fraction p estimated from m samples has a standard error sqrt(p(1-p)/m), at most 0.4% for m = 16384.
+    fraction p estimated from m samples has a standard error sqrt(p(1-p)/m), at most 0.8% for m = 4096.
     Non-finite *presence* is exact all the same: any NaN/Inf makes the moments non-finite.
 
     Args:
@@ -113,13 +113,14 @@ def raw_stats(
         bounds: output bounds for the saturated count (see :func:`output_bounds`), or None.
         hist_sample: sample size for counts and histogram; None = every element.
     """
-    flat = x.detach().reshape(-1).float().contiguous()  # (n,) fp32; copies only non-fp32 or strided inputs
+    flat = _flat_fp32(x)
     n = flat.numel()
     if n == 0:
         return RawStats(flat.new_zeros(5), torch.zeros(RAW_COUNTS, dtype=torch.int64, device=flat.device), 0, 0)
-    centered = flat - flat[0]
+    shift = flat[0]
+    centered = flat - shift
     low, high = torch.aminmax(flat)
-    moments = torch.stack([flat[0], centered.sum(), torch.dot(centered, centered), low, high])
+    moments = torch.stack([shift, centered.sum(), torch.dot(centered, centered), low, high])
     sample = _strided_sample(flat, hist_sample)
     counts = torch.bincount(torch.bucketize(sample, _edges(sample.device), right=True), minlength=RAW_COUNTS)
     if bounds is not None:
@@ -161,6 +162,14 @@ def tensor_stats(
     raw = raw_stats(x, bounds, hist_sample)
     vector = finalize(raw.moments.cpu()[None], raw.counts.cpu()[None], np.array([raw.n]), np.array([raw.m]))
     return torch.from_numpy(vector[0])
+
+
+def _flat_fp32(x: torch.Tensor) -> torch.Tensor:
+    """(n,) contiguous fp32 view of ``x`` (a copy only for other dtypes or strided layouts)."""
+    x = x.detach()
+    if x.dtype != torch.float32:
+        x = x.float()
+    return x.view(-1) if x.is_contiguous() else x.reshape(-1).contiguous()
 
 
 def _strided_sample(flat: torch.Tensor, size: int | None) -> torch.Tensor:

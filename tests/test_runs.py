@@ -53,7 +53,7 @@ WRITER_SCRIPT = textwrap.dedent(
 )
 
 
-def train(run_dir=None, steps=16, every=3, nan_at=None):
+def train(run_dir=None, steps=40, every=2, nan_at=None):  # 22 sampled steps: >= 3 segments of 10
     torch.manual_seed(0)
     model = nn.Sequential(nn.Flatten(), nn.Linear(64, 32), nn.Tanh(), nn.Linear(32, 10), nn.ReLU())
     opt = torch.optim.SGD(model.parameters(), lr=0.1)
