@@ -361,6 +361,19 @@ def test_lr_range_test_restores_state_and_reads_the_curve():
         lr_range_test(model, _digits_batch(), nn.CrossEntropyLoss(), optimizer, start_lr=1.0, end_lr=0.1)
 
 
+def test_lr_range_reading_uses_the_low_point_so_far():
+    from nbdiag.checks.lr_range import _read_curve
+
+    lrs = np.logspace(-7, 1, 100)
+    # the loss falls 8x (2.4 -> 0.3) up to lr ~3e-2, then rises 160x: divergence is judged against the low point
+    # reached so far, not the curve's overall minimum (which would call the very first lr "diverged")
+    losses = np.concatenate([np.linspace(2.4, 0.3, 70), np.geomspace(0.3, 50, 30)])
+    result = _read_curve(lrs, losses)
+    low = lrs[69]
+    assert result.suggestion is not None and result.suggestion < low
+    assert result.diverged_at is not None and result.diverged_at > low
+
+
 def test_lr_range_plot_returns_axes():
     import matplotlib
 

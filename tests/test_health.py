@@ -60,6 +60,12 @@ def test_diverging_at_2x_and_10x_the_starting_loss(factor, expected):
     assert found(rec, "train.diverging").get("train.diverging") == expected
 
 
+def test_diverging_when_the_loss_explodes_within_the_first_steps():
+    exploding = [2.3, 163.0, 2.1e5, 1.6e6] + [1e7] * 26  # the median of the first five is already huge
+    assert found(record([], losses=exploding), "train.diverging") == {"train.diverging": "fail"}
+    assert found(record([], losses=[2.3, 1.9, 1.5] + [0.5] * 27), "train.diverging") == {}
+
+
 def test_diverging_names_the_first_nonfinite_loss_and_ignores_losses_that_start_negative():
     (finding,) = [f for f in evaluate(record([], losses=[2.0, 3.0, float("nan"), float("nan")]))]
     assert finding.id == "train.diverging" and finding.step == 2 and "after 3 at step 1" in finding.message

@@ -156,8 +156,8 @@ def _smooth(losses: np.ndarray) -> np.ndarray:
 def _read_curve(lrs: np.ndarray, losses: np.ndarray) -> LRRangeResult:
     smoothed = _smooth(losses)
     finite = np.isfinite(smoothed)
-    best = np.min(smoothed[finite]) if finite.any() else math.inf
-    over = np.flatnonzero(~finite | (smoothed > DIVERGE_FACTOR * best))
+    best_so_far = np.minimum.accumulate(np.where(finite, smoothed, np.inf))  # the curve's low point up to each lr
+    over = np.flatnonzero(~finite | (smoothed > DIVERGE_FACTOR * best_so_far))
     diverged_at = float(lrs[over[0]]) if len(over) else None
     end = over[0] if len(over) else len(lrs)
     suggestion = None

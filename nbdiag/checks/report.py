@@ -68,6 +68,9 @@ class Report:
         verdict = "OK" if self.ok else "PROBLEMS FOUND"
         return f"preflight {verdict}: {counts['fail']} fail, {counts['warn']} warn, {counts['info']} info"
 
+    def __repr__(self) -> str:
+        return self.__str__()
+
     def __str__(self) -> str:
         timing = ", ".join(_timing_text(t) for t in self.timings)
         return f"{self._counts()} in {self.seconds:.1f}s\n{findings_text(self.findings)}\nchecks: {timing}"

@@ -29,7 +29,7 @@ def diverging(window: Window) -> list[Finding]:
     tail = loss[-LOSS_TAIL:]
     if not np.isfinite(tail).all():
         return [_nonfinite_loss(loss, steps)]
-    start, now = _start(loss), float(np.median(tail))
+    start, now = _diverging_start(loss), float(np.median(tail))
     if not start > 0 or now < DIVERGING_WARN_FACTOR * start:
         return []
     severity = "fail" if now >= DIVERGING_FAIL_FACTOR * start else "warn"
@@ -37,7 +37,7 @@ def diverging(window: Window) -> list[Finding]:
         make_finding(
             "train.diverging",
             severity,
-            f"the loss rose from {start:.4g} (first {LOSS_HEAD} steps) to {now:.4g} ({now / start:.1f}x) over "
+            f"the loss rose from {start:.4g} at the start to {now:.4g} ({now / start:.1f}x) over "
             f"steps {steps[-len(tail)]}-{steps[-1]}",
             step=int(steps[-1]),
             evidence={"start_loss": start, "recent_loss": now, "factor": now / start},
@@ -72,6 +72,13 @@ def _start(loss: np.ndarray) -> float:
     head = loss[:LOSS_HEAD]
     head = head[np.isfinite(head)]
     return float(np.median(head)) if len(head) else float("nan")
+
+
+def _diverging_start(loss: np.ndarray) -> float:
+    """The lower of the first loss and the head's median: a loss that explodes within the first steps would
+    otherwise raise its own baseline (2.3 -> 163 -> 2e5 has a head median of 2e5)."""
+    first = loss[0] if np.isfinite(loss[0]) else np.inf
+    return float(min(first, _start(loss)))
 
 
 def _nonfinite_loss(loss: np.ndarray, steps: np.ndarray) -> Finding:

@@ -1,0 +1,169 @@
+"""The notebooks run top to bottom on CPU without errors, show what they promise, and are committed clean."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import sys
+import time
+from functools import cache
+from pathlib import Path
+
+import nbformat
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+NOTEBOOK_DIR = ROOT / "notebooks"
+NOTEBOOKS = sorted(NOTEBOOK_DIR.glob("[0-9][0-9]_*.ipynb"))
+COURSE = [path for path in NOTEBOOKS if "01" <= path.name[:2] <= "06"]  # the ones that teach the source texts
+NOTEBOOK_TIMEOUT_S = 180  # each notebook takes about a minute on a 2-core CPU
+KERNEL_NAME = "nbdiag-test"
+# Bugs that notebook 02 plants and nbdiag.preflight must report.
+PREFLIGHT_IDS = ("data.no_signal", "loss.probabilities_to_ce", "data.unnormalized", "model.frozen")
+# Bugs of the training loop that notebook 02 plants and the live health rules must report.
+LIVE_IDS = ("train.grad_accumulation", "train.update_ratio", "act.dead_units")
+ANSI_ESCAPE = re.compile(r"\x1b\[[0-9;]*m")
+SOURCE_CITATION = re.compile(r"37 reasons|Karpathy's recipe|CS231n")
+
+
+def write_kernelspec(python: str | Path, directory: Path, name: str = KERNEL_NAME) -> Path:
+    """A Jupyter data directory holding one kernelspec that runs ``python -m ipykernel_launcher``.
+
+    Returns:
+        The directory, to put first on ``JUPYTER_PATH``.
+    """
+    spec_dir = directory / "kernels" / name
+    spec_dir.mkdir(parents=True, exist_ok=True)
+    spec = {
+        "argv": [str(python), "-m", "ipykernel_launcher", "-f", "{connection_file}"],
+        "display_name": f"nbdiag tests ({python})",
+        "language": "python",
+    }
+    (spec_dir / "kernel.json").write_text(json.dumps(spec))
+    return directory
+
+
+def execute_notebook(
+    path: Path, jupyter_dir: Path, env: dict[str, str] | None = None, timeout_s: int = NOTEBOOK_TIMEOUT_S
+) -> tuple[dict, float]:
+    """Run ``path`` in a fresh kernel of the kernelspec under ``jupyter_dir``, in the notebooks folder.
+
+    The kernel runs with ``env`` (default: this process's) and one intra-op thread: the notebooks' models are tiny,
+    and on a shared 2-core machine more threads only contend. The first failing cell fails the test with the
+    notebook's name, the cell and its traceback.
+
+    Returns:
+        The executed notebook and the seconds it took.
+    """
+    from jupyter_client.kernelspec import KernelSpecManager
+    from jupyter_client.manager import KernelManager
+    from nbclient import NotebookClient
+    from nbclient.exceptions import CellExecutionError
+
+    notebook = nbformat.read(path, as_version=4)
+    specs = KernelSpecManager(kernel_dirs=[str(jupyter_dir / "kernels")])
+    manager = KernelManager(kernel_name=KERNEL_NAME, kernel_spec_manager=specs)
+    client = NotebookClient(
+        notebook,
+        km=manager,
+        timeout=timeout_s,
+        resources={"metadata": {"path": str(path.parent)}},
+    )
+    start = time.perf_counter()
+    try:
+        client.execute(env={**(os.environ if env is None else env), "OMP_NUM_THREADS": "1"}, cleanup_kc=True)
+    except CellExecutionError as error:
+        pytest.fail(f"{path.name} failed:\n{ANSI_ESCAPE.sub('', str(error))[-6000:]}", pytrace=False)
+    return notebook, time.perf_counter() - start
+
+
+def output_text(notebook: dict) -> str:
+    """Everything the code cells printed or displayed as text (stream, text/plain, text/html), joined."""
+    parts = []
+    for cell in notebook.cells:
+        for output in cell.get("outputs", []):
+            if output.output_type == "stream":
+                parts.append(output.text)
+            elif output.output_type in ("display_data", "execute_result"):
+                parts.extend(str(output.data.get(mime, "")) for mime in ("text/plain", "text/html"))
+    return "\n".join(parts)
+
+
+@pytest.fixture(scope="session")
+def jupyter_dir(tmp_path_factory) -> Path:
+    return write_kernelspec(sys.executable, tmp_path_factory.mktemp("jupyter"))
+
+
+@cache
+def _executed(name: str, jupyter_dir: Path) -> tuple[dict, float]:
+    return execute_notebook(NOTEBOOK_DIR / name, jupyter_dir)
+
+
+@pytest.fixture
+def executed(jupyter_dir):
+    """``executed(name)``: the notebook run once per session, and the seconds it took."""
+    return lambda name: _executed(name, jupyter_dir)
+
+
+def test_notebooks_01_to_06_exist():
+    assert [path.name[:2] for path in COURSE] == [f"0{i}" for i in range(1, 7)], [path.name for path in NOTEBOOKS]
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda path: path.stem)
+def test_notebook_is_committed_clean(path: Path):
+    notebook = nbformat.read(path, as_version=4)
+    nbformat.validate(notebook)
+    assert "widgets" not in notebook.metadata, "widget state in metadata: remove metadata.widgets"
+    for index, cell in enumerate(notebook.cells):
+        where = f"{path.name} cell {index}"
+        if cell.cell_type == "code":
+            assert cell.outputs == [], f"{where} has outputs: jupyter nbconvert --clear-output --inplace {path.name}"
+            assert cell.execution_count is None, f"{where} has an execution count"
+            assert "from tests" not in cell.source and "import tests" not in cell.source, f"{where} imports tests/"
+        assert "execution" not in cell.metadata, f"{where} keeps execution timings in its metadata"
+
+
+@pytest.mark.parametrize("path", COURSE, ids=lambda path: path.stem)
+def test_notebook_cites_its_sources(path: Path):
+    notebook = nbformat.read(path, as_version=4)
+    text = "\n".join(cell.source for cell in notebook.cells if cell.cell_type == "markdown")
+    assert SOURCE_CITATION.search(text), f"{path.name} cites none of the source texts"
+
+
+@pytest.mark.timeout(NOTEBOOK_TIMEOUT_S + 60)
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda path: path.stem)
+def test_notebook_runs(path: Path, executed):
+    notebook, seconds = executed(path.name)
+    errors = [output for cell in notebook.cells for output in cell.get("outputs", []) if output.output_type == "error"]
+    assert not errors
+    print(f"{path.name}: {seconds:.1f} s")
+
+
+@pytest.mark.timeout(NOTEBOOK_TIMEOUT_S + 60)
+def test_quickstart_trains_and_reports(executed):
+    text = output_text(executed("01_quickstart.ipynb")[0])
+    assert "preflight OK" in text
+    accuracy = float(re.search(r"validation accuracy: ([\d.]+)%", text).group(1))
+    assert accuracy > 90
+
+
+@pytest.mark.timeout(NOTEBOOK_TIMEOUT_S + 60)
+def test_37_reasons_preflight_finds_every_planted_bug(executed):
+    text = output_text(executed("02_37_reasons_live.ipynb")[0])
+    missing = [finding_id for finding_id in PREFLIGHT_IDS if finding_id not in text]
+    assert not missing, f"notebook 02 shows no {missing}"
+
+
+@pytest.mark.timeout(NOTEBOOK_TIMEOUT_S + 60)
+def test_37_reasons_live_rules_find_the_training_loop_bugs(executed):
+    text = output_text(executed("02_37_reasons_live.ipynb")[0])
+    missing = [finding_id for finding_id in LIVE_IDS if finding_id not in text]
+    assert not missing, f"notebook 02 shows no {missing}"
+
+
+@pytest.mark.timeout(NOTEBOOK_TIMEOUT_S + 60)
+def test_learning_rates_runs_the_range_test(executed):
+    text = output_text(executed("06_learning_rates.ipynb")[0])
+    assert "LR range test over" in text
+    assert "starting lr" in text
