@@ -24,6 +24,8 @@ def build_widget(lab: ActivationsLab):
     import plotly.graph_objects as go
     from plotly.subplots import make_subplots
 
+    from nbdiag.views.sizing import FitWidth, responsive
+
     fig = make_subplots(
         rows=1, cols=3, subplot_titles=("f(x)", "f'(x)", "for x ~ N(mean, std^2)"), horizontal_spacing=0.06
     )
@@ -45,7 +47,7 @@ def build_widget(lab: ActivationsLab):
     fig.update_yaxes(range=[-0.2, 1.3], row=1, col=2)
     fig.update_yaxes(range=[0, 1.1], row=1, col=3)
     fig.update_layout(height=420, barmode="group", margin={"t": 40, "b": 40, "l": 40, "r": 20})
-    lab.figure_widget = go.FigureWidget(fig)
+    lab.figure_widget = responsive(go.FigureWidget(fig))
     lab.controls = {
         "mean": w.FloatSlider(value=lab.mean, min=-4, max=4, step=0.1, description="input mean"),
         "std": w.FloatLogSlider(value=lab.std, base=10, min=-1.5, max=1, description="input std"),
@@ -58,7 +60,7 @@ def build_widget(lab: ActivationsLab):
     for control in lab.controls.values():
         control.observe(on_change, names="value")
     refresh(lab)
-    return w.VBox([w.HBox(list(lab.controls.values())), lab.figure_widget, lab.table])
+    return w.VBox([w.HBox(list(lab.controls.values())), lab.figure_widget, FitWidth(), lab.table])
 
 
 def refresh(lab: ActivationsLab) -> None:

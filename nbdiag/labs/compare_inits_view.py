@@ -13,6 +13,8 @@ def build_widget(comparison: InitComparison):
     import plotly.graph_objects as go
     from plotly.subplots import make_subplots
 
+    from nbdiag.views.sizing import FitWidth, responsive
+
     fig = make_subplots(
         rows=1, cols=3, subplot_titles=("activation std per layer", "gradient std per layer", "initial loss")
     )
@@ -54,9 +56,9 @@ def build_widget(comparison: InitComparison):
     fig.update_xaxes(title_text="layer (forward order)", row=1, col=1)
     fig.update_xaxes(title_text="layer (forward order)", row=1, col=2)
     fig.update_layout(height=420, margin={"t": 40, "b": 40, "l": 40, "r": 20})
-    comparison.figure_widget = go.FigureWidget(fig)
+    comparison.figure_widget = responsive(go.FigureWidget(fig))
     table = summary.to_html(float_format=lambda v: f"{v:.3g}")
-    return w.VBox([w.HTML(f"<b>{comparison.recommendation}</b>"), comparison.figure_widget, w.HTML(table)])
+    return w.VBox([w.HTML(f"<b>{comparison.recommendation}</b>"), comparison.figure_widget, FitWidth(), w.HTML(table)])
 
 
 def draw(comparison: InitComparison, fig) -> None:

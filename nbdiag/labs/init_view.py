@@ -30,6 +30,8 @@ def build_widget(lab: InitLab):
     import plotly.graph_objects as go
     from plotly.subplots import make_subplots
 
+    from nbdiag.views.sizing import FitWidth, responsive
+
     params = lab.params
     init = "custom" if params.get("std") is not None else params["init"]
     controls = {
@@ -45,7 +47,7 @@ def build_widget(lab: InitLab):
         cols=2,
         specs=[[{"colspan": 2}, None], [{}, {}]],
         subplot_titles=("activation histograms per layer", "activation mean and std", "gradient std"),
-        vertical_spacing=0.14,
+        vertical_spacing=0.18,
     )
     fig.add_trace(go.Bar(name="histogram", marker_color="#4c72b0", showlegend=False), row=1, col=1)
     fig.add_trace(go.Scatter(name="mean", mode="lines+markers"), row=2, col=1)
@@ -55,7 +57,7 @@ def build_widget(lab: InitLab):
     fig.update_yaxes(type="log", row=2, col=2)
     fig.update_xaxes(title_text="layer", row=2)
     fig.update_layout(height=560, margin={"t": 40, "b": 40, "l": 50, "r": 20}, bargap=0)
-    lab.figure_widget = go.FigureWidget(fig)
+    lab.figure_widget = responsive(go.FigureWidget(fig))
     lab.controls = controls
     lab.status = w.HTML()
 
@@ -74,7 +76,12 @@ def build_widget(lab: InitLab):
         control.observe(on_change, names="value")
     refresh(lab)
     return w.VBox(
-        [w.HBox(list(controls.values())[:3]), w.HBox([*list(controls.values())[3:], lab.status]), lab.figure_widget]
+        [
+            w.HBox(list(controls.values())[:3]),
+            w.HBox([*list(controls.values())[3:], lab.status]),
+            lab.figure_widget,
+            FitWidth(),
+        ]
     )
 
 

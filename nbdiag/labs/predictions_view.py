@@ -36,6 +36,8 @@ def build_widget(tracker: PredictionTracker):
     import plotly.graph_objects as go
     from plotly.subplots import make_subplots
 
+    from nbdiag.views.sizing import FitWidth, responsive
+
     classification = tracker.task == "classification"
     title = "p(true class)" if classification else "prediction - target"
     right = "predicted / true at the selected step" if classification else "prediction vs target"
@@ -53,11 +55,11 @@ def build_widget(tracker: PredictionTracker):
     fig.update_yaxes(autorange="reversed", title_text="sample", row=1, col=1)
     fig.update_xaxes(title_text="step", row=1, col=1)
     fig.update_layout(height=460, margin={"t": 40, "b": 40, "l": 50, "r": 20})
-    tracker.figure_widget = go.FigureWidget(fig)
+    tracker.figure_widget = responsive(go.FigureWidget(fig))
     tracker.slider = w.IntSlider(value=0, min=0, max=0, description="step #")
     tracker.slider.observe(lambda _change: _show_step(tracker), names="value")
     refresh(tracker)
-    return w.VBox([tracker.slider, tracker.figure_widget])
+    return w.VBox([tracker.slider, tracker.figure_widget, FitWidth()])
 
 
 def refresh(tracker: PredictionTracker) -> None:

@@ -27,6 +27,8 @@ def build_widget(lab: PreprocessingLab):
     import plotly.graph_objects as go
     from plotly.subplots import make_subplots
 
+    from nbdiag.views.sizing import FitWidth, responsive
+
     cloud = make_subplots(rows=2, cols=len(STAGES), subplot_titles=STAGES, vertical_spacing=0.1)
     for col in range(1, len(STAGES) + 1):
         for split, color in (("train", "#4c72b0"), ("test", "#dd8452")):
@@ -41,7 +43,8 @@ def build_widget(lab: PreprocessingLab):
         images.add_trace(go.Heatmap(z=image, colorscale="gray", showscale=False), row=1, col=col)
         images.update_yaxes(autorange="reversed", scaleanchor=f"x{col}", row=1, col=col)
     images.update_layout(height=240, margin={"t": 40, "b": 10, "l": 10, "r": 10})
-    lab.figure_widget, lab.image_widget = go.FigureWidget(cloud), go.FigureWidget(images)
+    images.update_annotations(font_size=12)
+    lab.figure_widget, lab.image_widget = responsive(go.FigureWidget(cloud)), responsive(go.FigureWidget(images))
     lab.controls = {
         "correlation": w.FloatSlider(value=lab.correlation, min=-0.95, max=0.95, step=0.05, description="correlation"),
         "test_shift": w.FloatSlider(value=lab.test_shift, min=-3, max=3, step=0.25, description="test shift"),
@@ -60,7 +63,9 @@ def build_widget(lab: PreprocessingLab):
     image_note = w.HTML(
         "<b>images</b> (training half of the data): " + lab.image_leakage.to_html(float_format=lambda v: f"{v:.3f}")
     )
-    return w.VBox([w.HBox(list(lab.controls.values())), lab.figure_widget, lab.table, lab.image_widget, image_note])
+    return w.VBox(
+        [w.HBox(list(lab.controls.values())), lab.figure_widget, lab.table, lab.image_widget, FitWidth(), image_note]
+    )
 
 
 def refresh(lab: PreprocessingLab) -> None:

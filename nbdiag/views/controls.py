@@ -8,7 +8,10 @@ from typing import Any
 from nbdiag.views.data import Snapshot
 from nbdiag.views.figure import PanelFigure
 from nbdiag.views.layout import build_panels
-from nbdiag.views.panels import ViewState
+from nbdiag.views.panels import ViewState, selected_layer
+from nbdiag.views.sizing import FitWidth
+
+_SHORT_LABEL = {"description_width": "auto"}
 
 
 class Controls:
@@ -21,12 +24,22 @@ class Controls:
         self._syncing = False
         snap = dashboard.snapshot()
         self.figure = PanelFigure(build_panels(snap, dashboard.state))
-        self.layer = w.Dropdown(description="layer", options=[], layout=w.Layout(width="260px"))
-        self.step = w.IntSlider(description="step #", min=0, max=0, value=0, continuous_update=True, readout=False)
-        self.step_label = w.Label("")
-        self.pause = w.ToggleButton(description="pause rendering", icon="pause", value=False)
-        self.loss_log = w.Checkbox(description="log loss", value=dashboard.state.loss_log, indent=False)
-        self.norm_log = w.Checkbox(description="log norms", value=dashboard.state.norm_log, indent=False)
+        self.layer = w.Dropdown(description="layer", options=[], layout=w.Layout(width="240px"), style=_SHORT_LABEL)
+        self.step = w.IntSlider(
+            description="step",
+            min=0,
+            max=0,
+            value=0,
+            continuous_update=True,
+            readout=False,
+            layout=w.Layout(width="300px"),
+            style=_SHORT_LABEL,
+        )
+        self.step_label = w.Label("", layout=w.Layout(min_width="110px"))
+        self.pause = w.ToggleButton(description="pause", icon="pause", value=False, layout=w.Layout(width="100px"))
+        self.pause.tooltip = "stop redrawing while training (the record keeps filling)"
+        self.loss_log = _checkbox(w, "log loss", dashboard.state.loss_log)
+        self.norm_log = _checkbox(w, "log norms", dashboard.state.norm_log)
         self.status = w.HTML()
         self.findings = w.HTML()
         self.layer.observe(self._on_layer, names="value")
@@ -34,8 +47,14 @@ class Controls:
         self.pause.observe(self._on_pause, names="value")
         self.loss_log.observe(lambda c: self._set(loss_log=c["new"]), names="value")
         self.norm_log.observe(lambda c: self._set(norm_log=c["new"]), names="value")
-        row = w.HBox([self.layer, self.step, self.step_label, self.pause, self.loss_log, self.norm_log])
-        self.box = w.VBox([self.status, row, self.figure.figure, w.HTML("<b>Health</b>"), self.findings])
+        row = w.HBox(
+            [self.layer, self.step, self.step_label, self.pause, self.loss_log, self.norm_log],
+            layout=w.Layout(align_items="center", flex_flow="row wrap", grid_gap="4px 12px"),
+        )
+        self.box = w.VBox(
+            [self.status, row, self.figure.figure, FitWidth(), w.HTML("<b>Health</b>"), self.findings],
+            layout=w.Layout(width="100%"),
+        )
         self.box.add_class("nbdiag-dashboard")
 
     def sync(self, snap: Snapshot, state: ViewState) -> ViewState:
@@ -49,8 +68,9 @@ class Controls:
             options = list(zip(snap.labels, snap.layers, strict=True))
             if list(self.layer.options) != options:
                 self.layer.options = options
-            if state.layer in snap.layers and self.layer.value != state.layer:
-                self.layer.value = state.layer
+            layer = selected_layer(snap, state)
+            if layer is not None and self.layer.value != layer:
+                self.layer.value = layer
             last = max(len(snap.entries) - 1, 0)
             index = state.index if state.index is not None and state.index < last else None
             self.step.max = last
@@ -83,10 +103,13 @@ class Controls:
 
     def _on_pause(self, change: dict) -> None:
         paused = change["new"]
-        self.pause.description, self.pause.icon = (
-            ("resume rendering", "play") if paused else ("pause rendering", "pause")
-        )
+        self.pause.description, self.pause.icon = ("resume", "play") if paused else ("pause", "pause")
         if paused:
             self.dashboard.pause()
         else:
             self.dashboard.resume()
+
+
+def _checkbox(w: Any, description: str, value: bool) -> Any:
+    """A checkbox sized to its label (no indent)."""
+    return w.Checkbox(description=description, value=value, indent=False, layout=w.Layout(width="auto"))

@@ -166,32 +166,36 @@ def occupied_bins(counts: np.ndarray, margin: int = 1) -> slice:
     return slice(max(occupied[0] - margin, 0), min(occupied[-1] + margin + 1, counts.shape[-1]))
 
 
-def symlog_ticks(bins: slice, max_ticks: int = 7) -> tuple[list[float], list[str]]:
+def symlog_ticks(bins: slice, max_ticks: int = 5) -> tuple[list[float], list[str]]:
     """Tick positions (in bin-index units) and labels for the decade edges inside ``bins`` of ``HIST_EDGES``.
 
     Inner edge ``j`` (``HIST_EDGES[j + 1]``) lies between bins ``j`` and ``j + 1``, at position ``j + 0.5``.
+    Zero is always labelled; each side keeps its outermost decade and evenly spaced ones inward, at most
+    ``max_ticks`` labels in all.
     """
     inner = HIST_EDGES[1:-1].astype(np.float64)
-    positions, labels = [], []
+    negative, positive = [], []
     for j, edge in enumerate(inner):
         position = j + 0.5
-        magnitude = abs(edge)
-        if bins.start - 0.5 <= position <= bins.stop - 0.5 and _is_decade(magnitude):
-            positions.append(position)
-            labels.append(f"{edge:.0e}".replace("e+00", "").replace("e-0", "e-").replace("e+0", "e"))
+        if bins.start - 0.5 <= position <= bins.stop - 0.5 and _is_decade(abs(edge)):
+            label = f"{edge:.0e}".replace("e+00", "").replace("e-0", "e-").replace("e+0", "e")
+            (negative if edge < 0 else positive).append((position, label))
     zero = float(np.searchsorted(inner, 0.0))  # the bin [-1e-10, 1e-10) holds zero
-    if bins.start <= zero < bins.stop:
-        positions.append(zero)
-        labels.append("0")
-    order = np.argsort(positions)
-    positions, labels = [positions[i] for i in order], [labels[i] for i in order]
-    stride = max(1, math.ceil(len(positions) / max_ticks))
-    return positions[::stride], labels[::stride]
+    middle = [(zero, "0")] if bins.start <= zero < bins.stop else []
+    per_side = max(1, (max_ticks - len(middle)) // 2)
+    ticks = _outermost(negative[::-1], per_side)[::-1] + middle + _outermost(positive, per_side)
+    return [position for position, _ in ticks], [label for _, label in ticks]
+
+
+def _outermost(ticks: list, count: int) -> list:
+    """At most ``count`` of ``ticks`` (ordered inner to outer), evenly spaced, the outermost always kept."""
+    stride = max(1, math.ceil(len(ticks) / count))
+    return ticks[::-1][::stride][::-1]
 
 
 def _is_decade(magnitude: float) -> bool:
     exponent = math.log10(magnitude)
-    return abs(exponent - round(exponent)) < 1e-6 and abs(exponent) <= 4
+    return abs(exponent - round(exponent)) < 1e-6 and abs(round(exponent)) <= 4
 
 
 def thin(steps: np.ndarray, values: np.ndarray, max_points: int = MAX_SCALAR_POINTS) -> tuple[np.ndarray, np.ndarray]:

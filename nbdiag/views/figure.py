@@ -13,7 +13,8 @@ import numpy as np
 from nbdiag.views.layout import COLS, ROWS
 from nbdiag.views.panels import Panel, Series
 
-ROW_HEIGHT = 300  # px per grid row
+ROW_HEIGHT = 310  # px per grid row
+TITLE_SHIFT = 20  # px between a subplot's title and its top edge: room for its legend, in one row under the title
 HOVER = "depth %{customdata}<br>x=%{x}<br>y=%{y:.3g}<extra></extra>"
 
 
@@ -33,31 +34,34 @@ class PanelFigure:
             rows=ROWS,
             cols=COLS,
             subplot_titles=[p.title for p in panels],
-            horizontal_spacing=0.09,
-            vertical_spacing=0.09,
+            horizontal_spacing=0.08,
+            vertical_spacing=0.1,
         )
         self.keys = [panel.key for panel in panels]
         self.axes = {panel.key: _axes(grid, i) for i, panel in enumerate(panels)}
         layout = grid.layout.to_plotly_json()
         layout.update(
             height=ROW_HEIGHT * ROWS,
-            margin={"t": 40, "b": 40, "l": 40, "r": 20},
+            autosize=True,  # the width follows the output area (see nbdiag.views.sizing)
+            margin={"t": 60, "b": 50, "l": 95, "r": 20},
             template="plotly_white",
             hovermode="closest",
+            font={"size": 11},
         )
-        layout["annotations"] = [{**a, "font": {"size": 12}} for a in layout["annotations"]] + [
+        layout["annotations"] = [{**a, "font": {"size": 12}, "yshift": TITLE_SHIFT} for a in layout["annotations"]] + [
             _note(*self.axes[key][2:]) for key in self.keys
         ]
         for i, key in enumerate(self.keys):
-            layout[_legend_id(i)] = _legend_position(
-                layout[self.axes[key][0]]["domain"], layout[self.axes[key][1]]["domain"]
-            )
+            x_name, y_name = self.axes[key][:2]
+            layout[_legend_id(i)] = _legend_position(layout[x_name]["domain"], layout[y_name]["domain"])
+            for name in (x_name, y_name):
+                layout[name].update(tickfont={"size": 10}, title={"font": {"size": 11}, "standoff": 4})
         self.slots: dict[tuple[str, str], int] = {}
         traces = [self._new_trace(panel, series) for panel in panels for series in panel.series]
         self._sent: list[dict[str, Any]] = [{} for _ in traces]
         self._sent_layout: dict[str, Any] = {}
         figure = go.Figure(data=traces, layout=layout)
-        self.figure = go.FigureWidget(figure) if widget else figure
+        self.figure = _live(figure) if widget else figure
         self.update(panels)
 
     def update(self, panels: list[Panel]) -> None:
@@ -111,6 +115,7 @@ class PanelFigure:
             values.update(_ticks(x_name, panel.xticks))
             values.update(_ticks(y_name, panel.yticks))
             values[f"{x_name}.title.text"] = panel.xlabel or None
+            values[f"{x_name}.tickangle"] = 45 if _categorical(panel) else None
             values[f"annotations[{i}].text"] = panel.title
             values[f"annotations[{len(self.keys) + i}].text"] = "" if panel.series else panel.note
             shapes.extend(_shapes(panel, x_ref, y_ref))
@@ -127,6 +132,11 @@ class _NoBatch:
 
     def __exit__(self, *exc: object) -> None:
         return None
+
+
+def _categorical(panel: Panel) -> bool:
+    """Whether the panel's x axis holds layer labels (drawn at 45 degrees, so long names fit side by side)."""
+    return any(isinstance(s.x, list) and s.x and isinstance(s.x[0], str) for s in panel.series)
 
 
 def _changed(sent: dict[str, Any], wanted: dict[str, Any]) -> dict[str, Any]:
@@ -153,18 +163,30 @@ def _axes(fig: Any, i: int) -> tuple[str, str, str, str]:
     return x_name, y_name, x_name.replace("axis", ""), y_name.replace("axis", "")
 
 
+def _live(figure: Any) -> Any:
+    """``figure`` as a FigureWidget that fills its output area's width."""
+    import plotly.graph_objects as go
+
+    from nbdiag.views.sizing import responsive
+
+    return responsive(go.FigureWidget(figure))
+
+
 def _legend_id(i: int) -> str:
     return "legend" if i == 0 else f"legend{i + 1}"
 
 
 def _legend_position(x_domain: Any, y_domain: Any) -> dict:
+    """One row of legend entries centred between a subplot's title and its top edge."""
     return {
-        "x": x_domain[1],
+        "orientation": "h",
+        "x": (x_domain[0] + x_domain[1]) / 2,
         "y": y_domain[1],
-        "xanchor": "right",
-        "yanchor": "top",
-        "bgcolor": "rgba(255,255,255,0.6)",
+        "xanchor": "center",
+        "yanchor": "bottom",
+        "bgcolor": "rgba(0,0,0,0)",
         "font": {"size": 10},
+        "itemwidth": 30,
     }
 
 
@@ -275,7 +297,7 @@ def _shapes(panel: Panel, x_ref: str, y_ref: str) -> list[dict]:
                 "y0": y,
                 "y1": y,
                 "line": {"color": "#555", "dash": "dash", "width": 1},
-                "label": {"text": label, "font": {"size": 10}, "textposition": "end"},
+                "label": {"text": label, "font": {"size": 10}, "textposition": "end", "yanchor": "top"},
             }
         )
     if panel.vline is not None and panel.series:

@@ -144,7 +144,7 @@ def gradient_time_panel(snap: Snapshot, state: ViewState) -> Panel:
     matrix = data.stat_matrix(snap, "gradient", "norm", snap.layers)
     return Panel(
         "grad_time",
-        "gradient norm per layer (‖∂loss/∂output‖)",
+        "gradient norm per layer ‖∂loss/∂output‖",
         _layer_lines(snap, matrix, snap.layers, {layer}),
         xlabel="step",
         ylog=state.norm_log,
@@ -168,7 +168,7 @@ def update_time_panel(snap: Snapshot, state: ViewState) -> Panel:
     chosen = {name for name in names if name.rsplit(".", 1)[0] == layer}
     return Panel(
         "update_time",
-        "update / weight ratio (weights)",
+        "update / weight ratio per weight",
         _layer_lines(snap, matrix, names, chosen),
         xlabel="step",
         ylog=state.norm_log,
@@ -207,7 +207,7 @@ def activation_histograms_panel(snap: Snapshot, state: ViewState) -> Panel:
     )
     return Panel(
         "act_hist",
-        f"activation histograms by depth @ step {selected_step(snap, state)}",
+        f"activation histograms @ step {selected_step(snap, state)}",
         series,
         xlabel="value (symlog)",
         xticks=data.symlog_ticks(bins),
@@ -222,7 +222,7 @@ def activation_depth_panel(snap: Snapshot, state: ViewState) -> Panel:
     std = data.depth_profile(snap, "activation", "std", state.index)
     return Panel(
         "act_depth",
-        "activation mean and std by depth",
+        "activation std and mean by depth",
         (
             Series("std", "markers", x=list(snap.labels), y=std, color=PALETTE[0], legend=True),
             Series("mean", "markers", x=list(snap.labels), y=mean, color=PALETTE[1], legend=True),
@@ -251,7 +251,7 @@ def activation_time_panel(snap: Snapshot, state: ViewState) -> Panel:
     bins = data.occupied_bins(counts.T)
     return Panel(
         "act_hist_time",
-        f"{snap.label(layer)}: histogram over time (log counts)",
+        f"{snap.label(layer)}: activations over time",
         (
             Series(
                 "log10(1 + count)",
@@ -273,9 +273,9 @@ def units_depth_panel(snap: Snapshot, state: ViewState) -> Panel:
     saturated = data.depth_profile(snap, "activation", "saturated_frac", state.index)
     return Panel(
         "units_depth",
-        "dead (=0) and saturated fraction by depth",
+        "stuck units by depth",
         (
-            Series("zero", "bar", x=list(snap.labels), y=zero, color="#7f7f7f", legend=True),
+            Series("dead (=0)", "bar", x=list(snap.labels), y=zero, color="#7f7f7f", legend=True),
             Series("saturated", "bar", x=list(snap.labels), y=np.nan_to_num(saturated), color=PALETTE[1], legend=True),
         ),
         yrange=(0.0, 1.0),
@@ -289,7 +289,7 @@ def units_time_panel(snap: Snapshot, state: ViewState) -> Panel:
     stuck = np.fmax(zero, saturated)  # (L, S), NaN only where neither was recorded
     return Panel(
         "units_time",
-        "dead or saturated fraction over time",
+        "stuck units (dead or saturated) over time",
         (
             Series(
                 "stuck fraction",

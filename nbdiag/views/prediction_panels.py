@@ -78,7 +78,7 @@ def step_panel(snap: Snapshot, state: ViewState) -> Panel:
     correct = predicted == tracker.targets
     return Panel(
         "pred_step",
-        f"p(true) per sample @ step {step}: {correct.mean():.0%} right",
+        f"p(true) @ step {step}: {correct.mean():.0%} right",
         (
             Series(
                 "p(true)",

@@ -75,7 +75,8 @@ def _draw_series(ax: Any, series: Series, categories: list[str] | None, bars: li
     elif series.kind == "bar":
         width = 0.8 / len(bars)
         offset = (bars.index(series) - (len(bars) - 1) / 2) * width
-        ax.bar(np.asarray(x, dtype=float) + offset, series.y, width=width, color=series.color, label=series.name)
+        label = series.name if series.legend else None
+        ax.bar(np.asarray(x, dtype=float) + offset, series.y, width=width, color=series.color, label=label)
     elif series.kind == "area":
         for xs, ys in _polygons(np.asarray(series.x), np.asarray(series.y)):
             ax.fill(xs, ys, color=series.color, alpha=0.5, linewidth=0.5)
@@ -129,7 +130,18 @@ def _decorate(ax: Any, panel: Panel, categories: list[str] | None) -> None:
     if panel.hband is not None:
         ax.axhspan(*panel.hband, color="#2ca02c", alpha=0.12)
     for y, label in panel.hlines:
-        ax.axhline(y, color="#555", ls="--", lw=0.8, label=label or None)
+        ax.axhline(y, color="#555", ls="--", lw=0.8)
+        ax.annotate(
+            label,
+            (1, y),
+            xycoords=("axes fraction", "data"),
+            xytext=(-2, -2),
+            textcoords="offset points",
+            ha="right",
+            va="top",
+            fontsize=7,
+            color="#555",
+        )
     if panel.vline is not None:
         ax.axvline(panel.vline, color="#d62728", ls=":", lw=1)
     if panel.ylog:

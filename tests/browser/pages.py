@@ -27,6 +27,14 @@ _READ_FIGURES = """
 }))
 """
 
+# Per plotly figure in the output areas: [drawn width, width of its output area] in px.
+_FIGURE_WIDTHS = """
+(plots) => plots.map((gd) => [
+    gd.querySelector(".main-svg").getBoundingClientRect().width,
+    gd.closest(".jp-OutputArea-output").getBoundingClientRect().width,
+])
+"""
+
 # Changed when the values of trace `trace` of figure `figure` differ from `old`.
 _TRACE_CHANGED = """
 ([figure, trace, old]) => {
@@ -115,6 +123,33 @@ def cell_errors(page: Any) -> list[str]:
 def figures(page: Any) -> list[list[dict]]:
     """Per plotly figure in the output areas: its traces as ``{type, name, points, values}``."""
     return page.locator(PLOTS).evaluate_all(_READ_FIGURES)
+
+
+def figure_widths(page: Any) -> list[tuple[float, float]]:
+    """Per plotly figure in the output areas: ``(drawn width, output area width)`` in px."""
+    return [tuple(pair) for pair in page.locator(PLOTS).evaluate_all(_FIGURE_WIDTHS)]
+
+
+def wait_for_full_width(page: Any, timeout_s: float = 10.0, fraction: float = 0.9) -> None:
+    """Wait until every plotly figure is drawn at least ``fraction`` of its output area's width."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        widths = figure_widths(page)
+        if widths and all(drawn >= fraction * area for drawn, area in widths):
+            return
+        if time.monotonic() > deadline:
+            raise AssertionError(f"figures narrower than their output areas after {timeout_s:.0f} s: {widths}")
+        time.sleep(0.25)
+
+
+def dropdown(page: Any, description: str) -> Any:
+    """The ``<select>`` of the ipywidgets Dropdown whose description is ``description``."""
+    return page.locator(".widget-dropdown", has_text=description).locator("select")
+
+
+def select_option(page: Any, description: str, label: str) -> None:
+    """Choose ``label`` in the Dropdown ``description`` (an option's value is its label, spaces and all)."""
+    dropdown(page, description).select_option(value=label)
 
 
 def wait_for_trace_change(page: Any, figure: int, trace: int, old_values: str, timeout_s: float = 60.0) -> None:

@@ -10,13 +10,17 @@ from tests.browser.notebooks import training_notebook
 from tests.browser.pages import (
     cell_errors,
     cell_prompt,
+    dropdown,
     figures,
     open_notebook,
     run_all_cells,
     save_notebook,
     screenshot,
+    select_option,
     wait_all_cells_done,
     wait_for_figures,
+    wait_for_full_width,
+    wait_for_trace_change,
 )
 
 pytestmark = pytest.mark.browser
@@ -30,6 +34,7 @@ DASHBOARD = ".jp-OutputArea-output:has(.js-plotly-plot)"
 WIDGET_MIME = "application/vnd.jupyter.widget-view+json"
 EXPECTED_TRACES = {"loss", "all layers", "std", "mean", "gradient norm"}
 LAYER_TRACES = {"std", "mean", "gradient norm"}  # one point per layer: the CNN has 7 leaf modules
+OTHER_LAYER = "3 · ReLU"  # chosen in the layer dropdown: the "selected" lines move to it
 
 
 def dashboard_importable() -> bool:
@@ -62,7 +67,8 @@ def wait_for_growth(page, points: int) -> int:
 @pytest.mark.skipif(not dashboard_importable(), reason="nbdiag.views.dashboard is not importable yet")
 def test_dashboard_streams_while_training(page, lab_server, artifacts):
     """Run all cells; the loss trace grows on three reads while the training cell shows [*]; at the end every
-    panel's trace exists, the per-layer ones hold points, and a saved notebook keeps a PNG of the trained state."""
+    panel's trace exists, the per-layer ones hold points, the figure fills the output area's width, the layer
+    dropdown moves the highlight, and a saved notebook keeps a PNG of the trained state."""
     page.set_viewport_size(TALL_VIEWPORT)
     training_notebook(lab_server.root / "train.ipynb", seconds=TRAIN_SECONDS)
     open_notebook(page, lab_server, "train.ipynb")
@@ -82,9 +88,21 @@ def test_dashboard_streams_while_training(page, lab_server, artifacts):
     assert set(points) >= EXPECTED_TRACES, f"missing traces: {EXPECTED_TRACES - set(points)}"
     assert all(points[name] > 0 for name in LAYER_TRACES), f"per-layer traces are empty: {points}"
     assert loss_points(page) >= third
+    wait_for_full_width(page)
     screenshot(page, artifacts / "dashboard-done.png")
     screenshot(page, artifacts / "dashboard-widget.png", element=DASHBOARD)
+    check_layer_dropdown(page)
     wait_saved_fallback(page, lab_server.root / "train.ipynb")
+    wait_for_full_width(page)  # the fallback refresh displays the widget again: the new view fills the width too
+
+
+def check_layer_dropdown(page) -> None:
+    """The dropdown shows the highlighted layer (the first); choosing another one moves the "selected" lines."""
+    assert dropdown(page, "layer").input_value() == "0 · Conv2d"
+    (traces,) = figures(page)
+    index = [trace["name"] for trace in traces].index("selected")
+    select_option(page, "layer", OTHER_LAYER)
+    wait_for_trace_change(page, 0, index, traces[index]["values"])
 
 
 def saved_dashboard_bundle(page, path) -> dict:

@@ -11,8 +11,10 @@ from tests.browser.pages import (
     open_notebook,
     run_all_cells,
     screenshot,
+    select_option,
     wait_all_cells_done,
     wait_for_figures,
+    wait_for_full_width,
     wait_for_trace_change,
 )
 
@@ -34,11 +36,6 @@ def run_lab(page, lab_server, name: str, call: str) -> None:
     assert not [text for text in cell_errors(page) if "Traceback" in text or "Error" in text], cell_errors(page)
 
 
-def select_option(page, description: str, value: str) -> None:
-    """Choose ``value`` in the ipywidgets Dropdown labelled ``description``."""
-    page.locator(".widget-dropdown", has_text=description).locator("select").select_option(value)
-
-
 def test_init_lab_renders_and_redraws(page, lab_server, artifacts):
     """init_lab(): one figure with its five traces; choosing ReLU redraws the histograms and curves."""
     run_lab(page, lab_server, "init_lab.ipynb", "nbdiag.labs.init_lab()")
@@ -46,6 +43,7 @@ def test_init_lab_renders_and_redraws(page, lab_server, artifacts):
     (before,) = figures(page)
     assert [trace["type"] for trace in before] == INIT_TRACES
     assert all(trace["points"] > 0 for trace in before), before
+    wait_for_full_width(page)
     screenshot(page, artifacts / "init-lab.png")
 
     select_option(page, "activation", "relu")
@@ -66,4 +64,5 @@ def test_preprocessing_lab_renders(page, lab_server, artifacts):
     assert [trace["type"] for trace in stages] == ["scatter", "scatter", "heatmap"] * PREPROCESSING_STAGES
     assert [trace["type"] for trace in images] == ["heatmap"] * IMAGE_PANELS
     assert all(trace["points"] > 0 for trace in stages + images)
+    wait_for_full_width(page)
     screenshot(page, artifacts / "preprocessing-lab.png")
