@@ -7,13 +7,13 @@ import weakref
 from typing import Any
 
 import numpy as np
-import pandas as pd
 import torch
 from torch import nn
 
 from nbdiag.capture import Capture
-from nbdiag.findings import Finding, findings_text
+from nbdiag.findings import findings_text
 from nbdiag.probe import is_compiled, leaf_modules, named_parameters, unwrap_model
+from nbdiag.reading import RecordReader
 from nbdiag.record import Block, NonFinite, Record, StepEntry
 from nbdiag.schedule import Schedule
 from nbdiag.stats import ACTIVATION_STATS, GRADIENT_STATS, derive, histogram_counts
@@ -81,7 +81,7 @@ def watch(
     )
 
 
-class Monitor:
+class Monitor(RecordReader):
     """Hooks on a model, a sampling schedule and the record they fill. Build it with :func:`watch`."""
 
     def __init__(
@@ -204,24 +204,6 @@ class Monitor:
     def __exit__(self, *exc: object) -> None:
         self.close()
 
-    # -- reading -------------------------------------------------------------------------------------------
-    def frame(self, kind: str | None = None, layers: list[str] | None = None, stats: list[str] | None = None):
-        """Long table ``step, layer, kind, stat, value`` (kind: activation, gradient, weight, update, model)."""
-        return self.record.frame(kind, layers, stats)
-
-    def histograms(self, kind: str = "activation") -> tuple[np.ndarray, pd.DataFrame]:
-        """``(edges, counts)``: fixed bin edges (``nbdiag.stats.HIST_EDGES``), counts indexed by (step, layer)."""
-        return self.record.histograms(kind)
-
-    def scalars(self) -> pd.DataFrame:
-        """Scalars passed to ``step()``, one row per step."""
-        return self.record.scalars()
-
-    @property
-    def layers(self) -> list[str]:
-        """Layers in forward order (as first seen)."""
-        return self.record.layers("activation")
-
     @property
     def errors(self) -> list[str]:
         """Failures inside nbdiag's own hooks (each switched capture off; training continued)."""
@@ -232,53 +214,6 @@ class Monitor:
         from nbdiag.runs.writer import save_record
 
         save_record(self.record, path)
-
-    def findings(self) -> list[Finding]:
-        """Live health findings over the record."""
-        from nbdiag.health import evaluate
-
-        return evaluate(self)
-
-    def summary(self) -> pd.DataFrame:
-        """Per-layer table at the latest sampled step: activation mean/std/zero/saturated, gradient norm."""
-        entries = self.record.entries()
-        if not entries:
-            return pd.DataFrame()
-        return _summary_table(entries[-1])
-
-    def dashboard(self):
-        """The live dashboard widget."""
-        try:
-            from nbdiag.views.dashboard import Dashboard
-        except ImportError as error:
-            raise RuntimeError(
-                "the dashboard is not available yet in this version of nbdiag; use mon.frame(), "
-                f"mon.summary() or mon.findings() meanwhile ({error})"
-            ) from error
-        if self._dashboard is None:  # one widget per monitor: each FigureWidget carries megabytes of JavaScript
-            self._dashboard = Dashboard(self)
-        return self._dashboard
-
-    def to_html(self, path: str) -> None:
-        """Write a self-contained HTML report (plotly JavaScript inline; opens with no network)."""
-        from nbdiag.views.export import to_html
-
-        to_html(self, path)
-
-    def savefig(self, path: str) -> None:
-        """Write the dashboard's current state as a PNG (matplotlib)."""
-        from nbdiag.views.export import savefig
-
-        savefig(self, path)
-
-    def show(self) -> None:
-        """Display the dashboard in a notebook (text summary elsewhere)."""
-        try:
-            from IPython.display import display
-
-            display(self.dashboard())
-        except (ImportError, RuntimeError):
-            print(self)
 
     def __repr__(self) -> str:
         state = "closed" if self._closed else f"step {self._step}"
@@ -485,20 +420,6 @@ def _weight_block(groups: dict) -> Block:
         for name, values in zip(*groups["grad"], strict=True):
             grads[row[name]] = values
     return Block(tuple(names), WEIGHT_STATS, np.concatenate([weights, grads], axis=1))
-
-
-def _summary_table(entry: StepEntry) -> pd.DataFrame:
-    table = pd.DataFrame()
-    act = entry.blocks.get("activation")
-    if act is not None:
-        table = pd.DataFrame(act.values, index=pd.Index(act.layers, name="layer"), columns=act.stats)
-        table = table[["mean", "std", "zero_frac", "saturated_frac", "nonfinite"]]
-    grad = entry.blocks.get("gradient")
-    if grad is not None:
-        norms = pd.Series(grad.values[:, grad.stats.index("norm")], index=list(grad.layers), name="grad_norm")
-        table = table.join(norms, how="outer") if len(table) else norms.to_frame()
-    table.attrs["step"] = entry.step
-    return table
 
 
 def _distributed_aggregator(model: nn.Module, per_rank: bool | None):

@@ -8,11 +8,8 @@ import warnings
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-import pandas as pd
-
-from nbdiag.findings import Finding
 from nbdiag.monitor import NbdiagWarning
+from nbdiag.reading import RecordReader
 from nbdiag.record import NonFinite, Record
 from nbdiag.runs.layout import read_manifest, segment_files
 from nbdiag.runs.segments import decode_entries, decode_scalars, read_segment
@@ -46,7 +43,7 @@ def open_run(path: str | Path, *, follow: bool = False, interval: float = FOLLOW
     return run
 
 
-class Run:
+class Run(RecordReader):
     """A run directory read into a record: the same reading API as a live :class:`~nbdiag.Monitor`.
 
     ``refresh()`` reads segments written since the last call; ``follow()`` does so in the background, so a
@@ -114,46 +111,6 @@ class Run:
     @property
     def num_classes(self) -> int | None:
         return self.record.meta.get("num_classes")
-
-    @property
-    def layers(self) -> list[str]:
-        """Layers in forward order (as first seen)."""
-        return self.record.layers("activation")
-
-    def frame(self, kind: str | None = None, layers: list[str] | None = None, stats: list[str] | None = None):
-        """Long table ``step, layer, kind, stat, value`` (kind: activation, gradient, weight, update, model)."""
-        return self.record.frame(kind, layers, stats)
-
-    def histograms(self, kind: str = "activation") -> tuple[np.ndarray, pd.DataFrame]:
-        """``(edges, counts)``: fixed bin edges (``nbdiag.stats.HIST_EDGES``), counts indexed by (step, layer)."""
-        return self.record.histograms(kind)
-
-    def scalars(self) -> pd.DataFrame:
-        """Scalars logged with ``step()``, one row per step."""
-        return self.record.scalars()
-
-    def findings(self) -> list[Finding]:
-        """Health findings over the record read so far."""
-        from nbdiag.health import evaluate
-
-        return evaluate(self)
-
-    def dashboard(self):
-        """The dashboard widget on this run (it updates while :meth:`follow` polls)."""
-        try:
-            from nbdiag.views.dashboard import Dashboard
-        except ImportError as error:
-            raise RuntimeError(
-                f"the dashboard is not available in this version of nbdiag ({error}); use run.frame(), "
-                "run.scalars() or run.findings() meanwhile"
-            ) from error
-        return Dashboard(self)
-
-    def to_html(self, path: str | Path) -> None:
-        """Write a self-contained HTML report of the run."""
-        from nbdiag.views.export import to_html
-
-        to_html(self, str(path))
 
     def __repr__(self) -> str:
         state = "closed" if self.finished else "running (or stopped without closing)"

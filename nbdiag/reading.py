@@ -1,0 +1,97 @@
+"""The reading API shared by a live Monitor and a run directory's Run: everything here reads ``self.record``."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from nbdiag.findings import Finding
+from nbdiag.record import Record, StepEntry
+
+
+class RecordReader:
+    """Tables, findings and views over ``self.record``; subclasses provide the record (and ``predictions``)."""
+
+    record: Record
+    predictions: Any = None
+    _dashboard: Any = None
+
+    def frame(self, kind: str | None = None, layers: list[str] | None = None, stats: list[str] | None = None):
+        """Long table ``step, layer, kind, stat, value`` (kind: activation, gradient, weight, update, model)."""
+        return self.record.frame(kind, layers, stats)
+
+    def histograms(self, kind: str = "activation") -> tuple[np.ndarray, pd.DataFrame]:
+        """``(edges, counts)``: fixed bin edges (``nbdiag.stats.HIST_EDGES``), counts indexed by (step, layer)."""
+        return self.record.histograms(kind)
+
+    def scalars(self) -> pd.DataFrame:
+        """Scalars logged with ``step()``, one row per step."""
+        return self.record.scalars()
+
+    @property
+    def layers(self) -> list[str]:
+        """Layers in forward order (as first seen)."""
+        return self.record.layers("activation")
+
+    def findings(self) -> list[Finding]:
+        """Health findings over the record."""
+        from nbdiag.health import evaluate
+
+        return evaluate(self)
+
+    def summary(self) -> pd.DataFrame:
+        """Per-layer table at the latest sampled step: activation mean/std/zero/saturated, gradient norm."""
+        entries = self.record.entries()
+        return summary_table(entries[-1]) if entries else pd.DataFrame()
+
+    def dashboard(self):
+        """The dashboard widget (one per object: each FigureWidget carries megabytes of JavaScript)."""
+        try:
+            from nbdiag.views.dashboard import Dashboard
+        except ImportError as error:
+            raise RuntimeError(
+                f"the dashboard needs plotly, ipywidgets and anywidget ({error}); pip install nbdiag's "
+                "dependencies, or use .frame(), .summary() or .findings() meanwhile"
+            ) from error
+        if self._dashboard is None:
+            self._dashboard = Dashboard(self)
+        return self._dashboard
+
+    def to_html(self, path: str | Path) -> None:
+        """Write a self-contained HTML report (plotly JavaScript inline; opens with no network)."""
+        from nbdiag.views.export import to_html
+
+        to_html(self, str(path))
+
+    def savefig(self, path: str | Path) -> None:
+        """Write the dashboard's current state as a PNG (matplotlib)."""
+        from nbdiag.views.export import savefig
+
+        savefig(self, str(path))
+
+    def show(self) -> None:
+        """Display the dashboard in a notebook (the text summary elsewhere)."""
+        try:
+            from IPython.display import display
+
+            display(self.dashboard())
+        except (ImportError, RuntimeError):
+            print(self)
+
+
+def summary_table(entry: StepEntry) -> pd.DataFrame:
+    """Per-layer activation mean/std/zero/saturated/non-finite and gradient norm of one sampled step."""
+    table = pd.DataFrame()
+    act = entry.blocks.get("activation")
+    if act is not None:
+        table = pd.DataFrame(act.values, index=pd.Index(act.layers, name="layer"), columns=act.stats)
+        table = table[["mean", "std", "zero_frac", "saturated_frac", "nonfinite"]]
+    grad = entry.blocks.get("gradient")
+    if grad is not None:
+        norms = pd.Series(grad.values[:, grad.stats.index("norm")], index=list(grad.layers), name="grad_norm")
+        table = table.join(norms, how="outer") if len(table) else norms.to_frame()
+    table.attrs["step"] = entry.step
+    return table
