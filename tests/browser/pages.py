@@ -22,6 +22,7 @@ _READ_FIGURES = """
         type: trace.type || "scatter",
         name: trace.name || "",
         points: heatmap ? z.length * ((z[0] || []).length || 0) : (trace.x || trace.y || []).length,
+        last_x: !heatmap && trace.x && trace.x.length ? Number(trace.x[trace.x.length - 1]) : null,
         values: JSON.stringify(heatmap ? z : trace.y || []),
     };
 }))
@@ -121,7 +122,7 @@ def cell_errors(page: Any) -> list[str]:
 
 
 def figures(page: Any) -> list[list[dict]]:
-    """Per plotly figure in the output areas: its traces as ``{type, name, points, values}``."""
+    """Per plotly figure in the output areas: its traces as ``{type, name, points, last_x, values}``."""
     return page.locator(PLOTS).evaluate_all(_READ_FIGURES)
 
 
