@@ -12,7 +12,7 @@ from nbdiag.views import static
 from nbdiag.views.data import Snapshot, snapshot
 from nbdiag.views.layout import build_panels
 from nbdiag.views.panels import ViewState
-from nbdiag.views.renderer import Renderer
+from nbdiag.views.renderer import RENDER_BUDGET, Renderer
 from nbdiag.views.text import findings_html, summary_text
 
 WIDGET_MIME = "application/vnd.jupyter.widget-view+json"
@@ -31,7 +31,7 @@ class Dashboard:
         budget: fraction of wall time refreshing may take.
     """
 
-    def __init__(self, source: Any, *, max_hz: float = 5.0, budget: float = 0.01) -> None:
+    def __init__(self, source: Any, *, max_hz: float = 5.0, budget: float = RENDER_BUDGET) -> None:
         if not hasattr(source, "record"):
             raise TypeError(f"got {type(source).__name__}, expected an object with a .record (a Monitor or a run)")
         self.source = source
