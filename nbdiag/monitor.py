@@ -10,7 +10,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from nbdiag.capture import Capture
+from nbdiag.capture import MAX_CALLS_PER_STEP, Capture
 from nbdiag.findings import findings_text
 from nbdiag.probe import is_compiled, leaf_modules, named_parameters, unwrap_model
 from nbdiag.reading import RecordReader
@@ -255,6 +255,8 @@ class Monitor(RecordReader):
             pending, self._pending_scalars = self._pending_scalars, []
             if pending:
                 capture.buffer.add_group("scalars", [n for _, n, _ in pending], torch.stack([t for *_, t in pending]))
+            if capture.buffer.overflowed:
+                self._warn_overflow(step)
             vectors, groups = capture.buffer.flush()
             if self._aggregate is not None:  # torch.distributed: exact statistics over all ranks
                 vectors, groups = self._aggregate(vectors, groups)
@@ -312,6 +314,14 @@ class Monitor(RecordReader):
         if len(bad):
             self.record.note_nonfinite(NonFinite(step, names[bad[0]], kind, float(counts[bad[0]])))
         return len(bad) > 0
+
+    def _warn_overflow(self, step: int) -> None:
+        warnings.warn(
+            f"step {step} ran more forward passes than nbdiag keeps per step ({MAX_CALLS_PER_STEP}): the statistics "
+            "of the extra passes were dropped. Call mon.step() once per optimizer step.",
+            NbdiagWarning,
+            stacklevel=4,
+        )
 
     def _report_errors(self) -> None:
         errors = self._capture.errors

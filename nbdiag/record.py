@@ -12,8 +12,6 @@ import pandas as pd
 
 from nbdiag.stats import HIST_EDGES
 
-KINDS = ("activation", "gradient", "weight", "update", "model")
-
 
 @dataclass(frozen=True)
 class Block:

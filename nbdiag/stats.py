@@ -255,13 +255,3 @@ def _nonfinite_estimate(v: np.ndarray, count: np.ndarray, sampled: np.ndarray) -
 def histogram_counts(vectors: np.ndarray) -> np.ndarray:
     """The (n, N_BINS) histogram counts held in (n, VECTOR_LEN) vectors."""
     return np.asarray(vectors)[:, N_FIELDS:]
-
-
-def bin_centers() -> np.ndarray:
-    """A representative value per bin (geometric centre of finite bins; the outer bins get their finite edge)."""
-    edges = HIST_EDGES.astype(np.float64)
-    low, high = edges[:-1], edges[1:]
-    same_sign = (low * high) > 0
-    centers = np.where(same_sign, np.sign(low) * np.sqrt(np.abs(low * high)), 0.0)
-    centers[0], centers[-1] = edges[1], edges[-2]
-    return centers

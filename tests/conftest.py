@@ -12,5 +12,14 @@ def _deterministic():
     yield
 
 
+@pytest.fixture
+def one_thread():
+    """Tiny models: torch's threads only add contention on a 2-core machine."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 def pytest_configure(config):
     torch.set_num_threads(2)

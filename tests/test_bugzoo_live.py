@@ -20,11 +20,8 @@ POLL = 25  # the findings are read this often during training, as a dashboard wo
 
 
 @pytest.fixture(autouse=True)
-def _one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)  # tiny models: threads only add contention on a 2-core machine
+def _one_thread(one_thread):
     yield
-    torch.set_num_threads(threads)
 
 
 @dataclass(frozen=True)

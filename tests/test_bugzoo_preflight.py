@@ -5,7 +5,6 @@ from __future__ import annotations
 from functools import cache
 
 import pytest
-import torch
 
 import nbdiag
 from nbdiag.checks.report import Report
@@ -16,11 +15,8 @@ CLEAN_CASES = cases("both")
 
 
 @pytest.fixture(autouse=True)
-def _one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)  # tiny models: threads only add contention on a 2-core machine
+def _one_thread(one_thread):
     yield
-    torch.set_num_threads(threads)
 
 
 @cache

@@ -38,11 +38,8 @@ from tests.bugzoo.datasets import digits, loader
 
 
 @pytest.fixture(autouse=True)
-def _one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
+def _one_thread(one_thread):
     yield
-    torch.set_num_threads(threads)
 
 
 def _digits_batch(n: int = 256) -> tuple[torch.Tensor, torch.Tensor]:

@@ -19,34 +19,14 @@ pytest.importorskip("ipywidgets")
 
 from nbdiag.findings import make_finding  # noqa: E402
 from nbdiag.predictions import PredictionTracker  # noqa: E402
-from nbdiag.record import Block, Record, StepEntry  # noqa: E402
-from nbdiag.stats import ACTIVATION_STATS, GRADIENT_STATS, N_BINS  # noqa: E402
+from nbdiag.record import Record  # noqa: E402
+from nbdiag.stats import ACTIVATION_STATS  # noqa: E402
 from nbdiag.views import data  # noqa: E402
 from nbdiag.views.dashboard import WIDGET_MIME, Dashboard  # noqa: E402
 from nbdiag.views.renderer import Renderer  # noqa: E402
-from nbdiag.weights import UPDATE_STATS, WEIGHT_STATS  # noqa: E402
+from tests.synthetic import synthetic_entry  # noqa: E402
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
-
-
-def entry(step: int, n_layers: int, rng: np.random.Generator) -> StepEntry:
-    """One sampled step of an MLP alternating Linear and Tanh, random statistics."""
-    layers = tuple(str(i) for i in range(n_layers))
-    params = tuple(f"{i}.{p}" for i in range(0, n_layers, 2) for p in ("weight", "bias"))
-
-    def block(names, stats, hist=True):
-        counts = rng.integers(0, 50, (len(names), N_BINS)).astype(np.float32) if hist else None
-        return Block(names, stats, rng.random((len(names), len(stats))), counts)
-
-    return StepEntry(
-        step,
-        {
-            "activation": block(layers, ACTIVATION_STATS),
-            "gradient": block(layers[::-1], GRADIENT_STATS),  # backward order, as recorded
-            "weight": block(params, WEIGHT_STATS, hist=False),
-            "update": block(params, UPDATE_STATS, hist=False),
-        },
-    )
 
 
 def synthetic_source(n_layers: int = 6, n_steps: int = 20, findings=(), predictions=None, seed: int = 0):
@@ -59,7 +39,7 @@ def synthetic_source(n_layers: int = 6, n_steps: int = 20, findings=(), predicti
         layer_types={str(i): ("Linear" if i % 2 == 0 else "Tanh") for i in range(n_layers)},
     )
     for step in range(0, 10 * n_steps, 10):
-        record.append(entry(step, n_layers, rng))
+        record.append(synthetic_entry(step, n_layers, rng))
         record.add_scalars(step, {"loss": 2.3 / (1 + step / 50), "acc": step / (10 * n_steps), "val_loss": 2.0})
     return SimpleNamespace(record=record, findings=lambda: list(findings), predictions=predictions, rng=rng)
 
@@ -173,7 +153,7 @@ def test_background_thread_training_updates_the_figure():
 
     def train() -> None:
         for step in range(10, 200, 10):
-            source.record.append(entry(step, 6, source.rng))
+            source.record.append(synthetic_entry(step, 6, source.rng))
             source.record.add_scalars(step, {"loss": 1.0})
             time.sleep(0.01)
 

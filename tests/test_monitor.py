@@ -541,14 +541,15 @@ def test_training_in_a_background_thread():
     assert mon.record.steps() == list(range(20))
 
 
-def test_step_without_forward_and_forgotten_step_are_harmless():
+def test_step_without_forward_is_harmless_and_a_forgotten_step_warns_and_stays_bounded():
     model = nn.Sequential(nn.Linear(3, 3))
-    with warnings.catch_warnings():
-        warnings.simplefilter("error")
-        with nbdiag.watch(model, every=1) as mon:
-            mon.step()  # nothing ran
-            for _ in range(200):  # step() forgotten: the buffer stays bounded
-                model(torch.randn(2, 3)).sum().backward()
-            assert len(mon._capture.buffer) <= mon._capture.buffer.max_vectors
+    with nbdiag.watch(model, every=1) as mon:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")
+            mon.step()  # nothing ran: no warning
+        for _ in range(200):  # step() forgotten: the buffer stays bounded
+            model(torch.randn(2, 3)).sum().backward()
+        assert len(mon._capture.buffer) <= mon._capture.buffer.max_vectors
+        with pytest.warns(NbdiagWarning, match="Call mon.step\\(\\) once per optimizer step"):
             mon.step()
     assert mon.record.steps() == [0, 1]
