@@ -9,10 +9,22 @@ from __future__ import annotations
 import importlib
 from typing import Any
 
+from nbdiag import display
+from nbdiag.errors import NbdiagWarning
 from nbdiag.findings import Finding
-from nbdiag.monitor import Monitor, NbdiagWarning, watch
+from nbdiag.monitor import Monitor, watch
+from nbdiag.version import __version__
 
-__version__ = "0.1.0"
+
+def _views() -> display.DisplayBackend:
+    """The views behind ``mon.dashboard()``, ``to_html()``, ``savefig()`` (see nbdiag/display.py)."""
+    from nbdiag.views.dashboard import Dashboard
+    from nbdiag.views.export import savefig, to_html
+
+    return display.DisplayBackend(dashboard=Dashboard, to_html=to_html, savefig=savefig)
+
+
+display.provide(_views)
 
 _LAZY = {
     "preflight": ("nbdiag.checks.preflight", "preflight"),

@@ -11,6 +11,7 @@ import torch
 from torch import nn
 
 from nbdiag.capture import MAX_CALLS_PER_STEP, Capture
+from nbdiag.errors import NbdiagWarning
 from nbdiag.findings import findings_text
 from nbdiag.probe import is_compiled, leaf_modules, named_parameters, unwrap_model
 from nbdiag.reading import RecordReader
@@ -21,10 +22,6 @@ from nbdiag.weights import UPDATE_STATS, WEIGHT_STATS, weight_vector
 
 DEFAULT_HIST_SAMPLE = 4_096
 MAX_PENDING_SCALARS = 256  # accelerator scalars read in one copy at the latest after this many
-
-
-class NbdiagWarning(UserWarning):
-    """Something about how nbdiag is used that the user should know; training is never interrupted."""
 
 
 _WATCHED: weakref.WeakKeyDictionary[nn.Module, Monitor] = weakref.WeakKeyDictionary()

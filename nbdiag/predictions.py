@@ -12,8 +12,8 @@ import pandas as pd
 import torch
 from torch import nn
 
+from nbdiag.errors import NbdiagWarning
 from nbdiag.labs._widgets import LabView
-from nbdiag.monitor import NbdiagWarning
 from nbdiag.probe import iter_tensors
 from nbdiag.record import thin_older_half
 

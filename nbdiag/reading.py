@@ -8,6 +8,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from nbdiag.display import display_backend
 from nbdiag.findings import Finding
 from nbdiag.record import Record, StepEntry
 
@@ -50,27 +51,23 @@ class RecordReader:
     def dashboard(self):
         """The dashboard widget (one per object: each FigureWidget carries megabytes of JavaScript)."""
         try:
-            from nbdiag.views.dashboard import Dashboard
+            backend = display_backend()
         except ImportError as error:
             raise RuntimeError(
                 f"the dashboard needs plotly, ipywidgets and anywidget ({error}); pip install nbdiag's "
                 "dependencies, or use .frame(), .summary() or .findings() meanwhile"
             ) from error
         if self._dashboard is None:
-            self._dashboard = Dashboard(self)
+            self._dashboard = backend.dashboard(self)
         return self._dashboard
 
     def to_html(self, path: str | Path) -> None:
         """Write a self-contained HTML report (plotly JavaScript inline; opens with no network)."""
-        from nbdiag.views.export import to_html
-
-        to_html(self, str(path))
+        display_backend().to_html(self, str(path))
 
     def savefig(self, path: str | Path) -> None:
         """Write the dashboard's current state as a PNG (matplotlib)."""
-        from nbdiag.views.export import savefig
-
-        savefig(self, str(path))
+        display_backend().savefig(self, str(path))
 
     def show(self) -> None:
         """Display the dashboard in a notebook (the text summary elsewhere)."""

@@ -7,15 +7,7 @@ import math
 import numpy as np
 
 from nbdiag.predictions import PredictionTracker
-
-
-def heatmap_values(tracker: PredictionTracker) -> np.ndarray:
-    """(N, S): p(true class) for classification, prediction - target (first output) for regression."""
-    if not tracker.steps:
-        return np.zeros((len(tracker.targets), 0))
-    if tracker.task == "classification":
-        return tracker.p_true().T
-    return (tracker.outputs()[:, :, 0] - tracker.targets.reshape(len(tracker.targets), -1)[:, 0]).T
+from nbdiag.views.prediction_panels import heatmap_values
 
 
 def mosaic(images: np.ndarray) -> tuple[np.ndarray, int]:

@@ -15,7 +15,7 @@ import numpy as np
 import torch.distributed as dist
 from torch import nn
 
-from nbdiag.monitor import NbdiagWarning
+from nbdiag.errors import NbdiagWarning
 from nbdiag.stats import merge_vectors
 
 PER_RANK_ENV = "NBDIAG_PER_RANK"  # "1": also keep each rank's rows, as layers named "<layer>@rank<r>"

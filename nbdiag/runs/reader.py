@@ -8,7 +8,7 @@ import warnings
 from pathlib import Path
 from typing import Any
 
-from nbdiag.monitor import NbdiagWarning
+from nbdiag.errors import NbdiagWarning
 from nbdiag.reading import RecordReader
 from nbdiag.record import NonFinite, Record
 from nbdiag.runs.layout import read_manifest, segment_files

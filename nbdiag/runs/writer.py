@@ -10,7 +10,7 @@ from typing import Any
 
 import torch
 
-from nbdiag.monitor import NbdiagWarning
+from nbdiag.errors import NbdiagWarning
 from nbdiag.record import NonFinite, Record, StepEntry
 from nbdiag.runs.layout import (
     FORMAT,
@@ -23,6 +23,7 @@ from nbdiag.runs.layout import (
 )
 from nbdiag.runs.segments import SegmentRows, write_segment
 from nbdiag.stats import HIST_EDGES, N_BINS
+from nbdiag.version import __version__
 
 SEGMENT_STEPS = 10  # a segment is written after this many sampled steps ...
 SEGMENT_SECONDS = 2.0  # ... or when this much time has passed since the last one (checked at each write)
@@ -134,7 +135,7 @@ class RunWriter:
         manifest = {
             "format": FORMAT,
             "schema_version": SCHEMA_VERSION,
-            "nbdiag_version": _version(),
+            "nbdiag_version": __version__,
             "status": status,
             "created": self._created,
             "updated": now_iso(),
@@ -183,8 +184,3 @@ def _distributed() -> bool:
 def _is_writing_rank() -> bool:
     return not _distributed() or torch.distributed.get_rank() == 0
 
-
-def _version() -> str:
-    from nbdiag import __version__
-
-    return __version__
