@@ -23,8 +23,11 @@ $(STAMP): pyproject.toml
 demo: $(STAMP)
 	$(BIN)/nbdiag demo
 
+# As root (containers, cloud boxes) Jupyter refuses to start without --allow-root; it changes nothing otherwise.
+ALLOW_ROOT := $(if $(filter 0,$(shell id -u)),--allow-root,)
+
 lab: $(STAMP)
-	$(BIN)/jupyter lab notebooks/01_quickstart.ipynb
+	$(BIN)/jupyter lab $(ALLOW_ROOT) notebooks/01_quickstart.ipynb
 
 test: $(STAMP)
 	$(BIN)/ruff check nbdiag tests benchmarks

@@ -230,31 +230,41 @@ def _static_props(series: Series) -> dict:
 
 
 def _values(series: Series) -> dict[str, Any]:
-    """The properties that change between refreshes."""
+    """The properties that change between refreshes, as plain lists (see :func:`_plain`)."""
     if series.kind == "heatmap":
         low, high = series.zrange if series.zrange else (None, None)
         return {**_columns(series), "zmin": low, "zmax": high}
-    values = {"x": _float(series.x), "y": _float(series.y)}
+    values = {"x": _plain(series.x), "y": _plain(series.y)}
     if series.kind == "bar":
-        values.update({"marker.color": series.color, "text": series.text})
+        values.update({"marker.color": _plain(series.color), "text": _plain(series.text)})
     else:
-        values.update({"customdata": series.text, "line.color": series.color, "line.width": series.width})
+        values.update({"customdata": _plain(series.text), "line.color": series.color, "line.width": series.width})
     return values
 
 
-def _float(values: Any) -> Any:
-    """Integer arrays as float64: plotly sends 1-D float arrays as binary buffers, int64 ones as JSON lists."""
-    if isinstance(values, np.ndarray) and values.dtype.kind in "iu":
-        return values.astype(np.float64)
-    return values
+def _plain(values: Any) -> Any:
+    """Arrays as lists, non-finite numbers as None (a gap).
+
+    Never numpy arrays: a FigureWidget sends those as binary buffers, plotly.js keeps them as typed arrays, and
+    its widget then reports them back as index-keyed objects, on which plotly 7.1's
+    ``BaseFigureWidget._remove_overlapping_props`` raises "The truth value of an array ... is ambiguous" after
+    every interaction. Lists also make the figure plain JSON for the inline view.
+    """
+    if not isinstance(values, np.ndarray):
+        return values
+    if values.dtype.kind not in "fc":
+        return values.tolist()
+    plain = values.astype(object)
+    plain[~np.isfinite(values)] = None
+    return plain.tolist()
 
 
-def _columns(series: Series) -> dict[str, np.ndarray]:
-    """A heatmap's (rows, columns) grid as three 1-D float arrays (plotly.js grids them again): binary buffers
-    instead of a nested JSON list, which ipywidgets would walk element by element."""
+def _columns(series: Series) -> dict[str, list]:
+    """A heatmap's (rows, columns) grid as three 1-D lists (plotly.js grids them again): the z values of a
+    grid with gaps stay one flat list instead of nested lists of lists."""
     z = np.asarray(series.z, dtype=np.float64)  # (len(y), len(x))
     x, y = np.asarray(series.x, dtype=np.float64), np.asarray(series.y, dtype=np.float64)
-    return {"x": np.tile(x, len(y)), "y": np.repeat(y, len(x)), "z": z.reshape(-1)}
+    return {"x": _plain(np.tile(x, len(y))), "y": _plain(np.repeat(y, len(x))), "z": _plain(z.reshape(-1))}
 
 
 def _transparent(color: str) -> str:

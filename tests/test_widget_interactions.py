@@ -1,0 +1,68 @@
+"""Every dashboard interaction answers the front end's echo without a traceback (plotly 7.1 FigureWidget).
+
+After each restyle/relayout, plotly's widget JavaScript sends back what plotly.js holds (``createDeltaObject`` in
+plotly's ``widgetbundle.js``). A numpy array sent by the FigureWidget arrives there as a typed array, which that
+function walks like an object: the echo holds ``{"0": v0, "1": v1, ...}``, and plotly's Python side then raised
+``ValueError: The truth value of an array ... is ambiguous`` in ``_remove_overlapping_props`` (logged twice per
+interaction in JupyterLab's log console). ``echo`` below reproduces that message without a browser.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+pytest.importorskip("plotly")
+pytest.importorskip("ipywidgets")
+
+from nbdiag.views.dashboard import Dashboard  # noqa: E402
+from tests.test_dashboard import synthetic_source  # noqa: E402
+
+
+def as_javascript_sees_it(value):
+    """``value`` after plotly's widget serializer and plotly.js: 1-D numeric arrays (not int64) become typed
+    arrays, which createDeltaObject reports as index-keyed objects."""
+    if isinstance(value, dict):
+        return {key: as_javascript_sees_it(item) for key, item in value.items()}
+    if isinstance(value, list | tuple):
+        return [as_javascript_sees_it(item) for item in value]
+    binary = isinstance(value, np.ndarray) and value.ndim == 1 and value.dtype.kind in "uif"
+    if binary and value.dtype not in (np.int64, np.uint64):
+        return {str(i): item.item() for i, item in enumerate(value)}
+    return value
+
+
+def echo(figure) -> None:
+    """Deliver the trace and layout deltas the front end sends after an edit, as the kernel would."""
+    deltas = [{**as_javascript_sees_it(trace._props), "uid": trace.uid} for trace in figure.data]
+    figure._js2py_traceDeltas = {"trace_deltas": deltas, "trace_edit_id": figure._last_trace_edit_id}
+    layout = as_javascript_sees_it(figure._layout)
+    figure._js2py_layoutDelta = {"layout_delta": layout, "layout_edit_id": figure._last_layout_edit_id}
+
+
+def test_no_numpy_array_reaches_the_figure_widget():
+    dashboard = Dashboard(synthetic_source())
+    props = [(trace.name, key, value) for trace in dashboard.plot.data for key, value in trace._props.items()]
+    arrays = [(name, key) for name, key, value in props if isinstance(value, np.ndarray)]
+    dashboard.close()
+    assert not arrays, f"numpy arrays in trace properties: {arrays}"
+
+
+def test_layer_step_and_log_controls_survive_the_front_end_echo():
+    """Layer selector, step slider, both log toggles: after each, the echo is processed without an exception,
+    and the selection it made is still drawn."""
+    dashboard = Dashboard(synthetic_source(n_layers=6, n_steps=20))
+    controls = dashboard._controls()
+    figure = dashboard.plot
+    echo(figure)  # the first draw's echo
+    controls.layer.value = controls.layer.options[3][1]
+    echo(figure)
+    controls.step.value = 5
+    echo(figure)
+    controls.loss_log.value = not controls.loss_log.value
+    echo(figure)
+    controls.norm_log.value = not controls.norm_log.value
+    echo(figure)
+    state = dashboard.state
+    dashboard.close()
+    assert (state.layer, state.index) == ("3", 5)
