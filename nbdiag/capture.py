@@ -55,42 +55,59 @@ class Capture:
         self._zeroed_params = [p for _, p in (tracked if optimizer is not None else params)]
         self._hooks = Hooks()
         self._grad_seen = False
+        self._attached = False
         self._registrations = self._make_registrations()
 
-    def _make_registrations(self) -> list[Callable[[], Any]]:
-        """Each hook function is made once: re-attaching registers the same objects, so torch.compile's guards on
-        them hold and a toggled model switches between two cached graphs instead of recompiling."""
+    def _make_registrations(self) -> list[tuple[torch.Tensor | None, Callable[[], Any]]]:
+        """(tensor, register) pairs; a tensor hook is registered only while its tensor requires a gradient.
+
+        Each hook function is made once: re-attaching registers the same objects, so torch.compile's guards on
+        them hold and a toggled model switches between two cached graphs instead of recompiling.
+        """
         on_forward = self._guard(self._on_forward)
-        registrations = [
-            functools.partial(module.register_forward_hook, _named(on_forward, name)) for name, module in self.leaves
+        registrations: list[tuple[torch.Tensor | None, Callable[[], Any]]] = [
+            (None, functools.partial(module.register_forward_hook, _named(on_forward, name)))
+            for name, module in self.leaves
         ]
         on_first_grad = self._guard(self._on_incoming_grad)
-        registrations += [
-            functools.partial(p.register_hook, on_first_grad) for p in self._zeroed_params if p.requires_grad
-        ]
+        registrations += [(p, functools.partial(p.register_hook, on_first_grad)) for p in self._zeroed_params]
         if self.optimizer is not None:  # gradients read just before the step (after DDP's all-reduce)
             optimizer = self.optimizer
-            registrations.append(functools.partial(optimizer.register_step_pre_hook, self._guard(self._before_step)))
-            registrations.append(functools.partial(optimizer.register_step_post_hook, self._guard(self._after_step)))
+            for register, hook in (
+                (optimizer.register_step_pre_hook, self._before_step),
+                (optimizer.register_step_post_hook, self._after_step),
+            ):
+                registrations.append((None, functools.partial(register, self._guard(hook))))
         else:  # no optimizer: read each gradient as it is accumulated
             for name, p in self.params:
-                if p.requires_grad:
-                    hook = self._guard(functools.partial(self._on_grad, name))
-                    registrations.append(functools.partial(p.register_post_accumulate_grad_hook, hook))
+                hook = self._guard(functools.partial(self._on_grad, name))
+                registrations.append((p, functools.partial(p.register_post_accumulate_grad_hook, hook)))
         return registrations
 
     @property
     def attached(self) -> bool:
-        return len(self._hooks) > 0
+        return self._attached
 
     def attach(self) -> None:
-        if self.attached or self.failed:
+        """Register every hook, or none: if one registration fails, the ones made are removed, the error is kept
+        in :attr:`errors` and capture switches itself off (training goes on unobserved)."""
+        if self._attached or self.failed:
             return
-        for register in self._registrations:
-            self._hooks.add(register())
+        try:
+            for tensor, register in self._registrations:
+                if tensor is None or tensor.requires_grad:  # a frozen parameter takes no gradient hook
+                    self._hooks.add(register())
+        except Exception as error:
+            self._hooks.remove()
+            self.failed = True
+            trace = traceback.format_exc(limit=4)
+            self.errors.append(f"{type(error).__name__} while attaching hooks: {error}\n{trace}")
+            return
+        self._attached = True
 
     def detach(self) -> None:
         self._hooks.remove()
+        self._attached = False
 
     def release(self) -> None:
         """Detach and drop every reference to the model, its parameters and the optimizer."""

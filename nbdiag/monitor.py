@@ -13,7 +13,7 @@ from torch import nn
 from nbdiag.capture import MAX_CALLS_PER_STEP, Capture
 from nbdiag.errors import NbdiagWarning
 from nbdiag.findings import findings_text
-from nbdiag.probe import is_compiled, leaf_modules, named_parameters, unwrap_model
+from nbdiag.probe import can_hook_steps, is_compiled, leaf_modules, named_parameters, unwrap_model, unwrap_optimizer
 from nbdiag.reading import RecordReader
 from nbdiag.record import Block, NonFinite, Record, StepEntry
 from nbdiag.schedule import Schedule
@@ -96,6 +96,7 @@ class Monitor(RecordReader):
         run_dir: str | None = None,
         per_rank: bool | None = None,
     ) -> None:
+        optimizer = _usable_optimizer(unwrap_optimizer(optimizer))
         _check_inputs(model, optimizer, hist_sample)
         self.schedule = Schedule(every=every, dense=dense)
         self.record = Record(capacity=capacity)
@@ -132,6 +133,7 @@ class Monitor(RecordReader):
         self._aggregate = _distributed_aggregator(self._model, per_rank)
         self._writer = _run_writer(run_dir, self)
         self._sync_hooks()
+        self._report_errors()
         if display or (display is None and _in_notebook()):
             self.show()
 
@@ -352,6 +354,20 @@ def _check_inputs(model: Any, optimizer: Any, hist_sample: Any) -> None:
         )
     if hist_sample is not None and (not isinstance(hist_sample, int) or hist_sample < 1):
         raise ValueError(f"hist_sample must be a positive int or None (exact), got {hist_sample!r}")
+
+
+def _usable_optimizer(optimizer: Any) -> Any:
+    """The optimizer, or None (with a warning) for an ``Optimizer`` whose step hooks cannot be registered."""
+    if isinstance(optimizer, torch.optim.Optimizer) and not can_hook_steps(optimizer):
+        warnings.warn(
+            f"{type(optimizer).__name__} never ran torch.optim.Optimizer.__init__, so its steps cannot be hooked: "
+            "update/weight ratios are not recorded and gradients are read as they accumulate. Pass the optimizer "
+            "it wraps, e.g. watch(model, wrapped.optimizer)",
+            NbdiagWarning,
+            stacklevel=4,
+        )
+        return None
+    return optimizer
 
 
 def _tracked_params(params: list[tuple[str, nn.Parameter]], optimizer: torch.optim.Optimizer | None):

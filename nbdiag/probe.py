@@ -21,6 +21,27 @@ def unwrap_model(model: nn.Module) -> nn.Module:
             return model
 
 
+def unwrap_optimizer(optimizer: Any) -> Any:
+    """The torch optimizer inside wrappers that hold it as ``.optimizer``: Accelerate's ``AcceleratedOptimizer``
+    (an ``Optimizer`` subclass that never ran ``Optimizer.__init__``), Lightning's ``LightningOptimizer``, ...
+
+    Optimizers that did run ``Optimizer.__init__`` and step their own shard (``ZeroRedundancyOptimizer``) are kept:
+    their step hooks see every parameter.
+    """
+    seen = {id(optimizer)}
+    while True:
+        inner = getattr(optimizer, "optimizer", None)
+        if not isinstance(inner, torch.optim.Optimizer) or id(inner) in seen:
+            return optimizer
+        seen.add(id(inner))
+        optimizer = inner
+
+
+def can_hook_steps(optimizer: torch.optim.Optimizer) -> bool:
+    """Whether ``register_step_pre_hook`` works: ``Optimizer.__init__`` ran (it creates the hook dicts)."""
+    return hasattr(optimizer, "_optimizer_step_pre_hooks") and hasattr(optimizer, "_optimizer_step_post_hooks")
+
+
 def is_compiled(model: nn.Module) -> bool:
     """True for a ``torch.compile``d module (or one wrapping a compiled module)."""
     while True:
