@@ -530,6 +530,43 @@ def make_siamese() -> Setup:
     )
 
 
+# -- Hugging Face models built from small configs (never downloaded) ------------------------------------------------
+def make_gpt2_tied() -> Setup:
+    """GPT-2 (tied ``wte``/``lm_head``) on a padded token stream, in a plain loop with ``labels=`` (-100 on padding)."""
+    import transformers
+
+    vocab = 24
+    config = transformers.GPT2Config(n_layer=2, n_embd=32, n_head=2, vocab_size=vocab, n_positions=32)
+    model = transformers.GPT2LMHeadModel(config)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-3)
+    sequences = pad_sequence(markov_tokens(160, 20, vocab, pad_lengths=True), batch_first=True)
+    batches = [(ids, ids != 0) for ids in sequences.split(16)]
+
+    def train(monitors):
+        losses = []
+        for ids, mask in batches:
+            loss = model(input_ids=ids, attention_mask=mask, labels=ids.masked_fill(~mask, -100)).loss
+            loss.backward()
+            nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+            optimizer.step()
+            optimizer.zero_grad()
+            losses.append(loss.detach())
+            step(monitors, "model", loss=loss)
+        return losses
+
+    def loss_fn(output, ids):
+        logits = output.logits[:, :-1]
+        return F.cross_entropy(logits.reshape(-1, vocab), ids[:, 1:].reshape(-1), ignore_index=0)
+
+    data = [(ids, ids) for ids, _ in batches[:8]]
+    return Setup(
+        {"model": model},
+        {"model": optimizer},
+        train,
+        {"model": model, "data": data, "loss_fn": loss_fn, "optimizer": optimizer, "num_classes": vocab},
+    )
+
+
 PROGRAMS = {
     "mnist_cnn": make_mnist_cnn,
     "clipping_schedulers": make_clipping_schedulers,
@@ -547,4 +584,5 @@ PROGRAMS = {
     "moe_top1": make_moe_top1,
     "reinforce": make_reinforce,
     "siamese": make_siamese,
+    "gpt2_tied": make_gpt2_tied,
 }
