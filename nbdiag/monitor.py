@@ -11,6 +11,7 @@ import torch
 from torch import nn
 
 from nbdiag.capture import MAX_CALLS_PER_STEP, Capture
+from nbdiag.environment import resolve_display
 from nbdiag.errors import NbdiagWarning
 from nbdiag.findings import findings_text
 from nbdiag.probe import can_hook_steps, is_compiled, leaf_modules, named_parameters, unwrap_model, unwrap_optimizer
@@ -33,7 +34,7 @@ def watch(
     *,
     every: int = 10,
     fixed_batch: Any = None,
-    display: bool | None = None,
+    display: bool | str | None = None,
     dense: int = 10,
     capacity: int = 512,
     hist_sample: int | None = DEFAULT_HIST_SAMPLE,
@@ -48,7 +49,10 @@ def watch(
         optimizer: its optimizer, to measure the update/weight ratio across ``optimizer.step()``.
         every: sample every ``every``-th step (plus the first ``dense`` steps). Unsampled steps run no hook.
         fixed_batch: an ``(x, y)`` batch whose predictions are recorded on sampled steps.
-        display: show the dashboard (None: only inside a notebook).
+        display: how the dashboard is shown: "widget" (FigureWidget and controls), "inline" (one output updated
+            in place, no widget manager needed), "static" (PNG and text, drawn again at close) or False (nothing).
+            None (auto): ``NBDIAG_DISPLAY`` if set, else chosen for the front end (inline on Colab and VS Code,
+            widget in JupyterLab and Notebook 7, nothing outside a notebook); see :mod:`nbdiag.environment`.
         dense: how many first steps are all sampled.
         capacity: sampled steps held in memory; past it, older history is thinned.
         hist_sample: histogram at most this many elements per tensor (strided subsample); None = exact.
@@ -61,7 +65,7 @@ def watch(
         The :class:`Monitor`; also a context manager that detaches every hook on exit.
 
     Raises:
-        TypeError, ValueError: for a model that is not a module, or invalid ``every``/``dense``/``capacity``.
+        TypeError, ValueError: for a model that is not a module; a bad ``every``, ``dense``, ``capacity``, ``display``.
     """
     return Monitor(
         model,
@@ -88,7 +92,7 @@ class Monitor(RecordReader):
         *,
         every: int = 10,
         fixed_batch: Any = None,
-        display: bool | None = None,
+        display: bool | str | None = None,
         dense: int = 10,
         capacity: int = 512,
         hist_sample: int | None = DEFAULT_HIST_SAMPLE,
@@ -98,6 +102,7 @@ class Monitor(RecordReader):
     ) -> None:
         optimizer = _usable_optimizer(unwrap_optimizer(optimizer))
         _check_inputs(model, optimizer, hist_sample)
+        shown = resolve_display(display)
         self.schedule = Schedule(every=every, dense=dense)
         self.record = Record(capacity=capacity)
         self.num_classes = num_classes
@@ -134,8 +139,8 @@ class Monitor(RecordReader):
         self._writer = _run_writer(run_dir, self)
         self._sync_hooks()
         self._report_errors()
-        if display or (display is None and _in_notebook()):
-            self.show()
+        if shown:
+            self.show(shown)
 
     # -- the training loop's side --------------------------------------------------------------------------
     @property
@@ -468,12 +473,3 @@ def _prediction_tracker(model: nn.Module, fixed_batch: Any):
     from nbdiag.predictions import PredictionTracker
 
     return PredictionTracker(model, fixed_batch)
-
-
-def _in_notebook() -> bool:
-    try:
-        from IPython import get_ipython
-    except ImportError:
-        return False
-    shell = get_ipython()
-    return shell is not None and type(shell).__name__ == "ZMQInteractiveShell"

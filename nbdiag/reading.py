@@ -48,8 +48,26 @@ class RecordReader:
         entries = self.record.entries()
         return summary_table(entries[-1]) if entries else pd.DataFrame()
 
-    def dashboard(self):
-        """The dashboard widget (one per object: each FigureWidget carries megabytes of JavaScript)."""
+    def dashboard(
+        self,
+        *,
+        display: Any = None,
+        layer: str | None = None,
+        step: int | None = None,
+        loss_log: bool | None = None,
+        norm_log: bool | None = None,
+    ):
+        """The dashboard (one per object: each FigureWidget carries megabytes of JavaScript); display it to see it.
+
+        Args:
+            display: its render path: "widget", "inline" or "static" (None: as before, or chosen for this front end;
+                see :mod:`nbdiag.environment`).
+            layer, step, loss_log, norm_log: what the controls would choose, as arguments (the inline and static
+                paths have no controls): the highlighted layer, the sampled step shown (nearest), log scales.
+
+        Raises:
+            ValueError: for a display value or layer that does not exist (the message lists the valid ones).
+        """
         try:
             backend = display_backend()
         except ImportError as error:
@@ -59,6 +77,9 @@ class RecordReader:
             ) from error
         if self._dashboard is None:
             self._dashboard = backend.dashboard(self)
+        if display is not None:
+            self._dashboard.use(display)
+        self._dashboard.select(layer=layer, step=step, loss_log=loss_log, norm_log=norm_log)
         return self._dashboard
 
     def to_html(self, path: str | Path) -> None:
@@ -69,12 +90,16 @@ class RecordReader:
         """Write the dashboard's current state as a PNG (matplotlib)."""
         display_backend().savefig(self, str(path))
 
-    def show(self) -> None:
-        """Display the dashboard in a notebook (the text summary elsewhere)."""
-        try:
-            from IPython.display import display
+    def show(self, display: Any = None) -> None:
+        """Display the dashboard in a notebook (the text summary elsewhere).
 
-            display(self.dashboard())
+        Args:
+            display: the render path, as for :meth:`dashboard`.
+        """
+        try:
+            from IPython.display import display as show
+
+            show(self.dashboard(display=display))
         except (ImportError, RuntimeError):
             print(self)
 

@@ -9,6 +9,7 @@ import pytest
 import torch
 from scipy import integrate
 
+from nbdiag.environment import in_kernel
 from nbdiag.labs import (
     activation_curves,
     activation_stats,
@@ -23,7 +24,6 @@ from nbdiag.labs import (
     preprocessing_steps,
     split_leakage,
 )
-from nbdiag.labs._widgets import in_notebook
 from nbdiag.labs.functions import ACTIVATIONS
 from nbdiag.labs.schemes import fan_in, init_weight_, scheme_std
 
@@ -157,7 +157,7 @@ def test_bad_arguments_raise_helpful_errors():
 
 
 def test_init_lab_widget_recomputes_on_control_change(tmp_path):
-    assert not in_notebook()
+    assert not in_kernel()
     lab = init_lab(width=100, n_samples=200)
     assert lab._widget is None  # headless: nothing displayed or built
     widget = lab.widget

@@ -1,4 +1,5 @@
-"""Shared by the labs: notebook detection, and a base class that is data first, widget and PNG on demand."""
+"""Shared by the labs: a base class that is data first, widget and PNG on demand, shown along the render path
+that :mod:`nbdiag.environment` chooses."""
 
 from __future__ import annotations
 
@@ -7,29 +8,10 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from nbdiag.environment import Display, in_kernel, resolve_display
+
 WIDGET_MIME = "application/vnd.jupyter.widget-view+json"
-
-
-def in_notebook() -> bool:
-    """True inside a Jupyter kernel (a front end can show widgets); False in scripts, CI and plain IPython.
-
-    Never imports IPython: a kernel has already imported it, so a process without it in ``sys.modules`` is
-    not one.
-    """
-    ipython_module = sys.modules.get("IPython")
-    if ipython_module is None:
-        return False
-    shell = ipython_module.get_ipython()
-    return shell is not None and getattr(shell, "kernel", None) is not None
-
-
-def should_display(display: bool | None) -> bool:
-    """Resolve a ``display`` argument: None means "when in a notebook"."""
-    if display is None:
-        return in_notebook()
-    if not isinstance(display, bool):
-        raise TypeError(f"got display={display!r}, expected True, False or None; try display=False in scripts")
-    return display
+NO_WIDGETS = "no widgets here: the lab's controls are its function's arguments (see help() of the lab function)"
 
 
 class LabView:
@@ -45,6 +27,7 @@ class LabView:
     def __init__(self) -> None:
         self._widget: Any = None
         self._shown_in_cell: int | None = None
+        self.mode: Display | None = None  # the render path; None: chosen for this front end when displayed
 
     @property
     def widget(self) -> Any:
@@ -90,14 +73,19 @@ class LabView:
         self.figure().savefig(buffer, format="png", dpi=dpi)
         return buffer.getvalue()
 
-    def show(self) -> None:
-        """Display the widget now (in a notebook); elsewhere print the summary."""
-        if not in_notebook():
+    def show(self, display: Any = True) -> None:
+        """Display the lab now (in a notebook); elsewhere print the summary.
+
+        Args:
+            display: the render path, as for ``nbdiag.watch`` (True: chosen for this front end).
+        """
+        self.mode = resolve_display(display) or None
+        if not in_kernel():
             print(self.summary_text())
             return
-        from IPython.display import display
+        from IPython.display import display as show
 
-        display(self)
+        show(self)
         self._shown_in_cell = _execution_count()
 
     def _ipython_display_(self) -> None:
@@ -106,18 +94,28 @@ class LabView:
         if self._shown_in_cell is not None and self._shown_in_cell == _execution_count():
             self._shown_in_cell = None  # shown by the lab function in this cell: skip the cell's result echo
             return
+        mode = self.mode or resolve_display(None) or "static"
         bundle = {"text/plain": self.summary_text(), "image/png": self.png()}
-        bundle.update({k: v for k, v in self.widget._repr_mimebundle_().items() if k == WIDGET_MIME})
+        if mode == "widget":
+            bundle.update({k: v for k, v in self.widget._repr_mimebundle_().items() if k == WIDGET_MIME})
+        else:
+            bundle["text/plain"] += f"\n\n({NO_WIDGETS})"
         display(bundle, raw=True)
 
     def __repr__(self) -> str:
         return self.summary_text()
 
 
-def present(lab: LabView, display: bool | None) -> LabView:
-    """Show ``lab`` when ``display`` asks for it (None: only in a notebook); return it either way."""
-    if should_display(display):
-        lab.show()
+def present(lab: LabView, display: Any) -> LabView:
+    """Show ``lab`` along the render path ``display`` asks for (None: chosen for this front end, nothing outside
+    a notebook); return it either way.
+
+    Raises:
+        ValueError: for a display value that is not one of those ``nbdiag.watch`` accepts.
+    """
+    mode = resolve_display(display)
+    if mode:
+        lab.show(mode)
     return lab
 
 

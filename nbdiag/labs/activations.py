@@ -132,13 +132,14 @@ class ActivationsLab(LabView):
         return head + "\n" + self.stats.to_string(float_format=lambda v: f"{v:.3f}")
 
 
-def activations_lab(mean: float = 0.0, std: float = 1.0, display: bool | None = None) -> ActivationsLab:
+def activations_lab(mean: float = 0.0, std: float = 1.0, display: bool | str | None = None) -> ActivationsLab:
     """Curves and derivatives of sigmoid, tanh, relu, leaky relu, elu, selu, gelu, with input-distribution sliders.
 
     Args:
         mean: starting mean of the input distribution.
         std: its starting std.
-        display: show the widget now; None shows it only inside a notebook.
+        display: how to show it: "widget", "inline" or "static" (no controls: a PNG), False for nothing;
+            None (auto) as for ``nbdiag.watch``: chosen for the front end, nothing outside a notebook.
 
     Returns:
         The :class:`ActivationsLab` (``.curves``, ``.stats``, ``.widget``, ``.savefig(path)``).

@@ -34,7 +34,7 @@ def compare_inits(
     num_classes: int | None = None,
     zero_init_residual: bool | Iterable[str] = False,
     seed: int = 0,
-    display: bool | None = None,
+    display: bool | str | None = None,
 ) -> InitComparison:
     """Re-initialize copies of the model per scheme, run one forward/backward on ``batch``, and compare.
 
@@ -47,7 +47,8 @@ def compare_inits(
         num_classes: C for the chance loss ln(C); default the output's size along dim 1.
         zero_init_residual: zero the last layer of each residual block (True) or of the named modules.
         seed: seeds the weights and any randomness in the forward pass (dropout), identically per scheme.
-        display: show the widget now; None shows it only inside a notebook.
+        display: how to show it: "widget", "inline" or "static" (no controls: a PNG), False for nothing;
+            None (auto) as for ``nbdiag.watch``: chosen for the front end, nothing outside a notebook.
 
     Returns:
         :class:`InitComparison` with ``.frame()``, ``.summary``, ``.recommendation``, ``.best``, ``.savefig()``.

@@ -211,11 +211,12 @@ class InitLab(LabView):
         return head + "\n" + df[columns].to_string(index=False, float_format=lambda v: f"{v:.3g}")
 
 
-def init_lab(display: bool | None = None, **params) -> InitLab:
+def init_lab(display: bool | str | None = None, **params) -> InitLab:
     """The interactive init lab (lecture 5): per-layer activation histograms, mean/std and gradient std vs depth.
 
     Args:
-        display: show the widget now; None shows it only inside a notebook.
+        display: how to show it: "widget", "inline" or "static" (no controls: a PNG), False for nothing;
+            None (auto) as for ``nbdiag.watch``: chosen for the front end, nothing outside a notebook.
         **params: starting values for :func:`deep_net_activations` (depth, width, activation, init, std,
             batch_norm, n_samples, seed).
 

@@ -271,7 +271,7 @@ class PreprocessingLab(LabView):
 
 
 def preprocessing_lab(
-    data: np.ndarray | None = None, images: np.ndarray | None = None, display: bool | None = None
+    data: np.ndarray | None = None, images: np.ndarray | None = None, display: bool | str | None = None
 ) -> PreprocessingLab:
     """The preprocessing lab: stages of a point cloud with their covariance matrices, image mean subtraction, leaks.
 
@@ -279,7 +279,8 @@ def preprocessing_lab(
         data: (n, d) points to use instead of the correlated 2-D cloud (the first 80% are the training split;
             the plots show the first two coordinates / principal axes).
         images: (N, H, W) images instead of sklearn's digits.
-        display: show the widget now; None shows it only inside a notebook.
+        display: how to show it: "widget", "inline" or "static" (no controls: a PNG), False for nothing;
+            None (auto) as for ``nbdiag.watch``: chosen for the front end, nothing outside a notebook.
 
     Returns:
         The :class:`PreprocessingLab` (``.steps``, ``.leakage``, ``.images``, ``.widget``, ``.savefig(path)``).

@@ -1,4 +1,11 @@
-"""The live dashboard: controls above one plotly FigureWidget and a findings table, refreshed by a Renderer."""
+"""The live dashboard, drawn along one of three render paths chosen by :mod:`nbdiag.environment`:
+
+- "widget": controls above one plotly FigureWidget and a findings table (JupyterLab, Notebook 7, Binder);
+- "inline": one output updated in place through a display handle (VS Code, Colab; :mod:`nbdiag.views.inline`);
+- "static": a PNG and the text summary, drawn again when training ends (scripts, nbconvert, CI).
+
+The live paths are refreshed by a Renderer thread.
+"""
 
 from __future__ import annotations
 
@@ -8,7 +15,8 @@ import threading
 import time
 from typing import Any
 
-from nbdiag.views import static
+from nbdiag.environment import Display, DisplayMode, front_end, resolve_display
+from nbdiag.views import inline, static
 from nbdiag.views.data import Snapshot, snapshot
 from nbdiag.views.layout import build_panels
 from nbdiag.views.panels import ViewState
@@ -27,11 +35,14 @@ class Dashboard:
 
     Args:
         source: what to draw.
-        max_hz: refresh rate ceiling while training.
+        max_hz: refresh rate ceiling while training (the inline path: at most ``inline.MAX_HZ``).
         budget: fraction of wall time refreshing may take.
+        display: the render path ("widget", "inline", "static"); None chooses when first displayed.
     """
 
-    def __init__(self, source: Any, *, max_hz: float = 5.0, budget: float = RENDER_BUDGET) -> None:
+    def __init__(
+        self, source: Any, *, max_hz: float = 5.0, budget: float = RENDER_BUDGET, display: Display | None = None
+    ) -> None:
         if not hasattr(source, "record"):
             raise TypeError(f"got {type(source).__name__}, expected an object with a .record (a Monitor or a run)")
         self.source = source
@@ -40,7 +51,10 @@ class Dashboard:
         self.findings_error: str | None = None
         self._lock = threading.RLock()
         self._widget: Any = None
-        self._display: Any = None  # the DisplayHandle of the last display, to refresh its PNG when idle
+        self._display: Any = None  # the DisplayHandle of the last widget or static display, to refresh its PNG
+        self._inline: inline.InlineView | None = None
+        self.mode: DisplayMode | None = None
+        self.use(display)
         self.renderer = Renderer(
             self.refresh,
             lambda: source.record.version,
@@ -104,9 +118,50 @@ class Dashboard:
                 self.refresh()
             return self._widget
 
+    def use(self, display: Any) -> None:
+        """Draw along ``display`` from the next display on ("widget", "inline", "static"; None or False: chosen
+        for this front end then).
+
+        Raises:
+            ValueError: for any other value (the message lists the valid ones).
+        """
+        mode = resolve_display(display) if display is not None else None
+        self.mode = mode or None
+
+    def select(
+        self,
+        layer: str | None = None,
+        step: int | None = None,
+        loss_log: bool | None = None,
+        norm_log: bool | None = None,
+    ) -> None:
+        """What the controls choose, as arguments (the inline and static paths have no controls).
+
+        Args:
+            layer: the highlighted layer (a name from ``mon.layers``).
+            step: the sampled step shown (the nearest one recorded); None keeps following the latest.
+            loss_log, norm_log: log scale for the loss / the norms; None leaves it.
+
+        Raises:
+            ValueError: for a layer that is not recorded.
+        """
+        snap = self.snapshot()
+        changes: dict[str, Any] = {}
+        if layer is not None:
+            if layer not in snap.layers:
+                raise ValueError(f"got layer={layer!r}, expected one of {snap.layers}; try layer={snap.layers[0]!r}")
+            changes["layer"] = layer
+        if step is not None:
+            changes["index"] = _nearest_index(snap, step)
+        changes.update({k: v for k, v in (("loss_log", loss_log), ("norm_log", norm_log)) if v is not None})
+        if changes:
+            self.set_state(**changes)
+
     def refresh(self) -> None:
-        """Redraw the widget from the newest record state (one batched message per figure)."""
+        """Redraw every live view from the newest record state (one message per view)."""
         with self._lock:
+            if self._inline is not None:
+                self._update_inline()
             if self._widget is None:
                 return
             snap = self.snapshot()
@@ -138,6 +193,27 @@ class Dashboard:
         self._controls()
         self.renderer.start()
 
+    def _start_inline(self) -> None:
+        """Show a new inline output (the latest one follows training) and start the renderer at <= 2 Hz."""
+        with self._lock:
+            if self._inline is None:
+                self._inline = inline.InlineView(html_figure=front_end() == "colab")
+            view = self._inline
+            view.show(self._inline_bundle(png=False))
+            self.renderer.min_interval = view.min_interval()
+        self.renderer.start()
+
+    def _inline_bundle(self, png: bool) -> dict[str, Any]:
+        snap = self.snapshot()
+        found = self.findings()
+        panels = build_panels(snap, self.state)
+        picture = static.png(panels, found, self.title()) if png else None
+        return self._inline.bundle(panels, self._heading(snap, found), summary_text(snap, found), picture)
+
+    def _update_inline(self, png: bool = False) -> None:
+        self._inline.update(self._inline_bundle(png))
+        self.renderer.min_interval = self._inline.min_interval()
+
     def finish(self) -> None:
         """Training is over: redraw once more, refresh the displayed PNG/text fallback (so a notebook saved now
         shows the final state), and stop the renderer thread. The controls keep working."""
@@ -155,7 +231,19 @@ class Dashboard:
 
     # -- display ------------------------------------------------------------------------------------------
     def _repr_mimebundle_(self, include: Any = None, exclude: Any = None) -> dict[str, Any]:
-        """Widget view + image/png + text/plain, so a saved notebook or nbconvert output shows the state."""
+        """The bundle of this dashboard's path ("widget" unless chosen): widget view + image/png + text/plain,
+        so a saved notebook or nbconvert output shows the state."""
+        if self.mode == "static":
+            return self._static_bundle()
+        if self.mode == "inline":
+            inline_view = self._inline or inline.InlineView(html_figure=front_end() == "colab")
+            snap, found = self.snapshot(), self.findings()
+            panels = build_panels(snap, self.state)
+            png = static.png(panels, found, self.title())
+            return inline_view.bundle(panels, self._heading(snap, found), summary_text(snap, found), png)
+        return self._widget_bundle()
+
+    def _widget_bundle(self) -> dict[str, Any]:
         self.start()
         self.refresh()
         controls = self._controls()
@@ -164,15 +252,29 @@ class Dashboard:
         bundle[WIDGET_MIME] = controls.box._repr_mimebundle_()[WIDGET_MIME]
         return bundle
 
+    def _static_bundle(self) -> dict[str, Any]:
+        note = "static view: drawn again when training ends (close()); display='inline' or 'widget' draws live"
+        return {"text/plain": f"{self.text()}\n\n({note})", "image/png": self.png()}
+
     def _ipython_display_(self) -> None:
         from IPython.display import display
 
-        self._display = display(self._repr_mimebundle_(), raw=True, display_id=True)
+        mode = self.mode or resolve_display(None) or "static"
+        if mode == "inline":
+            self._start_inline()
+        elif mode == "static":
+            self._display = display(self._static_bundle(), raw=True, display_id=True)
+        else:
+            self._display = display(self._widget_bundle(), raw=True, display_id=True)
 
     def _update_fallback(self) -> None:
         """When training went quiet, refresh the displayed PNG and text, so a saved notebook shows the last state."""
+        with self._lock:
+            if self._inline is not None:
+                self._update_inline(png=True)
         if self._display is not None:
-            self._display.update(self._repr_mimebundle_(), raw=True)
+            static_shown = self._widget is None
+            self._display.update(self._static_bundle() if static_shown else self._widget_bundle(), raw=True)
 
     def __repr__(self) -> str:
         return self.text()
@@ -182,6 +284,15 @@ class Dashboard:
         model = self.source.record.meta.get("model", "")
         steps = self.source.record.steps()
         return f"{model} · step {steps[-1]}" if steps else model
+
+    def _heading(self, snap: Snapshot, found: list[Any]) -> str:
+        """The inline figure's first title line: model, step, layers, findings by severity."""
+        latest = snap.entries[-1].step if snap.entries else "-"
+        counts = {}
+        for finding in found:
+            counts[finding.severity] = counts.get(finding.severity, 0) + 1
+        summary = ", ".join(f"{n} {severity}" for severity, n in counts.items()) or "no findings"
+        return f"{self.title() or 'nbdiag'} · latest sampled step {latest} · {len(snap.layers)} layers · {summary}"
 
     def _status(self, snap: Snapshot) -> str:
         costs = list(self.renderer.costs)
@@ -194,3 +305,12 @@ class Dashboard:
             f"<b>{self.title() or 'nbdiag'}</b> · latest sampled step {latest} · {len(snap.layers)} layers · "
             f"{self.renderer.refreshes} refreshes{cost} · {time.strftime('%H:%M:%S')}{paused}"
         )
+
+
+def _nearest_index(snap: Snapshot, step: int) -> int | None:
+    """The index of the sampled step nearest ``step`` (None, following the latest, when that is the last one)."""
+    if not snap.entries:
+        return None
+    steps = [entry.step for entry in snap.entries]
+    index = min(range(len(steps)), key=lambda i: abs(steps[i] - step))
+    return None if index == len(steps) - 1 else index

@@ -24,10 +24,10 @@ class PanelFigure:
     Args:
         panels: the first panels to draw (their order fixes the grid positions).
         widget: build a ``go.FigureWidget`` (live, in a notebook) instead of a static ``go.Figure``.
+        digits: round values to this many significant digits (None: exact), for views sent as JSON text.
     """
 
-    def __init__(self, panels: list[Panel], widget: bool = True) -> None:
-        import plotly.graph_objects as go
+    def __init__(self, panels: list[Panel], widget: bool = True, digits: int | None = None) -> None:
         from plotly.subplots import make_subplots
 
         grid = make_subplots(
@@ -56,13 +56,20 @@ class PanelFigure:
             layout[_legend_id(i)] = _legend_position(layout[x_name]["domain"], layout[y_name]["domain"])
             for name in (x_name, y_name):
                 layout[name].update(tickfont={"size": 10}, title={"font": {"size": 11}, "standoff": 4})
+        self.digits = digits
         self.slots: dict[tuple[str, str], int] = {}
         traces = [self._new_trace(panel, series) for panel in panels for series in panel.series]
         self._sent: list[dict[str, Any]] = [{} for _ in traces]
         self._sent_layout: dict[str, Any] = {}
-        figure = go.Figure(data=traces, layout=layout)
-        self.figure = _live(figure) if widget else figure
+        self.figure = self._make(traces, layout, widget)
         self.update(panels)
+
+    def _make(self, traces: list[dict], layout: dict, widget: bool) -> Any:
+        """The plotly object the slots are drawn on (a subclass may draw on another with the same methods)."""
+        import plotly.graph_objects as go
+
+        figure = go.Figure(data=traces, layout=layout)
+        return _live(figure) if widget else figure
 
     def update(self, panels: list[Panel]) -> None:
         """Bring every panel up to date: one batched message carrying only what changed."""
@@ -95,7 +102,7 @@ class PanelFigure:
             for (key, name), index in self.slots.items():
                 if key == panel.key:
                     series = current.get(name)
-                    wanted[index] = _values(series) if series is not None else _EMPTY
+                    wanted[index] = _values(series, self.digits) if series is not None else _EMPTY
         changes = {}
         for index, values in wanted.items():
             changed = _changed(self._sent[index], values)
@@ -229,12 +236,12 @@ def _static_props(series: Series) -> dict:
     return props
 
 
-def _values(series: Series) -> dict[str, Any]:
+def _values(series: Series, digits: int | None = None) -> dict[str, Any]:
     """The properties that change between refreshes, as plain lists (see :func:`_plain`)."""
     if series.kind == "heatmap":
         low, high = series.zrange if series.zrange else (None, None)
-        return {**_columns(series), "zmin": low, "zmax": high}
-    values = {"x": _plain(series.x), "y": _plain(series.y)}
+        return {**_grid(series, digits), "zmin": low, "zmax": high}
+    values = {"x": _plain(series.x, digits), "y": _plain(series.y, digits)}
     if series.kind == "bar":
         values.update({"marker.color": _plain(series.color), "text": _plain(series.text)})
     else:
@@ -242,8 +249,8 @@ def _values(series: Series) -> dict[str, Any]:
     return values
 
 
-def _plain(values: Any) -> Any:
-    """Arrays as lists, non-finite numbers as None (a gap).
+def _plain(values: Any, digits: int | None = None) -> Any:
+    """Arrays as lists (floats rounded to ``digits`` significant digits), non-finite numbers as None (a gap).
 
     Never numpy arrays: a FigureWidget sends those as binary buffers, plotly.js keeps them as typed arrays, and
     its widget then reports them back as index-keyed objects, on which plotly 7.1's
@@ -254,17 +261,28 @@ def _plain(values: Any) -> Any:
         return values
     if values.dtype.kind not in "fc":
         return values.tolist()
+    finite = np.isfinite(values)
+    if digits is not None:
+        values = _significant(np.where(finite, values, 0.0), digits)
     plain = values.astype(object)
-    plain[~np.isfinite(values)] = None
+    plain[~finite] = None
     return plain.tolist()
 
 
-def _columns(series: Series) -> dict[str, list]:
-    """A heatmap's (rows, columns) grid as three 1-D lists (plotly.js grids them again): the z values of a
-    grid with gaps stay one flat list instead of nested lists of lists."""
+def _significant(values: np.ndarray, digits: int) -> np.ndarray:
+    """``values`` rounded to ``digits`` significant digits (their shortest repr is then at most that long)."""
+    magnitude = np.floor(np.log10(np.where(values == 0, 1.0, np.abs(values))))
+    shift = (digits - 1 - magnitude).astype(np.int64)  # decimals to keep; negative for large numbers
+    up = 10.0 ** np.clip(shift, 0, 300)
+    down = 10.0 ** np.clip(-shift, 0, 300)
+    return np.where(shift >= 0, np.round(values * up) / up, np.round(values / down) * down)
+
+
+def _grid(series: Series, digits: int | None) -> dict[str, Any]:
+    """A heatmap's x, y and z (rows of z, one per y) as lists; gaps are None."""
     z = np.asarray(series.z, dtype=np.float64)  # (len(y), len(x))
     x, y = np.asarray(series.x, dtype=np.float64), np.asarray(series.y, dtype=np.float64)
-    return {"x": _plain(np.tile(x, len(y))), "y": _plain(np.repeat(y, len(x))), "z": _plain(z.reshape(-1))}
+    return {"x": _plain(x), "y": _plain(y), "z": _plain(z, digits)}
 
 
 def _transparent(color: str) -> str:

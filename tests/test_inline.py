@@ -1,0 +1,178 @@
+"""The inline render path (VS Code, Colab, any front end without a widget manager): one output updated in place,
+at most 2 updates a second, each bounded in size, carrying plotly's own figure JSON drawn from the record."""
+
+from __future__ import annotations
+
+import re
+import threading
+import time
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+pytest.importorskip("plotly")
+pytest.importorskip("matplotlib")
+
+import nbdiag  # noqa: E402
+from nbdiag.views.dashboard import Dashboard  # noqa: E402
+from nbdiag.views.inline import MAX_BYTES_PER_S, MAX_HZ, PLOTLY_MIME, bundle_bytes  # noqa: E402
+from tests.fake_kernel import simulate_kernel  # noqa: E402
+from tests.synthetic import synthetic_entry  # noqa: E402
+from tests.test_dashboard import synthetic_source  # noqa: E402
+
+MAX_UPDATE_BYTES = 1_500_000  # at 50 layers, a full record (measured 0.74-0.82 MB)
+PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+
+
+@pytest.fixture(autouse=True)
+def cheap_png(monkeypatch):
+    """matplotlib's PNG takes seconds on a loaded CI machine; these tests check where it goes, not its pixels."""
+    from nbdiag.views import static
+
+    monkeypatch.setattr(static, "png", lambda *args, **kwargs: PNG_MAGIC + b"stub")
+
+
+def traces(bundle) -> dict[str, list[dict]]:
+    """The figure's traces by name (several panels share names like "all layers")."""
+    by_name: dict[str, list[dict]] = {}
+    for trace in bundle[PLOTLY_MIME]["data"]:
+        by_name.setdefault(trace.get("name", ""), []).append(trace)
+    return by_name
+
+
+def tiny_training(monkeypatch, front: str, seconds: float, **watch_kwargs):
+    recorder = simulate_kernel(monkeypatch, front)
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(8, 16), nn.ReLU(), nn.Linear(16, 2))
+    opt = torch.optim.SGD(model.parameters(), lr=0.05)
+    with nbdiag.watch(model, opt, every=1, **watch_kwargs) as mon:
+        deadline = time.monotonic() + seconds
+        while time.monotonic() < deadline:
+            loss = model(torch.randn(32, 8)).pow(2).mean()
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+            mon.step(loss=loss)
+    return mon, recorder
+
+
+def test_vscode_gets_one_output_updated_in_place_with_the_final_state(monkeypatch):
+    mon, recorder = tiny_training(monkeypatch, "vscode", seconds=3)
+    assert mon._dashboard.mode == "inline"
+    kinds = [message.kind for message in recorder.messages]
+    assert kinds[0] == "display" and set(kinds[1:]) == {"update"} and len(kinds) >= 3, kinds
+    assert len({message.display_id for message in recorder.messages}) == 1
+    live, final = recorder.bundles()[:-1], recorder.bundles()[-1]
+    assert all(set(b) == {PLOTLY_MIME, "text/plain"} for b in live)  # no PNG while training: it costs seconds
+    assert set(final) == {PLOTLY_MIME, "text/plain", "image/png"}
+    (loss,) = traces(final)["loss"]
+    scalars = mon.scalars()
+    assert loss["x"][-1] == scalars.index[-1]  # the last step trained is drawn
+    assert np.isclose(loss["y"][-1], scalars["loss"].iloc[-1], rtol=1e-3)  # 4 significant digits
+    assert "mon.dashboard(layer=" in final[PLOTLY_MIME]["layout"]["title"]["text"]
+    assert "mon.dashboard(layer=" in final["text/plain"]
+
+
+def test_jupyter_gets_the_widget_and_static_gets_png_at_close(monkeypatch):
+    _, recorder = tiny_training(monkeypatch, "jupyter", seconds=1)
+    assert "application/vnd.jupyter.widget-view+json" in recorder.bundles("display")[0]
+    _, recorder = tiny_training(monkeypatch, "vscode", seconds=1, display="static")
+    shown, *updates = recorder.bundles()
+    assert set(shown) == {"image/png", "text/plain"} and "nothing recorded yet" in shown["text/plain"]
+    assert updates and "nbdiag dashboard: step" in updates[-1]["text/plain"]
+
+
+def test_colab_carries_html_with_plotly_js_inline_once_never_a_cdn(monkeypatch):
+    _, recorder = tiny_training(monkeypatch, "colab", seconds=2)
+    pages = [bundle["text/html"] for bundle in recorder.bundles()]
+    assert len(pages) >= 3
+    assert len(pages[0]) > 3_000_000 and "plotly.js" in pages[0][:1000]  # plotly.js itself, from the package
+    assert all(len(page) < 500_000 for page in pages[1:])  # later messages reuse it
+    assert not any(re.search(r"<script[^>]*\ssrc=", page) for page in pages)  # nothing fetched: no CDN
+    assert "data:image/png;base64," in pages[-1]  # reopened without plotly.js: the PNG shows
+
+
+def run_inline(source, seconds: float, n_layers: int, budget: float = 1.0) -> list[tuple[float, int, float]]:
+    """Display ``source`` inline and grow its record as fast as it can for ``seconds``; return each update's
+    (time, bytes, last step of the loss trace)."""
+    dashboard = Dashboard(source, display="inline")
+    sent: list[tuple[float, int, float]] = []
+
+    class Handle:
+        def update(self, bundle, raw=False):
+            sent.append((time.monotonic(), bundle_bytes(bundle), traces(bundle)["loss"][0]["x"][-1]))
+
+    import IPython.display
+
+    original = IPython.display.display
+    IPython.display.display = lambda bundle, raw=False, display_id=None: Handle()
+    try:
+        dashboard._ipython_display_()
+    finally:
+        IPython.display.display = original
+    dashboard.renderer.budget = budget
+    stop = threading.Event()
+
+    def grow() -> None:
+        step = 2000
+        while not stop.is_set():
+            source.record.append(synthetic_entry(step, n_layers, source.rng))
+            source.record.add_scalars(step, {"loss": 1.0})
+            step += 10
+            time.sleep(0.005)
+
+    writer = threading.Thread(target=grow)
+    writer.start()
+    time.sleep(seconds)
+    stop.set()
+    writer.join()
+    dashboard.renderer.stop()
+    return sent
+
+
+def test_at_most_two_updates_a_second_latest_state_wins():
+    """The budget lifted (a cheap refresh): the ceiling itself holds, and each update draws the newest record."""
+    sent = run_inline(synthetic_source(n_layers=6, n_steps=20), seconds=3.0, n_layers=6)
+    gaps = np.diff([at for at, _, _ in sent])
+    assert len(sent) >= 3 and gaps.min() >= 0.95 / MAX_HZ, gaps
+    assert all(later > earlier for (_, _, earlier), (_, _, later) in zip(sent, sent[1:], strict=False))
+
+
+@pytest.mark.slow
+def test_rate_and_size_are_bounded_at_50_layers():
+    """50 layers: each update under MAX_UPDATE_BYTES, at most MAX_HZ a second and MAX_BYTES_PER_S on average."""
+    sent = run_inline(synthetic_source(n_layers=50, n_steps=200), seconds=10.0, n_layers=50)
+    times = [at for at, _, _ in sent]
+    assert len(sent) >= 2, sent
+    assert max(size for _, size, _ in sent) < MAX_UPDATE_BYTES
+    rate = (len(sent) - 1) / (times[-1] - times[0])
+    assert rate <= MAX_HZ
+    sizes = [size for _, size, _ in sent]
+    assert sum(sizes[:-1]) / (times[-1] - times[0]) <= 1.05 * MAX_BYTES_PER_S
+    assert sent[-1][2] > 2000  # drawn from the grown record
+
+
+def test_controls_become_arguments(monkeypatch):
+    simulate_kernel(monkeypatch, "vscode")
+    source = synthetic_source(n_layers=6, n_steps=20)
+    dashboard = Dashboard(source, display="inline")
+    dashboard.select(layer="3", step=52, loss_log=True)
+    assert (dashboard.state.layer, dashboard.state.index, dashboard.state.loss_log) == ("3", 5, True)  # step 50
+    dashboard.select(step=10_000)
+    assert dashboard.state.index is None  # past the end: follow the latest
+    with pytest.raises(ValueError, match="got layer='9', expected one of"):
+        dashboard.select(layer="9")
+
+
+def test_monitor_dashboard_takes_display_and_selection(monkeypatch):
+    mon, recorder = tiny_training(monkeypatch, "jupyter", seconds=0.5, display=False)
+    assert not recorder.messages
+    dashboard = mon.dashboard(display="inline", layer="2")
+    assert dashboard.mode == "inline" and dashboard.state.layer == "2"
+    mon.show()
+    (bundle,) = recorder.bundles("display")
+    assert PLOTLY_MIME in bundle
+    with pytest.raises(ValueError, match="got display='live'"):
+        mon.dashboard(display="live")
