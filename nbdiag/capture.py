@@ -14,6 +14,7 @@ from nbdiag.buffer import StepBuffer
 from nbdiag.probe import Hooks, iter_tensors
 from nbdiag.probe import named_hook as _named
 from nbdiag.stats import output_bounds, raw_stats
+from nbdiag.units import UnitSpec, add_counts, unit_counts, unit_specs
 from nbdiag.weights import UpdateTracker, grad_matrix, grad_vector
 
 # A step holds at most this many forward calls' worth of vectors; past it, mon.step() was probably forgotten.
@@ -50,6 +51,9 @@ class Capture:
         self.failed = False
         self._bounds = {id(m): output_bounds(m) for _, m in leaves}  # also the set of modules we watch
         self.bounded_layers: set[str] = set()
+        self._unit_specs = unit_specs(leaves)  # modules whose units can die or saturate
+        self.unit_layers: dict[str, UnitSpec] = {}
+        self.unit_counts: dict[str, torch.Tensor] = {}  # this step's per-unit counts, (3, units) on the device
         self._param_by_name = dict(params)
         # gradients that zero_grad() clears: the optimizer's parameters (all parameters without an optimizer)
         self._zeroed_params = [p for _, p in (tracked if optimizer is not None else params)]
@@ -114,10 +118,12 @@ class Capture:
         self.detach()
         self._registrations, self.model, self.params, self.leaves, self.optimizer = [], None, [], [], None
         self._param_by_name, self._zeroed_params, self.updates = {}, [], None
+        self._unit_specs, self.unit_counts = {}, {}
 
     def new_step(self) -> None:
         """Forget per-step state (called after the step's statistics were flushed)."""
         self.grad_vectors = {}
+        self.unit_counts = {}
         self.stale_grad_norm = None
         self._grad_seen = False
 
@@ -139,14 +145,22 @@ class Capture:
     def _on_forward(self, name: str, module: nn.Module, inputs: Any, output: Any) -> None:
         if not torch.is_grad_enabled() or id(module) not in self._bounds:
             return  # an evaluation pass under no_grad, or a deep copy of the model that inherited the hook
-        bounds = self._bounds[id(module)]
+        bounds, spec = self._bounds[id(module)], self._unit_specs.get(id(module))
         for path, tensor in iter_tensors(output):
             layer = name + path
             if bounds is not None:
                 self.bounded_layers.add(layer)
             self.buffer.add(layer, "activation", raw_stats(tensor, bounds, self.hist_sample))
+            if spec is not None:
+                self._add_units(layer, spec, tensor)
             if tensor.requires_grad:
                 tensor.register_hook(self._guard(functools.partial(self._on_output_grad, layer)))
+
+    def _add_units(self, layer: str, spec: UnitSpec, tensor: torch.Tensor) -> None:
+        counts = unit_counts(tensor, spec)
+        if counts is not None:
+            self.unit_layers[layer] = spec
+            self.unit_counts[layer] = add_counts(self.unit_counts.get(layer), counts)
 
     def _on_output_grad(self, layer: str, grad: torch.Tensor) -> None:
         self.buffer.add(layer, "gradient", raw_stats(grad, None, self.hist_sample))

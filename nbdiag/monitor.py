@@ -19,6 +19,7 @@ from nbdiag.reading import RecordReader
 from nbdiag.record import Block, NonFinite, Record, StepEntry
 from nbdiag.schedule import Schedule
 from nbdiag.stats import ACTIVATION_STATS, GRADIENT_STATS, derive, histogram_counts
+from nbdiag.units import COUNT_ROWS, GROUP_PREFIX, UnitWindow, split_groups
 from nbdiag.weights import UPDATE_STATS, WEIGHT_STATS, weight_vector
 
 DEFAULT_HIST_SAMPLE = 4_096
@@ -105,6 +106,7 @@ class Monitor(RecordReader):
         shown = resolve_display(display)
         self.schedule = Schedule(every=every, dense=dense)
         self.record = Record(capacity=capacity)
+        self._units = UnitWindow()
         self.num_classes = num_classes
         self._step = 0
         self._closed = False
@@ -265,7 +267,9 @@ class Monitor(RecordReader):
             if self._aggregate is not None:  # torch.distributed: exact statistics over all ranks
                 vectors, groups = self._aggregate(vectors, groups)
             self._add_pending_scalars(pending, groups.pop("scalars", (None, None))[1])
-            self.record.append(StepEntry(step, _blocks(vectors, groups, capture.bounded_layers)))
+            units = self._units.block(step, split_groups(groups), capture.unit_layers)
+            blocks = _blocks(vectors, groups, capture.bounded_layers)
+            self.record.append(StepEntry(step, blocks if units is None else {**blocks, "units": units}))
             self._note_nonfinite(step, vectors, groups)
             if self.predictions is not None:
                 self.predictions.record(step)
@@ -284,6 +288,8 @@ class Monitor(RecordReader):
         if capture.grad_vectors:
             grad_names = list(capture.grad_vectors)
             capture.buffer.add_group("grad", grad_names, torch.stack(list(capture.grad_vectors.values())))
+        for layer, counts in capture.unit_counts.items():
+            capture.buffer.add_group(GROUP_PREFIX + layer, COUNT_ROWS, counts)
         if capture.stale_grad_norm is not None:
             capture.buffer.add_group("model", ["(model)"], capture.stale_grad_norm.reshape(1, 1))
 

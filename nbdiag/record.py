@@ -207,6 +207,8 @@ def _block_rows(step: int, kind: str, block: Block) -> pd.DataFrame:
             "value": block.values.reshape(-1),
         }
     )
-    if "saturated_frac" in block.stats:  # NaN there means "not a bounded activation", not a NaN value
+    if kind == "units":  # NaN there means "cannot die" / "not bounded", not a NaN value
+        rows = rows[rows["value"].notna()]
+    elif "saturated_frac" in block.stats:  # NaN there means "not a bounded activation", not a NaN value
         rows = rows[~((rows["stat"] == "saturated_frac") & rows["value"].isna())]
     return rows

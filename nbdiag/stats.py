@@ -189,13 +189,19 @@ def _coprime_stride(stride: int) -> int:
     return stride
 
 
-def _saturated_count(sample: torch.Tensor, bounds: tuple[float | None, float | None]) -> torch.Tensor:
+def saturated_mask(values: torch.Tensor, bounds: tuple[float | None, float | None]) -> torch.Tensor:
+    """Where ``values`` lie within :data:`SATURATION_MARGIN` of the range's width from a bound (the one saturation
+    rule: the layer statistics, the per-unit counts of :mod:`nbdiag.units` and the labs use it)."""
     low, high = bounds
     width = (high - low) if (low is not None and high is not None) else abs(high if high is not None else low)
     margin = SATURATION_MARGIN * width
     if low is not None and high is not None:
-        return ((sample <= low + margin) | (sample >= high - margin)).sum()
-    return (sample <= low + margin).sum() if low is not None else (sample >= high - margin).sum()
+        return (values <= low + margin) | (values >= high - margin)
+    return values <= low + margin if low is not None else values >= high - margin
+
+
+def _saturated_count(sample: torch.Tensor, bounds: tuple[float | None, float | None]) -> torch.Tensor:
+    return saturated_mask(sample, bounds).sum()
 
 
 # ---------------------------------------------------------------------------------------------------------------

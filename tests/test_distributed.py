@@ -27,9 +27,18 @@ RTOL = 1e-5  # float32 moments per rank, merged in float64, against float32 mome
 MOMENT_STATS = ["mean", "std", "min", "max", "count", "norm", "zero_frac", "saturated_frac", "nonfinite"]
 
 
+PLANTED_DEAD = 4  # hidden ReLU units 0-3 never fire on any rank; unit 4 fires on one rank's samples only
+
+
 def make_model() -> nn.Module:
     torch.manual_seed(0)
-    return nn.Sequential(nn.Linear(8, 32), nn.ReLU(), nn.Linear(32, 16), nn.Tanh(), nn.Linear(16, 4))
+    model = nn.Sequential(nn.Linear(8, 32), nn.ReLU(), nn.Linear(32, 16), nn.Tanh(), nn.Linear(16, 4))
+    feature = full_batch()[0][:, 0]
+    with torch.no_grad():
+        model[0].bias[:PLANTED_DEAD] = -1e3
+        model[0].weight[PLANTED_DEAD] = torch.eye(8)[0]  # unit 4 = feature 0 minus the smaller of the shards' maxima
+        model[0].bias[PLANTED_DEAD] = -min(float(part.max()) for part in feature.chunk(WORLD)) - 1e-3
+    return model
 
 
 def full_batch() -> tuple[torch.Tensor, torch.Tensor]:
@@ -133,6 +142,20 @@ def test_merged_histograms_equal_one_process(ranks):
     _, merged = results[0]["hist"]
     merged = merged[~merged.index.get_level_values("layer").str.contains("@")]
     pd.testing.assert_frame_equal(merged, reference)
+
+
+def test_dead_units_are_counted_over_all_ranks(ranks):
+    """Per-unit counts add over ranks: unit 4 fires on one rank only, so it is alive globally, dead on that shard."""
+    _, results = ranks
+    reference = single_process(*full_batch()).frame("units")
+    for result in results:
+        merged = result["frame"][result["frame"].kind == "units"]
+        pd.testing.assert_frame_equal(merged.reset_index(drop=True), reference.reset_index(drop=True))
+        dead = merged[(merged.layer == "1") & (merged.stat == "dead_units")].value
+        assert (dead == PLANTED_DEAD).all()
+    alone = [single_process(*shard(rank), steps=1, split=1).frame("units") for rank in range(WORLD)]
+    dead_alone = sorted(int(f[(f.layer == "1") & (f.stat == "dead_units")].value.iloc[0]) for f in alone)
+    assert dead_alone == [PLANTED_DEAD, PLANTED_DEAD + 1]
 
 
 def test_replicated_weights_and_updates_equal_one_process(ranks):

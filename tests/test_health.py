@@ -10,6 +10,7 @@ from nbdiag.health import _one_per_place, activations, evaluate, gradients, loss
 from nbdiag.health.window import BASELINE_ENTRIES, WINDOW_ENTRIES
 from nbdiag.record import Block, NonFinite, Record, StepEntry
 from nbdiag.stats import ACTIVATION_STATS, GRADIENT_STATS
+from nbdiag.units import UNIT_STATS
 from nbdiag.weights import UPDATE_STATS, WEIGHT_STATS
 
 STATS = {
@@ -18,6 +19,7 @@ STATS = {
     "weight": WEIGHT_STATS,
     "update": UPDATE_STATS,
     "model": ("stale_grad_norm",),
+    "units": UNIT_STATS,
 }
 Spec = dict[str, dict[str, dict[str, float]]]  # kind -> layer -> stat -> value
 
@@ -154,28 +156,32 @@ def test_update_ratio_leaves_out_zero_initialized_and_frozen_parameters():
 TYPES = {"0": "Linear", "1": "ReLU", "2": "Tanh", "3": "Linear"}
 
 
-@pytest.mark.parametrize(
-    ("least_zero_frac", "expected"), [(0.8999, None), (0.9, "warn"), (0.9989, "warn"), (0.999, "fail")]
-)
-def test_dead_relu_when_the_zero_fraction_stays_above_90_percent(least_zero_frac, expected):
-    def entry(zero_frac: float) -> Spec:
-        layers = {"0": {"zero_frac": 1.0}, "1": {"zero_frac": zero_frac}, "2": {"zero_frac": 1.0}, "3": {}}
-        return {"activation": layers}  # zeros in a Linear or Tanh layer are not dead ReLUs
+def _units_entry(layer: str, stat: str, count: float, units: float = 100.0, window: int = 3) -> Spec:
+    fraction = {"dead_units": "dead_unit_frac", "saturated_units": "saturated_unit_frac"}[stat]
+    row = {"units": units, stat: count, fraction: count / units, "window_steps": window, "window_start": 0}
+    return {"activation": {"0": {}, layer: {"zero_frac": 0.92}, "3": {}}, "units": {layer: row}}
 
-    rec = record([entry(1.0), entry(least_zero_frac), entry(1.0)], types=TYPES)
+
+@pytest.mark.parametrize(("dead", "expected"), [(0, None), (9, None), (10, "warn"), (99, "warn"), (100, "fail")])
+def test_dead_units_at_a_tenth_of_the_layer_never_firing(dead, expected):
+    rec = record([_units_entry("1", "dead_units", dead)] * 3, types=TYPES)
     findings = [f for f in evaluate(rec) if f.id == "act.dead_units"]
-    assert [f.severity for f in findings] == ([expected] if expected else [])
+    assert [f.severity for f in findings] == ([expected] if expected else [])  # a 92% zero fraction alone: none
     if expected:
-        assert findings[0].message.startswith("layer 1 · ReLU: ") and "over steps 0-2" in findings[0].message
-    assert found(record([entry(1.0)] * 2, types=TYPES), "act.dead_units") == {}  # too few sampled steps
+        assert findings[0].message.startswith(f"layer 1 · ReLU: {dead} of 100 units")
+        assert "never fired over steps 0-2 (3 sampled steps)" in findings[0].message
+        assert findings[0].evidence["dead_units"] == dead and findings[0].evidence["units"] == 100
+    short = record([_units_entry("1", "dead_units", 100, window=2)] * 3, types=TYPES)
+    assert found(short, "act.dead_units") == {}  # a window of fewer than 3 sampled steps
 
 
-@pytest.mark.parametrize(("saturated", "expected"), [(0.2499, None), (0.25, "warn"), (0.8999, "warn"), (0.9, "fail")])
-def test_saturation_of_bounded_activations_but_not_the_output_layer(saturated, expected):
-    layers = {"0": {}, "2": {"saturated_frac": saturated}, "3": {}, "4": {"saturated_frac": 1.0}}
-    types = {**TYPES, "4": "Sigmoid"}  # a confident sigmoid output is the goal, not a problem
-    rec = record([{"activation": layers}] * 3, types=types)
+@pytest.mark.parametrize(("saturated", "expected"), [(24, None), (25, "warn"), (89, "warn"), (90, "fail")])
+def test_saturated_units_of_bounded_activations_but_not_the_output_layer(saturated, expected):
+    rec = record([_units_entry("2", "saturated_units", saturated)] * 3, types=TYPES)
     assert found(rec, "act.saturation").get("act.saturation") == expected
+    output = _units_entry("4", "saturated_units", 100)  # a confident sigmoid output is the goal, not a problem
+    output["activation"] = {"0": {}, "4": {}}
+    assert found(record([output] * 3, types={**TYPES, "4": "Sigmoid"}), "act.saturation") == {}
 
 
 def _std_entry(first_std: float, deeper_std: float) -> Spec:

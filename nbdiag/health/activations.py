@@ -1,10 +1,10 @@
-"""Activation rules: dead ReLUs (act.dead_units), pinned tanh/sigmoid (act.saturation), and activation std that
-collapses or explodes with depth (act.collapse / act.explode).
+"""Activation rules: dead ReLU units (act.dead_units), pinned tanh/sigmoid units (act.saturation), and activation std
+that collapses or explodes with depth (act.collapse / act.explode).
 
-Only outputs of activation-function modules are judged (by module type), so the logits layer, normalization layers
-and linear layers, whose scale is theirs to choose, never raise these ids. Per-unit statistics are not recorded:
-"dead units" is read from the layer's zero fraction (at least ``DEAD_WARN_FRAC`` of all outputs zero at every
-sampled step of the window means most units are off for the whole batch, every time).
+Units are judged per unit (feature / channel, :mod:`nbdiag.units`) over the last sampled steps: a unit is dead when
+it never fired over the window, saturated when most of its outputs there were pinned. The zero fraction of a layer
+is not a dead-unit count (a healthy ReLU outputs zero for half its inputs) and is never judged here. The depth trend
+reads only outputs of activation-function modules (by type), so logits and normalization layers never raise it.
 """
 
 from __future__ import annotations
@@ -14,25 +14,26 @@ import numpy as np
 from nbdiag.findings import Finding, make_finding
 from nbdiag.health.window import MIN_WINDOW_ENTRIES, Window, layers_of, stat_matrix, steps_text
 from nbdiag.record import StepEntry
+from nbdiag.units import UNIT_SATURATED_FRAC
 
 # Module types whose outputs are "activations" for the depth trend (torch.nn class names).
 ACTIVATION_TYPES = frozenset(
     {"ReLU", "ReLU6", "LeakyReLU", "PReLU", "RReLU", "ELU", "SELU", "CELU", "GELU", "SiLU", "Mish", "Softplus"}
     | {"Tanh", "Sigmoid", "Hardtanh", "Hardsigmoid", "Hardswish", "Softsign"}
 )
-DEAD_TYPES = frozenset({"ReLU", "ReLU6"})  # exactly zero for every negative input, so a unit can die
 
-# seeds/002 (CS231n training recipes) activation functions, ReLU: "x < 0: no more updates". A healthy ReLU layer
-# outputs zero for about half its inputs (0.45-0.51 in the zoo's clean runs).
-DEAD_WARN_FRAC = 0.9  # >= 90% zeros at every sampled step of the window: most units are dead
-DEAD_FAIL_FRAC = 0.999  # all outputs zero: no gradient reaches the layers below
+# seeds/002 (CS231n training recipes) activation functions, ReLU: "x < 0: no more updates"; a unit that never fires
+# on any input gets no gradient again. A few dead units are harmless; a tenth of a layer is worth a look (the source
+# warns that a too-high learning rate can kill a large share of the network), all of them cut the gradient.
+DEAD_UNITS_WARN_FRAC = 0.1
+DEAD_UNITS_FAIL_FRAC = 1.0
 
 # seeds/002 activation functions, sigmoid/tanh: "saturated neurons kill the gradient"; seeds/004 weight init with
-# std 1: "the histogram piles up at -1 and 1, the gradient becomes 0". Saturated = within 1% of the range of a
-# bound (nbdiag.stats.SATURATION_MARGIN), i.e. |tanh| > 0.98, |x| > 2.3. At Xavier scale (pre-activation std 1) that
-# is 2% of outputs; 25% needs a pre-activation std of 2, the top of the 0.5-2 rule of thumb below.
+# std 1: "the histogram piles up at -1 and 1, the gradient becomes 0". A unit is saturated when at least half of its
+# outputs over the window lie within 1% of the range of a bound (|tanh| > 0.98; nbdiag.units.UNIT_SATURATED_FRAC);
+# at Xavier scale almost no unit is. A quarter of a layer's units warns, nearly all of them fails.
 SATURATION_WARN_FRAC = 0.25
-SATURATION_FAIL_FRAC = 0.9  # nearly every unit pinned: the layer passes almost no gradient
+SATURATION_FAIL_FRAC = 0.9
 
 # seeds/004 (CS231n lecture 5) weight initialization: with std 0.01 the per-layer activation std of a 10-layer tanh
 # net "quickly converges to 0"; with Xavier it stays spread out. Rule of thumb: activation std between about 0.5
@@ -45,54 +46,70 @@ DEPTH_CHANGE = 10.0
 
 
 def dead_units(window: Window) -> list[Finding]:
-    """act.dead_units: ReLU layers whose zero fraction stays >= ``DEAD_WARN_FRAC`` over the recent window."""
-    if len(window.recent) < MIN_WINDOW_ENTRIES:
-        return []
-    layers = _of_types(window, layers_of(window.recent[-1], "activation"), DEAD_TYPES)
-    zero = stat_matrix(window.recent, "activation", "zero_frac", layers)  # (entries, layers)
+    """act.dead_units: ReLU layers where at least ``DEAD_UNITS_WARN_FRAC`` of the units never fired over the window."""
     findings = []
-    for j, layer in enumerate(layers):
-        column = zero[:, j][np.isfinite(zero[:, j])]
-        if len(column) < MIN_WINDOW_ENTRIES or column.min() < DEAD_WARN_FRAC:
+    for layer, row, entry in _unit_rows(window, "dead_units"):
+        frac = row["dead_unit_frac"]
+        if not frac >= DEAD_UNITS_WARN_FRAC:
             continue
-        severity = "fail" if column.min() >= DEAD_FAIL_FRAC else "warn"
-        mean, least = _percent(column.mean()), _percent(column.min())
-        floor = "" if least == mean else f" (never below {least} at a sampled step)"
         findings.append(
             make_finding(
                 "act.dead_units",
-                severity,
-                f"{window.label(layer)}: {mean} of outputs are zero over {steps_text(window.recent)}{floor}",
+                "fail" if frac >= DEAD_UNITS_FAIL_FRAC else "warn",
+                f"{window.label(layer)}: {row['dead_units']:.0f} of {row['units']:.0f} units ({_percent(frac)}) "
+                f"never fired over {_window_text(row, entry)}",
                 layer=layer,
-                step=window.recent[-1].step,
-                evidence={"min_zero_frac": float(column.min()), "mean_zero_frac": float(column.mean())},
+                step=entry.step,
+                evidence=_unit_evidence(row, "dead_units"),
             )
         )
     return findings
 
 
 def saturation(window: Window) -> list[Finding]:
-    """act.saturation: bounded activations (not the model's output) with a median saturated fraction >= warn."""
-    if len(window.recent) < MIN_WINDOW_ENTRIES:
-        return []
-    layers = layers_of(window.recent[-1], "activation")[:-1]  # the last layer is the output: confidence is wanted
-    saturated = np.median(stat_matrix(window.recent, "activation", "saturated_frac", layers), axis=0)
+    """act.saturation: bounded activations (not the model's output) with ``SATURATION_WARN_FRAC`` of units pinned."""
+    output = layers_of(window.recent[-1], "activation")[-1:] if window.recent else ()
     findings = []
-    for layer, frac in zip(layers, saturated, strict=True):
-        if not frac >= SATURATION_WARN_FRAC:  # NaN: not a bounded activation
+    for layer, row, entry in _unit_rows(window, "saturated_units"):
+        frac = row["saturated_unit_frac"]
+        if layer in output or not frac >= SATURATION_WARN_FRAC:  # a confident output layer is the goal
             continue
         findings.append(
             make_finding(
                 "act.saturation",
                 "fail" if frac >= SATURATION_FAIL_FRAC else "warn",
-                f"{window.label(layer)}: {_percent(frac)} of outputs are pinned near their limits "
-                f"(median over {steps_text(window.recent)})",
+                f"{window.label(layer)}: {row['saturated_units']:.0f} of {row['units']:.0f} units "
+                f"({_percent(frac)}) pinned near their limits for at least {UNIT_SATURATED_FRAC:.0%} of their "
+                f"outputs over {_window_text(row, entry)}",
                 layer=layer,
-                step=window.recent[-1].step,
-                evidence={"saturated_frac": float(frac)},
+                step=entry.step,
+                evidence=_unit_evidence(row, "saturated_units"),
             )
         )
     return findings
+
+
+def _unit_rows(window: Window, stat: str):
+    """(layer, {stat: value}, entry) for each layer of the latest ``units`` block whose window is long enough."""
+    entry = window.recent[-1] if window.recent else None
+    block = None if entry is None else entry.blocks.get("units")
+    if block is None:
+        return
+    for layer, values in zip(block.layers, block.values, strict=True):
+        row = dict(zip(block.stats, values, strict=True))
+        if "@rank" not in layer and np.isfinite(row[stat]) and row["window_steps"] >= MIN_WINDOW_ENTRIES:
+            yield layer, row, entry
+
+
+def _window_text(row: dict[str, float], entry: StepEntry) -> str:
+    first, last, count = int(row["window_start"]), entry.step, int(row["window_steps"])
+    return f"steps {first}-{last} ({count} sampled steps)"
+
+
+def _unit_evidence(row: dict[str, float], stat: str) -> dict[str, float]:
+    fraction = f"{stat[:-1]}_frac"  # dead_unit_frac, saturated_unit_frac
+    counts = {key: int(row[key]) for key in (stat, "units", "window_steps", "window_start")}
+    return {**counts, fraction: float(row[fraction])}
 
 
 def depth_trend(window: Window) -> list[Finding]:

@@ -9,7 +9,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-from nbdiag.stats import SATURATION_MARGIN
+from nbdiag.stats import saturated_mask as stats_saturated_mask
 
 LEAKY_SLOPE = 0.01  # CS231n's leaky ReLU: max(0.01 x, x)
 SELU_ALPHA = 1.6732632423543772
@@ -83,15 +83,8 @@ def get_activation(name: str, allowed: tuple[str, ...] | None = None) -> Activat
 
 
 def saturated_mask(values: torch.Tensor, bounds: tuple[float | None, float | None] | None) -> torch.Tensor:
-    """Where ``values`` lie within the saturation margin of a bound (the rule of :func:`nbdiag.stats.tensor_stats`)."""
+    """Where ``values`` lie within the saturation margin of a bound (:func:`nbdiag.stats.saturated_mask`), or nowhere
+    for an unbounded activation."""
     if bounds is None:
         return torch.zeros_like(values, dtype=torch.bool)
-    low, high = bounds
-    width = (high - low) if (low is not None and high is not None) else abs(high if high is not None else low)
-    margin = SATURATION_MARGIN * width
-    mask = torch.zeros_like(values, dtype=torch.bool)
-    if low is not None:
-        mask |= values <= low + margin
-    if high is not None:
-        mask |= values >= high - margin
-    return mask
+    return stats_saturated_mask(values, bounds)

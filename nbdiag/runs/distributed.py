@@ -17,6 +17,7 @@ from torch import nn
 
 from nbdiag.errors import NbdiagWarning
 from nbdiag.stats import merge_vectors
+from nbdiag.units import GROUP_PREFIX
 
 PER_RANK_ENV = "NBDIAG_PER_RANK"  # "1": also keep each rank's rows, as layers named "<layer>@rank<r>"
 TIMEOUT_ENV = "NBDIAG_DIST_TIMEOUT"  # seconds a rank waits for the others at a sampled step (default below)
@@ -101,6 +102,7 @@ class Aggregator:
             values = merged[group][1].copy()
             values[:, column] = np.max([g[group][1][:, column] for g in per_rank], axis=0)
             merged[group] = (merged[group][0], values)
+        merged.update(_summed_units(per_rank))
         self._check_replicas(per_rank)
         merged.pop("scalars", None)
         if "scalars" in own:  # the monitor pairs scalar values with this rank's pending names
@@ -146,6 +148,20 @@ def _sharding(model: nn.Module) -> str | None:
     if any(type(p).__name__ == "DTensor" or type(p.data).__name__ == "DTensor" for p in model.parameters()):
         return "DTensor (tensor-parallel or FSDP2) parameters"
     return None
+
+
+def _summed_units(per_rank: list[Vectors]) -> Vectors:
+    """Per-unit counts (``units:<layer>`` groups) summed over the ranks that ran the layer with the same units."""
+    summed: Vectors = {}
+    for groups in per_rank:
+        for name, (rows, counts) in groups.items():
+            if not name.startswith(GROUP_PREFIX):
+                continue
+            if name not in summed:
+                summed[name] = (rows, counts.copy())
+            elif summed[name][1].shape == counts.shape:
+                summed[name][1][...] += counts
+    return summed
 
 
 def _kinds(per_rank: list[Vectors]) -> list[str]:

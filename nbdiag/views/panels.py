@@ -268,44 +268,51 @@ def activation_time_panel(snap: Snapshot, state: ViewState) -> Panel:
 
 
 def units_depth_panel(snap: Snapshot, state: ViewState) -> Panel:
-    """Dead (exactly zero) and saturated fraction of activations per layer at the selected step."""
+    """Dead and saturated *units* per layer at the selected step (over the units window), and the zero fraction of
+    outputs, a different thing: a healthy ReLU has half its outputs at zero and no dead unit."""
+    dead = data.depth_profile(snap, "units", "dead_unit_frac", state.index)
+    saturated = data.depth_profile(snap, "units", "saturated_unit_frac", state.index)
     zero = data.depth_profile(snap, "activation", "zero_frac", state.index)
-    saturated = data.depth_profile(snap, "activation", "saturated_frac", state.index)
+    labels = list(snap.labels)
     return Panel(
         "units_depth",
-        "stuck units by depth",
+        "dead / saturated units by depth",
         (
-            Series("dead (=0)", "bar", x=list(snap.labels), y=zero, color="#7f7f7f", legend=True),
-            Series("saturated", "bar", x=list(snap.labels), y=np.nan_to_num(saturated), color=PALETTE[1], legend=True),
+            Series("dead units", "bar", x=labels, y=dead, color=PALETTE[3], legend=True),
+            Series("saturated units", "bar", x=labels, y=saturated, color=PALETTE[1], legend=True),
+            Series("zero fraction of outputs", "markers", x=labels, y=zero, color="#555555", legend=True),
         ),
         yrange=(0.0, 1.0),
+        note="" if np.isfinite(zero).any() else "no activations recorded yet",
     )
 
 
 def units_time_panel(snap: Snapshot, state: ViewState) -> Panel:
-    """Dead-or-saturated fraction per layer over steps (the larger of the two), layers x steps."""
-    zero = data.stat_matrix(snap, "activation", "zero_frac", snap.layers)
-    saturated = data.stat_matrix(snap, "activation", "saturated_frac", snap.layers)
-    stuck = np.fmax(zero, saturated)  # (L, S), NaN only where neither was recorded
+    """Share of dead-or-saturated units per layer over steps (the larger of the two), for layers whose units can
+    die or saturate; layers x steps."""
+    layers = [layer for layer in snap.layers if layer in snap.record.layers("units")] if snap.record else []
+    dead = data.stat_matrix(snap, "units", "dead_unit_frac", layers)
+    saturated = data.stat_matrix(snap, "units", "saturated_unit_frac", layers)
+    stuck = np.fmax(dead, saturated)  # (L', S), NaN only where neither was recorded
     return Panel(
         "units_time",
-        "stuck units (dead or saturated) over time",
+        "dead or saturated units over time",
         (
             Series(
-                "stuck fraction",
+                "stuck unit fraction",
                 "heatmap",
                 x=snap.steps,
-                y=np.arange(len(snap.layers), dtype=np.float64),
+                y=np.arange(len(layers), dtype=np.float64),
                 z=stuck,
                 zrange=(0.0, 1.0),
                 colorscale="Reds",
             ),
         ),
         xlabel="step",
-        yticks=(list(np.arange(len(snap.layers), dtype=float)), list(snap.labels)),
+        yticks=(list(np.arange(len(layers), dtype=float)), [snap.label(layer) for layer in layers]),
         reversed_y=True,
         vline=selected_step(snap, state),
-        note="" if snap.entries else "no activations recorded yet",
+        note="" if layers else "no ReLU or bounded activation layers",
     )
 
 
