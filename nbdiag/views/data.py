@@ -13,6 +13,7 @@ from nbdiag.record import Block, StepEntry
 from nbdiag.stats import HIST_EDGES
 
 MAX_SCALAR_POINTS = 2_000  # scalar curves are thinned to about this many points per series
+MISSING = -np.inf  # fill for "not recorded", so a recorded NaN/Inf stays apart from a gap (values here are >= 0)
 MAX_TIMELINE = 256  # sampled steps drawn on per-layer time axes (bounds the widget's saved state)
 
 
@@ -96,9 +97,11 @@ def _row_index(snap: Snapshot, block: Block, names: tuple[str, ...]) -> np.ndarr
     return rows
 
 
-def block_column(snap: Snapshot, block: Block | None, stat: str, names: list[str]) -> np.ndarray:
-    """(len(names),) values of ``stat`` in ``block`` for ``names`` in that order; NaN where missing."""
-    out = np.full(len(names), np.nan)
+def block_column(
+    snap: Snapshot, block: Block | None, stat: str, names: list[str], missing: float = np.nan
+) -> np.ndarray:
+    """(len(names),) values of ``stat`` in ``block`` for ``names`` in that order; ``missing`` where not recorded."""
+    out = np.full(len(names), missing)
     if block is None or stat not in block.stats:
         return out
     rows = _row_index(snap, block, tuple(names))
@@ -107,9 +110,10 @@ def block_column(snap: Snapshot, block: Block | None, stat: str, names: list[str
     return out
 
 
-def stat_matrix(snap: Snapshot, kind: str, stat: str, names: list[str]) -> np.ndarray:
-    """(len(names), S) values of ``kind``/``stat`` per name and timeline step; NaN where not recorded."""
-    out = np.full((len(names), len(snap.timeline)), np.nan)
+def stat_matrix(snap: Snapshot, kind: str, stat: str, names: list[str], missing: float = np.nan) -> np.ndarray:
+    """(len(names), S) values of ``kind``/``stat`` per name and timeline step; ``missing`` where not recorded
+    (pass :data:`MISSING` to tell a gap from a recorded NaN)."""
+    out = np.full((len(names), len(snap.timeline)), missing)
     blocks = [entry.blocks.get(kind) for entry in snap.timeline]
     alike: dict[tuple[str, ...], list[int]] = {}  # blocks with the same layers fill their columns in one go
     for column, block in enumerate(blocks):
@@ -125,12 +129,14 @@ def stat_matrix(snap: Snapshot, kind: str, stat: str, names: list[str]) -> np.nd
     return out
 
 
-def depth_profile(snap: Snapshot, kind: str, stat: str, index: int | None) -> np.ndarray:
+def depth_profile(
+    snap: Snapshot, kind: str, stat: str, index: int | None, missing: float = np.nan
+) -> np.ndarray:
     """(L,) ``stat`` of ``kind`` per activation layer (forward order) at entry ``index`` (None: latest)."""
     index = step_index(snap, index)
     if index is None:
-        return np.full(len(snap.layers), np.nan)
-    return block_column(snap, snap.entries[index].blocks.get(kind), stat, snap.layers)
+        return np.full(len(snap.layers), missing)
+    return block_column(snap, snap.entries[index].blocks.get(kind), stat, snap.layers, missing)
 
 
 def histograms_at(snap: Snapshot, kind: str, index: int | None) -> np.ndarray:
@@ -211,9 +217,17 @@ def scalar_series(snap: Snapshot, names: list[str]) -> dict[str, tuple[np.ndarra
     """``name -> (steps, values)`` for the logged scalars ``names``, NaN rows dropped, thinned for display."""
     series = {}
     for name in names:
-        column = snap.scalars[name].dropna()
+        column = snap.scalars[name].replace([np.inf, -np.inf], np.nan).dropna()
         series[name] = thin(column.index.to_numpy(np.int64), column.to_numpy(np.float64))
     return series
+
+
+def nonfinite_steps(snap: Snapshot, name: str) -> np.ndarray:
+    """Steps at which the scalar ``name`` was logged as NaN or Inf (``scalar_series`` leaves them out)."""
+    if snap.record is None:
+        return np.zeros(0, np.int64)
+    steps, values = snap.record.scalar_series(name)
+    return steps[~np.isfinite(values)]
 
 
 def is_loss_name(name: str) -> bool:

@@ -228,11 +228,13 @@ def _static_props(series: Series) -> dict:
             "textposition": "none",
             "hovertemplate": "%{text}<br>x=%{x}<br>y=%{y:.3g}<extra></extra>" if series.text is not None else None,
         }
-    mode = "lines+markers" if series.kind == "markers" else "lines"
+    mode = {"markers": "lines+markers", "points": "markers"}.get(series.kind, "lines")
     hover = HOVER if series.text is not None else f"{series.name}<br>x=%{{x}}<br>y=%{{y:.3g}}<extra></extra>"
     props = {"type": "scatter", "name": series.name, "mode": mode, "showlegend": series.legend, "hovertemplate": hover}
     if series.kind == "area":
         props.update(fill="toself", fillcolor=_transparent(series.color))
+    if series.kind == "points":
+        props.update(marker={"symbol": "x", "size": 9, "color": series.color})
     return props
 
 

@@ -15,6 +15,7 @@ SELECTED = "#1f77b4"  # the selected layer, everywhere
 OTHERS = "#b8b8b8"  # every other layer
 UPDATE_RATIO = 1e-3  # CS231n lecture 5: update/weight ratio "somewhere around 1e-3"
 UPDATE_BAND = (1e-4, 1e-2)  # a decade either side counts as near it
+NONFINITE = "#d62728"  # NaN/Inf markers, drawn at the top of a panel
 PALETTE = ("#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#17becf")
 
 
@@ -30,7 +31,8 @@ class ViewState:
 
 @dataclass(frozen=True)
 class Series:
-    """One drawable: ``kind`` is "line", "markers", "area" (closed polygons), "bar" or "heatmap"."""
+    """One drawable: ``kind`` is "line", "markers" (line and markers), "points" (markers only), "area" (closed
+    polygons), "bar" or "heatmap"."""
 
     name: str
     kind: str
@@ -78,6 +80,50 @@ def selected_step(snap: Snapshot, state: ViewState) -> int | None:
     return None if index is None else snap.entries[index].step
 
 
+@dataclass(frozen=True)
+class Marked:
+    """Values made drawable: on a log axis zeros sit on a floor labelled "0"; recorded NaN/Inf are kept apart
+    (drawn as markers at the top, see :func:`nonfinite_series`); gaps (not recorded) are NaN."""
+
+    values: np.ndarray
+    floor: float | None  # where zeros are drawn; None when there is none (or the axis is linear)
+    nonfinite: np.ndarray  # bool, same shape: a NaN/Inf value was recorded there
+
+    @property
+    def hlines(self) -> tuple[tuple[float, str], ...]:
+        return () if self.floor is None else ((self.floor, "0"),)
+
+    def top(self, log: bool) -> float:
+        """Where NaN/Inf markers go: just above the largest finite value."""
+        finite = self.values[np.isfinite(self.values)]
+        if not finite.size:
+            return 1.0
+        return float(finite.max()) * 3.0 if log else float(finite.max()) + 0.05 * float(np.ptp(finite) or 1.0)
+
+
+def mark(values: np.ndarray, log: bool) -> Marked:
+    """Split ``values`` (with :data:`nbdiag.views.data.MISSING` for gaps) for a linear or log axis."""
+    recorded = values != data.MISSING
+    nonfinite = recorded & ~np.isfinite(values)
+    clean = np.where(recorded & np.isfinite(values), values, np.nan)
+    floor = None
+    if log and (clean <= 0).any():
+        positive = clean[clean > 0]
+        floor = 10.0 ** (np.floor(np.log10(positive.min())) - 1) if positive.size else 1e-8
+        clean = np.where(clean <= 0, floor, clean)
+    return Marked(clean, floor, nonfinite)
+
+
+def nonfinite_series(x: Any, nonfinite: np.ndarray, top: float) -> tuple[Series, ...]:
+    """A "NaN/Inf" marker series at ``top`` for each x where a non-finite value was recorded (none when clean)."""
+    if not nonfinite.any():
+        return ()
+    where = nonfinite if nonfinite.ndim == 1 else nonfinite.any(axis=0)
+    xs = [x[i] for i in np.flatnonzero(where)] if isinstance(x, list) else np.asarray(x)[where]
+    ys = np.full(len(xs), top)
+    return (Series("NaN/Inf", "points", x=xs, y=ys, color=NONFINITE, legend=True),)
+
+
 def loss_panel(snap: Snapshot, state: ViewState) -> Panel:
     """Loss (and validation losses) over steps, with the chance level -ln(1/C) when C is known."""
     names = [name for name in snap.scalars.columns if data.is_loss_name(name)]
@@ -85,6 +131,15 @@ def loss_panel(snap: Snapshot, state: ViewState) -> Panel:
         Series(name, "line", x=steps, y=values, color=PALETTE[i % len(PALETTE)], legend=True)
         for i, (name, (steps, values)) in enumerate(data.scalar_series(snap, names).items())
     )
+    bad = np.concatenate([data.nonfinite_steps(snap, name) for name in names] or [np.zeros(0, np.int64)])
+    if len(bad):
+        finite = [s.y[np.isfinite(s.y)] for s in series]
+        top = max((float(v.max()) for v in finite if v.size), default=1.0)
+        series += (
+            Series(
+                "NaN/Inf", "points", x=np.unique(bad), y=np.full(len(np.unique(bad)), top), color=NONFINITE, legend=True
+            ),
+        )
     chance = data.chance_loss(snap.num_classes)
     hlines = () if chance is None else ((chance, f"chance -ln(1/{snap.num_classes}) = {chance:.3g}"),)
     return Panel(
@@ -141,15 +196,18 @@ def _layer_lines(snap: Snapshot, matrix: np.ndarray, names: list[str], chosen: s
 def gradient_time_panel(snap: Snapshot, state: ViewState) -> Panel:
     """Per-layer norm of the gradient of the loss w.r.t. each layer's output, over steps."""
     layer = selected_layer(snap, state)
-    matrix = data.stat_matrix(snap, "gradient", "norm", snap.layers)
+    marked = mark(data.stat_matrix(snap, "gradient", "norm", snap.layers, data.MISSING), state.norm_log)
+    recorded = np.isfinite(marked.values).any() or marked.nonfinite.any()
     return Panel(
         "grad_time",
         "gradient norm per layer ‖∂loss/∂output‖",
-        _layer_lines(snap, matrix, snap.layers, {layer}),
+        _layer_lines(snap, marked.values, snap.layers, {layer})
+        + nonfinite_series(snap.steps, marked.nonfinite, marked.top(state.norm_log)),
         xlabel="step",
         ylog=state.norm_log,
+        hlines=marked.hlines,
         vline=selected_step(snap, state),
-        note="" if np.isfinite(matrix).any() else "no gradients recorded yet",
+        note="" if recorded else "no gradients recorded yet",
     )
 
 
@@ -164,15 +222,16 @@ def update_time_panel(snap: Snapshot, state: ViewState) -> Panel:
     """Update/weight ratio per parameter over steps, with the ~1e-3 reference band."""
     layer = selected_layer(snap, state)
     names = update_names(snap)
-    matrix = data.stat_matrix(snap, "update", "update_ratio", names)
+    marked = mark(data.stat_matrix(snap, "update", "update_ratio", names, data.MISSING), state.norm_log)
     chosen = {name for name in names if name.rsplit(".", 1)[0] == layer}
     return Panel(
         "update_time",
         "update / weight ratio per weight",
-        _layer_lines(snap, matrix, names, chosen),
+        _layer_lines(snap, marked.values, names, chosen)
+        + nonfinite_series(snap.steps, marked.nonfinite, marked.top(state.norm_log)),
         xlabel="step",
         ylog=state.norm_log,
-        hlines=((UPDATE_RATIO, "1e-3"),),
+        hlines=((UPDATE_RATIO, "1e-3"), *marked.hlines),
         hband=UPDATE_BAND,
         vline=selected_step(snap, state),
         note="" if names else "pass the optimizer: watch(model, optimizer)",
@@ -233,12 +292,15 @@ def activation_depth_panel(snap: Snapshot, state: ViewState) -> Panel:
 
 def gradient_depth_panel(snap: Snapshot, state: ViewState) -> Panel:
     """Gradient norm per layer (forward order) at the selected step."""
-    norm = data.depth_profile(snap, "gradient", "norm", state.index)
+    marked = mark(data.depth_profile(snap, "gradient", "norm", state.index, data.MISSING), state.norm_log)
+    labels = list(snap.labels)
     return Panel(
         "grad_depth",
         "gradient norm by depth",
-        (Series("gradient norm", "markers", x=list(snap.labels), y=norm, color=PALETTE[3]),),
+        (Series("gradient norm", "markers", x=labels, y=marked.values, color=PALETTE[3]),)
+        + nonfinite_series(labels, marked.nonfinite, marked.top(state.norm_log)),
         ylog=state.norm_log,
+        hlines=marked.hlines,
     )
 
 

@@ -81,7 +81,7 @@ def _draw_series(ax: Any, series: Series, categories: list[str] | None, bars: li
         for xs, ys in _polygons(np.asarray(series.x), np.asarray(series.y)):
             ax.fill(xs, ys, color=series.color, alpha=0.5, linewidth=0.5)
     else:
-        style = "o-" if series.kind == "markers" else "-"
+        style = {"markers": "o-", "points": "x"}.get(series.kind, "-")
         ax.plot(
             x, series.y, style, color=series.color, lw=series.width, ms=3, label=series.name if series.legend else None
         )
