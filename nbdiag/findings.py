@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import html
+import textwrap
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -10,12 +11,14 @@ SEVERITIES = ("info", "warn", "fail")
 SEVERITY_COLOURS = {"fail": "#c62828", "warn": "#ef6c00", "info": "#546e7a"}
 SEVERITY_RANK = {"fail": 0, "warn": 1, "info": 2}  # most severe first
 
-# Source texts (shared/seeds): 000 = "37 reasons" (Korean), 001 = Karpathy's recipe, 002 = CS231n training
-# recipes, 003 = "37 reasons" (Japanese, numbered), 004 = CS231n lecture 5.
-_37 = "seeds/003 (37 reasons)"
-_KARPATHY = "seeds/001 (Karpathy, recipe)"
-_CS231N = "seeds/002 (CS231n training recipes)"
-_LECTURE5 = "seeds/004 (CS231n lecture 5)"
+# Source texts, cited by title and section (seeds/README.md): "37 Reasons why your Neural Network is not working"
+# (numbered as in the Japanese summary, seeds/003; the Korean one is seeds/000), Karpathy's "A Recipe for Training
+# Neural Networks" (seeds/001), CS231n training recipes (seeds/002) and CS231n lecture 5 (seeds/004).
+_37 = "37 reasons"
+_KARPATHY = "Karpathy's recipe"
+_CS231N = "CS231n training recipes"
+_LECTURE5 = "CS231n lecture 5"
+TEXT_WIDTH = 100  # printed findings wrap at word boundaries to this width (a notebook output breaks mid-word)
 
 
 @dataclass(frozen=True)
@@ -31,139 +34,139 @@ CATALOG: dict[str, CatalogEntry] = {
     "data.nonfinite": CatalogEntry(
         "NaN or Inf in the data",
         "Find where the non-finite values enter (loading, division by zero, log of 0) and drop or impute them.",
-        f"{_37} 1.1; seeds/000 1",
+        f"{_37}, 1.1",
     ),
     "data.constant_input": CatalogEntry(
         "Inputs are constant or all zero",
         "Print a batch as the model receives it: the loader or a transform may zero it. Drop features that never vary.",
-        f"{_37} 1.1-1.3",
+        f"{_37}, 1.1-1.3",
     ),
     "data.unnormalized": CatalogEntry(
         "Inputs are far from zero mean and unit variance",
         "Standardize inputs (subtract the training mean, divide by the training std), e.g. raw 0-255 pixels "
         "-> x/255 then normalize.",
-        f"{_37} 2.1; {_CS231N} data preprocessing",
+        f"{_37}, 2.1; {_CS231N}, data preprocessing",
     ),
     "data.label_range": CatalogEntry(
         "Targets do not fit the loss",
         "Class targets for CrossEntropyLoss must be int64 in [0, C) with shape (N,); regression targets "
         "must match the output shape.",
-        f"{_37} 3.4",
+        f"{_37}, 3.4",
     ),
     "data.class_imbalance": CatalogEntry(
         "Strong class imbalance",
         "Reweight the loss, resample, or report per-class metrics; accuracy alone hides this.",
-        f"{_37} 1.8",
+        f"{_37}, 1.8",
     ),
     "data.single_class_batches": CatalogEntry(
         "Batches hold one or few labels",
         "Shuffle the training data (DataLoader(shuffle=True)); sorted data makes every batch one class.",
-        f"{_37} 1.7, 1.10",
+        f"{_37}, 1.7, 1.10",
     ),
     "data.repeated_batch": CatalogEntry(
         "The loader yields the same batch again and again",
         "Check the loader's indexing: it returns the same samples every iteration.",
-        f"{_37} 1.3",
+        f"{_37}, 1.3",
     ),
     "data.duplicates": CatalogEntry(
         "Duplicate samples, or train/validation overlap",
         "Deduplicate, and split before any augmentation so no sample sits in both splits.",
-        f"{_KARPATHY} 1",
+        f"{_KARPATHY}, 1",
     ),
     "data.no_signal": CatalogEntry(
         "The model does no better on real inputs than on zeroed inputs",
         "Inputs and labels may be misaligned (labels shuffled apart from inputs), or the inputs never reach the model.",
-        f"{_KARPATHY} 2 (input-independent baseline); {_37} 1.4-1.5",
+        f"{_KARPATHY}, 2 (input-independent baseline); {_37}, 1.4-1.5",
     ),
     "loss.initial_mismatch": CatalogEntry(
         "Initial loss is far from its expected value",
         "At init a classifier should give -ln(1/C). Check the final layer's init and bias, the loss "
         "reduction, and that outputs are logits.",
-        f"{_KARPATHY} 2 (verify loss @ init); {_37} 3.2",
+        f"{_KARPATHY}, 2 (verify loss @ init); {_37}, 3.2",
     ),
     "loss.probabilities_to_ce": CatalogEntry(
         "The loss receives probabilities where it expects logits (or the reverse)",
         "CrossEntropyLoss applies log-softmax itself: remove the softmax at the end of the model, or use "
         "NLLLoss on log_softmax outputs.",
-        f"{_37} 3.4",
+        f"{_37}, 3.4",
     ),
     "model.frozen": CatalogEntry(
         "Parameters never receive a gradient",
         "Check requires_grad, .detach() calls and branches the loss never reaches; pass all parameters "
         "to the optimizer.",
-        f"{_37} 3.8",
+        f"{_37}, 3.8",
     ),
     "model.batch_mixing": CatalogEntry(
         "Sample i's loss depends on other samples' inputs",
         "A view/reshape/transpose probably mixes the batch dimension; use permute and keep batch first.",
-        f"{_KARPATHY} 2 (use backprop to chart dependencies)",
+        f"{_KARPATHY}, 2 (use backprop to chart dependencies)",
     ),
     "model.train_eval_mode": CatalogEntry(
         "Train/eval mode is wrong for the phase",
         "Call model.train() before training and model.eval() before evaluating when dropout or batch norm is present.",
-        f"{_37} 4.6",
+        f"{_37}, 4.6",
     ),
     "train.cannot_overfit": CatalogEntry(
         "The model cannot overfit one small batch",
         "A model that cannot drive the loss to ~0 on a few samples has a bug (loss, labels, frozen layers, "
         "too-low LR) or too little capacity.",
-        f"{_KARPATHY} 2 (overfit one batch); {_37} 4.1",
+        f"{_KARPATHY}, 2 (overfit one batch); {_37}, 4.1",
     ),
     "train.nonfinite": CatalogEntry(
         "NaN or Inf appeared during training",
         "Lower the learning rate, clip gradients, check divisions/logs/exp in custom layers; the first "
         "layer in forward order is the place to look.",
-        f"{_37} 4.11",
+        f"{_37}, 4.11",
     ),
     "train.diverging": CatalogEntry(
         "The loss is exploding",
         "Lower the learning rate (by 3-10x) or add warmup/gradient clipping.",
-        f"{_CS231N} learning rate; {_LECTURE5} babysitting",
+        f"{_CS231N}, learning rate; {_LECTURE5}, babysitting",
     ),
     "train.stalled": CatalogEntry(
         "The loss does not move",
         "Raise the learning rate, check that gradients reach the parameters, and check for dead units.",
-        f"{_CS231N} learning rate; {_LECTURE5} babysitting",
+        f"{_CS231N}, learning rate; {_LECTURE5}, babysitting",
     ),
     "train.exploding_gradients": CatalogEntry(
         "Gradient norms grow by orders of magnitude",
         "Lower the learning rate, clip gradients, use normalization layers or a better init.",
-        f"{_37} 4.9",
+        f"{_37}, 4.9",
     ),
     "train.vanishing_gradients": CatalogEntry(
         "Gradient norms shrink by orders of magnitude across depth",
         "Use ReLU-family activations with He init, batch norm, or residual connections.",
-        f"{_37} 4.2; {_LECTURE5} weight initialization",
+        f"{_37}, 4.2; {_LECTURE5}, weight initialization",
     ),
     "train.update_ratio": CatalogEntry(
         "Update/weight ratio is far from ~1e-3",
         "Around 1e-3 is healthy: much lower means the learning rate is too low, much higher too high.",
-        f"{_LECTURE5} babysitting (update/weight ratio)",
+        f"{_LECTURE5}, babysitting (update/weight ratio)",
     ),
     "train.grad_accumulation": CatalogEntry(
         "Gradients are not zeroed between steps",
         "Call optimizer.zero_grad() once per step (or on purpose, accumulate and divide the loss).",
-        f"{_37} 3.11 (check custom optimizers)",
+        f"{_37}, 3.11 (check custom optimizers)",
     ),
     "act.dead_units": CatalogEntry(
         "ReLU units never fire",
         "Lower the learning rate, check bias init (large negative biases kill units), or use leaky ReLU.",
-        f"{_CS231N} activation functions",
+        f"{_CS231N}, activation functions",
     ),
     "act.saturation": CatalogEntry(
         "tanh/sigmoid outputs are pinned near their limits",
         "Use Xavier init (std = 1/sqrt(fan_in)), normalize inputs, or switch to ReLU.",
-        f"{_CS231N} activation functions; {_LECTURE5} weight initialization",
+        f"{_CS231N}, activation functions; {_LECTURE5}, weight initialization",
     ),
     "act.collapse": CatalogEntry(
         "Activation std shrinks toward zero with depth",
         "Init is too small: use Xavier (tanh) or He (ReLU) init, or batch norm.",
-        f"{_LECTURE5} weight initialization",
+        f"{_LECTURE5}, weight initialization",
     ),
     "act.explode": CatalogEntry(
         "Activation std grows with depth",
         "Init is too large: use Xavier (tanh) or He (ReLU) init, or batch norm.",
-        f"{_LECTURE5} weight initialization; {_37} 4.2",
+        f"{_LECTURE5}, weight initialization; {_37}, 4.2",
     ),
     "check.error": CatalogEntry(
         "A check could not run",
@@ -179,7 +182,7 @@ CATALOG: dict[str, CatalogEntry] = {
     "train.lr_range": CatalogEntry(
         "The learning rate is outside the range where the loss falls",
         "Run nbdiag.lr_range_test and start near its suggestion; too high diverges, too low stalls.",
-        f"{_CS231N} learning rate schedules; {_LECTURE5} babysitting (hyperparameter search)",
+        f"{_CS231N}, learning rate schedules; {_LECTURE5}, babysitting (hyperparameter search)",
     ),
     "monitor.hook_error": CatalogEntry(
         "A monitoring hook failed and was switched off",
@@ -238,26 +241,44 @@ def findings_frame(findings: list[Finding]):
     return pd.DataFrame([{c: getattr(f, c) for c in columns} for f in findings], columns=columns)
 
 
-def findings_text(findings: list[Finding]) -> str:
-    """A plain-text table of findings, most severe first."""
+def findings_text(findings: list[Finding], width: int = TEXT_WIDTH) -> str:
+    """A plain-text list of findings, most severe first: the finding, its evidence and its advice with the source,
+    each wrapped at word boundaries to ``width`` columns (nothing is cut)."""
     if not findings:
         return "no findings"
     lines = []
-    for f in _by_severity(findings):
-        lines.append(str(f))
+    for f in by_severity(findings):
+        lines.append(textwrap.fill(str(f), width, subsequent_indent="       ", break_long_words=False))
         if f.evidence:
-            lines.append("       evidence: " + _evidence_text(f.evidence))
-        lines.append(f"       advice: {f.advice}  ({f.ref})")
+            lines.append(_indented(f"evidence: {_evidence_text(f.evidence)}", width))
+        lines.append(_indented(f"advice: {f.advice} ({f.ref})", width))
     return "\n".join(lines)
 
 
 def findings_html(findings: list[Finding]) -> str:
-    """An HTML table of findings, most severe first, with a coloured severity badge per row."""
+    """An HTML table of findings, most severe first: a coloured severity badge, the id, where (layer and step),
+    the message, the evidence and the advice with its source."""
     if not findings:
-        return "<div>no findings</div>"
+        return "<div style='color:#2e7d32'>no findings</div>"
     header = "".join(f"<th>{name}</th>" for name in ("severity", "id", "where", "message", "evidence", "advice"))
-    rows = "".join(_html_row(f) for f in _by_severity(findings))
-    return f"<table><tr>{header}</tr>{rows}</table>"
+    rows = "".join(_html_row(f) for f in by_severity(findings))
+    style = "border-collapse:collapse;font-size:12px;text-align:left"
+    return f"<table class='nbdiag-findings' style='{style}'><tr>{header}</tr>{rows}</table>"
+
+
+def severity_badge(severity: str) -> str:
+    """A coloured ``fail`` / ``warn`` / ``info`` badge (HTML)."""
+    colour = SEVERITY_COLOURS.get(severity, "#555")
+    style = f"color:white;background:{colour};padding:0 4px;border-radius:3px;font-weight:bold"
+    return f'<span style="{style}">{html.escape(severity)}</span>'
+
+
+def where_text(finding: Finding) -> str:
+    """``'layer 3 · step 120'`` (the parts that are known)."""
+    parts = ([f"layer {finding.layer}"] if finding.layer else []) + (
+        [f"step {finding.step}"] if finding.step is not None else []
+    )
+    return " · ".join(parts)
 
 
 class Findings(list):
@@ -273,22 +294,24 @@ class Findings(list):
         printer.text(findings_text(self))
 
 
-def _by_severity(findings: list[Finding]) -> list[Finding]:
-    return sorted(findings, key=lambda f: SEVERITY_RANK[f.severity])
+def by_severity(findings: list[Finding]) -> list[Finding]:
+    """``findings`` most severe first (stable within a severity)."""
+    return sorted(findings, key=lambda f: SEVERITY_RANK.get(f.severity, len(SEVERITY_RANK)))
+
+
+
+def _indented(text: str, width: int) -> str:
+    return textwrap.fill(text, width, initial_indent="       ", subsequent_indent="         ", break_long_words=False)
 
 
 def _html_row(finding: Finding) -> str:
-    colour = SEVERITY_COLOURS[finding.severity]
-    badge = f'<span style="color:white;background:{colour};padding:0 4px;border-radius:3px">{finding.severity}</span>'
-    step = "" if finding.step is None else f"@step {finding.step}"
-    where = " ".join(part for part in (finding.layer, step) if part)
     cells = (
-        badge,
-        f"<code>{finding.id}</code>",
-        html.escape(where),
+        severity_badge(finding.severity),
+        f"<code>{html.escape(finding.id)}</code>",
+        html.escape(where_text(finding)),
         html.escape(finding.message),
         html.escape(_evidence_text(finding.evidence)),
-        html.escape(f"{finding.advice} ({finding.ref})"),
+        f"{html.escape(finding.advice)} <i>({html.escape(finding.ref)})</i>",
     )
     return "<tr>" + "".join(f'<td style="text-align:left">{cell}</td>' for cell in cells) + "</tr>"
 

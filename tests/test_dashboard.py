@@ -17,7 +17,7 @@ from torch import nn
 pytest.importorskip("plotly")
 pytest.importorskip("ipywidgets")
 
-from nbdiag.findings import make_finding  # noqa: E402
+from nbdiag.findings import SEVERITY_COLOURS, make_finding  # noqa: E402
 from nbdiag.predictions import PredictionTracker  # noqa: E402
 from nbdiag.record import Record  # noqa: E402
 from nbdiag.stats import ACTIVATION_STATS  # noqa: E402
@@ -197,12 +197,21 @@ def test_mimebundle_has_widget_png_and_text():
     assert "step 190" in bundle["text/plain"] and "train.nonfinite" in bundle["text/plain"]
 
 
-def test_findings_table_shows_severity_layer_and_advice():
-    finding = make_finding("train.nonfinite", "fail", "NaN in 3 at step 40", layer="3", step=40)
-    dashboard = Dashboard(synthetic_source(findings=[finding]))
-    html = dashboard._controls().findings.value
+def test_findings_banner_comes_first_most_severe_first_and_selects_the_layer_and_step():
+    fail = make_finding("train.nonfinite", "fail", "NaN in 3 at step 40", layer="3", step=40)
+    warn = make_finding("train.update_ratio", "warn", "ratio 0.5", layer="2.weight", step=100)
+    dashboard = Dashboard(synthetic_source(findings=[warn, fail]))
+    controls = dashboard._controls()
+    assert controls.box.children.index(controls.findings) < controls.box.children.index(controls.figure.figure)
+    first, second = controls.findings.children
+    text = first.children[1].value
+    assert "train.nonfinite" in text and SEVERITY_COLOURS["fail"] in text and fail.advice in text
+    assert "layer 3 · step 40" in text and "train.update_ratio" in second.children[1].value
+    first.children[0].click()
+    assert (dashboard.state.layer, dashboard.snapshot().entries[dashboard.state.index].step) == ("3", 40)
+    second.children[0].click()  # a parameter's finding selects its layer
+    assert (dashboard.state.layer, dashboard.snapshot().entries[dashboard.state.index].step) == ("2", 100)
     dashboard.close()
-    assert "train.nonfinite" in html and "#d62728" in html and finding.advice in html
 
 
 def test_layer_labels_name_the_module_type():

@@ -286,3 +286,24 @@ def test_findings_show_as_a_coloured_table_or_text():
     assert SEVERITY_COLOURS["warn"] in html and "train.stalled" in html and "&lt;does not&gt;" in html
     assert str(findings) == findings_text(findings) and "WARN train.stalled @step 60" in str(findings)
     assert "no findings" in Findings()._repr_html_()
+
+
+def test_printed_findings_wrap_at_word_boundaries_and_keep_the_advice():
+    long = "activation std 0.0031 vs 0.97 at the first activation " * 4
+    findings = [make_finding("act.collapse", "warn", long, layer="encoder.block.7.mlp.act", step=1200)]
+    text = findings_text(findings, width=80)
+    lines = text.splitlines()
+    assert max(len(line) for line in lines) <= 80
+    assert " ".join(text.split()).count(" ".join(long.split())) == 1  # every word whole, none cut
+    advice = findings[0].advice
+    assert " ".join(advice.split()) in " ".join(text.split())
+    assert "(CS231n lecture 5, weight initialization)" in " ".join(text.split())
+
+
+def test_every_source_is_cited_by_title_and_section_never_a_file_id():
+    from nbdiag.findings import CATALOG
+
+    for finding_id, entry in CATALOG.items():
+        assert "seeds/" not in entry.ref and ".txt" not in entry.ref, finding_id
+        if entry.ref != "nbdiag":
+            assert any(title in entry.ref for title in ("37 reasons", "Karpathy's recipe", "CS231n")), finding_id

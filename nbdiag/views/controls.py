@@ -1,10 +1,12 @@
-"""The dashboard's ipywidgets: layer selector, step slider, pause and log toggles, status line, findings table."""
+"""The dashboard's ipywidgets: findings banner, layer selector, step slider, pause and log toggles, status line."""
 
 from __future__ import annotations
 
 import dataclasses
+import html
 from typing import Any
 
+from nbdiag.findings import by_severity, severity_badge, where_text
 from nbdiag.views.data import Snapshot
 from nbdiag.views.figure import PanelFigure
 from nbdiag.views.layout import build_panels
@@ -12,6 +14,7 @@ from nbdiag.views.panels import ViewState, selected_layer
 from nbdiag.views.sizing import FitWidth
 
 _SHORT_LABEL = {"description_width": "auto"}
+BANNER_FINDINGS = 6  # findings shown in the banner; the rest are counted (mon.findings() lists all)
 
 
 class Controls:
@@ -41,7 +44,8 @@ class Controls:
         self.loss_log = _checkbox(w, "log loss", dashboard.state.loss_log)
         self.norm_log = _checkbox(w, "log norms", dashboard.state.norm_log)
         self.status = w.HTML()
-        self.findings = w.HTML()
+        self.findings = w.VBox(layout=w.Layout(width="100%"))  # the banner: one row per finding, most severe first
+        self._shown_findings: tuple = ()
         self.layer.observe(self._on_layer, names="value")
         self.step.observe(self._on_step, names="value")
         self.pause.observe(self._on_pause, names="value")
@@ -52,7 +56,7 @@ class Controls:
             layout=w.Layout(align_items="center", flex_flow="row wrap", grid_gap="4px 12px"),
         )
         self.box = w.VBox(
-            [self.status, row, self.figure.figure, FitWidth(), w.HTML("<b>Health</b>"), self.findings],
+            [self.status, self.findings, row, self.figure.figure, FitWidth()],
             layout=w.Layout(width="100%"),
         )
         self.box.add_class("nbdiag-dashboard")
@@ -81,9 +85,42 @@ class Controls:
             self._syncing = False
         return dataclasses.replace(state, index=index)
 
-    def show_findings(self, html: str) -> None:
-        if self.findings.value != html:
-            self.findings.value = html
+    def show_findings(self, findings: list[Any]) -> None:
+        """The banner: each finding with its layer, step and advice; its "show" button selects that layer and step."""
+        import ipywidgets as w
+
+        ordered = by_severity(findings)
+        key = tuple((f.id, f.severity, f.layer, f.step, f.message) for f in ordered)
+        if key == self._shown_findings:
+            return
+        self._shown_findings = key
+        rows = [self._finding_row(w, finding) for finding in ordered[:BANNER_FINDINGS]]
+        if not ordered:
+            rows = [w.HTML("<span style='color:#2e7d32'><b>Health:</b> no findings</span>")]
+        elif len(ordered) > BANNER_FINDINGS:
+            rows.append(w.HTML(f"… and {len(ordered) - BANNER_FINDINGS} more: <code>mon.findings()</code>"))
+        self.findings.children = rows
+
+    def _finding_row(self, w: Any, finding: Any) -> Any:
+        where = where_text(finding)
+        text = (
+            f"{severity_badge(finding.severity)} <b>{html.escape(finding.id)}</b>"
+            f"{' · ' + html.escape(where) if where else ''}: {html.escape(finding.message)}"
+            f"<br><span style='color:#444'>→ {html.escape(finding.advice)} <i>({html.escape(finding.ref)})</i></span>"
+        )
+        label = w.HTML(f"<div style='line-height:1.35'>{text}</div>", layout=w.Layout(flex="1 1 auto"))
+        if finding.layer is None and finding.step is None:
+            return w.HBox([label])
+        button = w.Button(description="show", layout=w.Layout(width="56px", min_width="56px"))
+        button.tooltip = "select this finding's layer and step in the panels"
+        button.on_click(lambda _: self._show(finding))
+        return w.HBox([button, label], layout=w.Layout(align_items="flex-start", grid_gap="8px"))
+
+    def _show(self, finding: Any) -> None:
+        """Select ``finding``'s layer (a parameter's layer for parameter findings) and step."""
+        layers = self.dashboard.snapshot().layers
+        layer = next((n for n in (finding.layer, (finding.layer or "").rsplit(".", 1)[0]) if n in layers), None)
+        self.dashboard.select(layer=layer, step=finding.step)
 
     def show_status(self, html: str) -> None:
         self.status.value = html

@@ -1,6 +1,6 @@
 """The live dashboard, drawn along one of three render paths chosen by :mod:`nbdiag.environment`:
 
-- "widget": controls above one plotly FigureWidget and a findings table (JupyterLab, Notebook 7, Binder);
+- "widget": a findings banner and controls above one plotly FigureWidget (JupyterLab, Notebook 7, Binder);
 - "inline": one output updated in place through a display handle (VS Code, Colab; :mod:`nbdiag.views.inline`);
 - "static": a PNG and the text summary, drawn again when training ends (scripts, nbconvert, CI).
 
@@ -21,7 +21,7 @@ from nbdiag.views.data import Snapshot, snapshot
 from nbdiag.views.layout import build_panels
 from nbdiag.views.panels import ViewState
 from nbdiag.views.renderer import RENDER_BUDGET, Renderer
-from nbdiag.views.text import findings_html, summary_text
+from nbdiag.views.text import summary_text
 
 WIDGET_MIME = "application/vnd.jupyter.widget-view+json"
 
@@ -167,7 +167,7 @@ class Dashboard:
             snap = self.snapshot()
             self.state = self._widget.sync(snap, self.state)
             self._widget.figure.update(build_panels(snap, self.state))
-            self._widget.show_findings(findings_html(self.findings()))
+            self._widget.show_findings(self.findings())
             self._widget.show_status(self._status(snap))
 
     def set_state(self, **changes: Any) -> None:

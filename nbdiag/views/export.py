@@ -6,9 +6,9 @@ import html
 from pathlib import Path
 from typing import Any
 
+from nbdiag.findings import findings_html
 from nbdiag.views.dashboard import Dashboard
 from nbdiag.views.figure import PanelFigure
-from nbdiag.views.text import findings_html
 
 
 def savefig(source: Any, path: str | Path, dpi: int = 100) -> Path:

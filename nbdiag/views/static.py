@@ -8,15 +8,17 @@ from typing import Any
 
 import numpy as np
 
+from nbdiag.findings import SEVERITY_COLOURS, by_severity, where_text
 from nbdiag.views.layout import COLS, ROWS
 from nbdiag.views.panels import Panel, Series
-from nbdiag.views.text import SEVERITY_COLORS, SEVERITY_ORDER
 
 MAX_TICK_LABELS = 16
+FINDING_LINES = 8  # text lines of the findings banner at the top of the PNG
+FINDING_CHARS = 175  # characters per banner line at 9 pt across the 16-inch figure
 
 
 def figure(panels: list[Panel], findings: list[Any], title: str = "") -> Any:
-    """A matplotlib Figure of the panels in the dashboard's grid, findings listed underneath.
+    """A matplotlib Figure of the panels in the dashboard's grid, under a banner of the findings (most severe first).
 
     Args:
         panels: from :func:`nbdiag.views.layout.build_panels`.
@@ -28,11 +30,11 @@ def figure(panels: list[Panel], findings: list[Any], title: str = "") -> Any:
     """
     from matplotlib.figure import Figure
 
-    fig = Figure(figsize=(16, 4 * ROWS + 1.4), layout="constrained")
-    grid = fig.add_gridspec(ROWS + 1, COLS, height_ratios=[1.0] * ROWS + [0.3])
+    fig = Figure(figsize=(16, 4 * ROWS + 1.6), layout="constrained")
+    grid = fig.add_gridspec(ROWS + 1, COLS, height_ratios=[0.4] + [1.0] * ROWS)
+    _draw_findings(fig.add_subplot(grid[0, :]), findings)
     for i, panel in enumerate(panels):
-        draw_panel(fig.add_subplot(grid[i // COLS, i % COLS]), panel)
-    _draw_findings(fig.add_subplot(grid[ROWS, :]), findings)
+        draw_panel(fig.add_subplot(grid[1 + i // COLS, i % COLS]), panel)
     if title:
         fig.suptitle(title)
     return fig
@@ -165,21 +167,23 @@ def _decorate(ax: Any, panel: Panel, categories: list[str] | None) -> None:
 
 
 def _draw_findings(ax: Any, findings: list[Any]) -> None:
+    """The banner: each finding (severity, id, layer and step, message) and its advice with the source, wrapped at
+    word boundaries; past :data:`FINDING_LINES` lines, a count of those left out."""
     ax.axis("off")
     if not findings:
-        ax.text(0, 0.5, "findings: none", color="#2ca02c", fontsize=10, va="center")
+        ax.text(0, 0.5, "findings: none", color=SEVERITY_COLOURS["info"], fontsize=10, va="center")
         return
-    ordered = sorted(findings, key=lambda f: SEVERITY_ORDER.get(f.severity, 3))[:6]
-    for row, finding in enumerate(ordered):
-        line = textwrap.shorten(
-            f"{finding.severity.upper():4} {finding.id}  {finding.message}  → {finding.advice}", 230
+    lines: list[tuple[str, str]] = []
+    ordered = by_severity(findings)
+    for shown, finding in enumerate(ordered):
+        where = where_text(finding)
+        head = f"{finding.severity.upper()}  {finding.id}{f' · {where}' if where else ''}: {finding.message}"
+        block = textwrap.wrap(head, FINDING_CHARS, break_long_words=False) + textwrap.wrap(
+            f"→ {finding.advice} ({finding.ref})", FINDING_CHARS, initial_indent="    ", subsequent_indent="      "
         )
-        ax.text(
-            0,
-            1 - row / 6,
-            line,
-            color=SEVERITY_COLORS.get(finding.severity, "#555"),
-            fontsize=9,
-            va="top",
-            transform=ax.transAxes,
-        )
+        if len(lines) + len(block) > FINDING_LINES - (shown < len(ordered) - 1):
+            lines.append((f"… and {len(ordered) - shown} more: mon.findings()", "#555"))
+            break
+        lines += [(line, SEVERITY_COLOURS.get(finding.severity, "#555")) for line in block]
+    for row, (line, colour) in enumerate(lines):
+        ax.text(0, 1 - row / FINDING_LINES, line, color=colour, fontsize=9, va="top", transform=ax.transAxes)

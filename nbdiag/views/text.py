@@ -1,8 +1,8 @@
-"""Plain-text and HTML renderings of a snapshot and its findings (the text/plain fallback, the findings table)."""
+"""The plain-text rendering of a snapshot and its findings (the text/plain fallback); findings render in
+:mod:`nbdiag.findings`."""
 
 from __future__ import annotations
 
-import html
 from typing import Any
 
 import numpy as np
@@ -10,9 +10,6 @@ import numpy as np
 from nbdiag.findings import findings_text
 from nbdiag.views import data
 from nbdiag.views.data import Snapshot
-
-SEVERITY_COLORS = {"fail": "#d62728", "warn": "#ff7f0e", "info": "#1f77b4"}
-SEVERITY_ORDER = {"fail": 0, "warn": 1, "info": 2}
 
 
 def summary_text(snap: Snapshot, findings: list[Any]) -> str:
@@ -35,24 +32,3 @@ def summary_text(snap: Snapshot, findings: list[Any]) -> str:
 
 def _number(value: float) -> str:
     return "-" if not np.isfinite(value) else f"{value:.3g}"
-
-
-def findings_html(findings: list[Any]) -> str:
-    """Findings as an HTML table, most severe first, the severity cell coloured."""
-    if not findings:
-        return "<p style='color:#2ca02c'>no findings</p>"
-    rows = []
-    for finding in sorted(findings, key=lambda f: SEVERITY_ORDER.get(f.severity, 3)):
-        color = SEVERITY_COLORS.get(finding.severity, "#555")
-        cells = [
-            f"<td style='background:{color};color:white;font-weight:bold'>{html.escape(finding.severity)}</td>",
-            f"<td><code>{html.escape(finding.id)}</code></td>",
-            f"<td>{html.escape(str(finding.layer or ''))}</td>",
-            f"<td>{'' if finding.step is None else finding.step}</td>",
-            f"<td>{html.escape(finding.message)}</td>",
-            f"<td>{html.escape(finding.advice)} <i>({html.escape(finding.ref)})</i></td>",
-        ]
-        rows.append("<tr>" + "".join(cells) + "</tr>")
-    head = "".join(f"<th>{name}</th>" for name in ("severity", "id", "layer", "step", "what", "advice"))
-    style = "border-collapse:collapse;font-size:12px;text-align:left"
-    return f"<table class='nbdiag-findings' style='{style}'><tr>{head}</tr>{''.join(rows)}</table>"
