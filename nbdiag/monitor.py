@@ -14,6 +14,7 @@ from nbdiag.capture import MAX_CALLS_PER_STEP, Capture
 from nbdiag.environment import resolve_display
 from nbdiag.errors import NbdiagWarning
 from nbdiag.findings import findings_text
+from nbdiag.modes import mode_modules, training_flags
 from nbdiag.probe import can_hook_steps, is_compiled, leaf_modules, named_parameters, unwrap_model, unwrap_optimizer
 from nbdiag.reading import RecordReader
 from nbdiag.record import Block, NonFinite, Record, StepEntry
@@ -129,10 +130,13 @@ class Monitor(RecordReader):
             hist_sample,
         )
         self.predictions = _prediction_tracker(self._model, fixed_batch)
+        self._mode_modules = mode_modules(self._model)
         self.record.meta.update(
             model=self.model_name,
             layer_types={name: type(m).__name__ for name, m in self._capture.leaves},
             num_classes=num_classes,
+            parameters=sum(p.numel() for _, p in params),
+            trainable_parameters=sum(p.numel() for _, p in params if p.requires_grad),
             every=every,
             dense=dense,
             hist_sample=hist_sample,
@@ -176,6 +180,33 @@ class Monitor(RecordReader):
         self._step += 1
         self._sync_hooks()
 
+    def validate(self, val_loss: Any = None, val_acc: Any = None, **scalars: Any) -> None:
+        """Log validation results at the last trained step (call it after an evaluation pass, at any cadence).
+
+        Same as passing ``val_loss=``/``val_acc=`` to the last ``step()``; they feed the train/validation gap
+        rules (``train.overfitting``, ``train.underfitting``) and the dashboard's gap panel.
+
+        Args:
+            val_loss: the loss over the validation set (a float or a 0-d tensor).
+            val_acc: the accuracy over the validation set, in [0, 1].
+            **scalars: other validation numbers (names should start with ``val_``).
+        """
+        values = {"val_loss": val_loss, "val_acc": val_acc, **scalars}
+        numbers, device_tensors = _split_scalars({k: v for k, v in values.items() if v is not None})
+        step = max(self._step - 1, 0)
+        self._note_validation_mode()
+        self.record.add_scalars(step, numbers)
+        self._pending_scalars.extend((step, name, t) for name, t in device_tensors.items())
+
+    def _note_validation_mode(self) -> None:
+        """Count validate() calls that found dropout/batch norm in train mode (read by health.mode)."""
+        in_train = [name for name, module in self._mode_modules if module.training]
+        seen = self.record.meta.setdefault("validation_mode", {"calls": 0, "train_mode_calls": 0, "layers": []})
+        seen["calls"] += 1
+        if in_train:
+            seen["train_mode_calls"] += 1
+            seen["layers"] = in_train[:8]
+
     def close(self) -> None:
         """Remove every hook and release the model. Idempotent; the record stays readable."""
         if self._closed:
@@ -189,7 +220,7 @@ class Monitor(RecordReader):
         self._closed = True
         if self._model is not None and _WATCHED.get(self._model) is self:
             del _WATCHED[self._model]
-        self._model, self._params = None, []
+        self._model, self._params, self._mode_modules = None, [], []
         self._capture.release()
         if self.predictions is not None:
             self.predictions.model = None
@@ -269,7 +300,12 @@ class Monitor(RecordReader):
             self._add_pending_scalars(pending, groups.pop("scalars", (None, None))[1])
             units = self._units.block(step, split_groups(groups), capture.unit_layers)
             blocks = _blocks(vectors, groups, capture.bounded_layers)
-            self.record.append(StepEntry(step, blocks if units is None else {**blocks, "units": units}))
+            if units is not None:
+                blocks["units"] = units
+            if self._mode_modules:
+                names = tuple(name for name, _ in self._mode_modules)
+                blocks["mode"] = Block(names, ("training",), training_flags(self._mode_modules))
+            self.record.append(StepEntry(step, blocks))
             self._note_nonfinite(step, vectors, groups)
             if self.predictions is not None:
                 self.predictions.record(step)

@@ -11,12 +11,14 @@ import torch
 import nbdiag
 from nbdiag.findings import SEVERITY_RANK, Finding, findings_text
 from tests.bugzoo import CASES, Case, cases, run_training
+from tests.bugzoo.cases import accuracy, validate
 
 LIVE_CASES = cases("live")
 CLEAN_CASES = cases("both")
 STEPS = 200  # about 9 epochs of the digits' 1400 training samples at batch 64
 EVERY = 10  # sampled: steps 0-9, then every 10th
 POLL = 25  # the findings are read this often during training, as a dashboard would
+VAL_EVERY = 20  # setups with validation data are validated this often (mon.validate)
 
 
 @pytest.fixture(autouse=True)
@@ -43,8 +45,11 @@ def _run(name: str) -> LiveRun:
     first_seen: dict[str, int] = {}
     with nbdiag.watch(setup.model, setup.optimizer, every=EVERY, num_classes=setup.num_classes, display=False) as mon:
 
-        def on_step(step: int, loss: torch.Tensor) -> None:
-            mon.step(loss=loss)
+        def on_step(step: int, loss: torch.Tensor, output: torch.Tensor, target: torch.Tensor) -> None:
+            acc = accuracy(output, target)
+            mon.step(loss=loss, **({} if acc is None else {"acc": acc}))
+            if setup.val_data is not None and step % VAL_EVERY == VAL_EVERY - 1:
+                validate(setup, mon.validate)
             if step % POLL == 0:
                 for finding in mon.findings():
                     if finding.severity != "info":

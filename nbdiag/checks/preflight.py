@@ -14,10 +14,13 @@ from nbdiag.checks.baseline import BASELINE_STEPS, check_baseline
 from nbdiag.checks.batches import Batch, collect_batches, first_tensor, model_device
 from nbdiag.checks.data import check_constant_inputs, check_input_scale, check_nonfinite
 from nbdiag.checks.duplicates import check_duplicates, check_repeated_batches
+from nbdiag.checks.frozen import check_frozen_init
 from nbdiag.checks.gradflow import check_gradient_flow
+from nbdiag.checks.leak import check_target_leak
 from nbdiag.checks.loss import check_initial_loss, check_loss_input
 from nbdiag.checks.lr_range import RANGE_STEPS, LRRangeResult, check_learning_rate
 from nbdiag.checks.mode import check_train_mode
+from nbdiag.checks.outputact import check_output_activation
 from nbdiag.checks.overfit import check_overfit
 from nbdiag.checks.report import CheckTiming, Report
 from nbdiag.checks.sandbox import model_copy, preserved_rng
@@ -78,7 +81,10 @@ CHECKS: tuple[_Check, ...] = (
     _Check("batch_labels", lambda c: check_batch_labels(c.batches, c.loss_fn)),
     _Check("repeated_batches", lambda c: check_repeated_batches(c.batches)),
     _Check("duplicates", lambda c: check_duplicates(c.batches, c.val_data)),
+    _Check("target_leak", lambda c: check_target_leak(c.batches, c.loss_fn, c.val_data)),
+    _Check("frozen_init", lambda c: check_frozen_init(c.model)),
     _Check("loss_input", lambda c: check_loss_input(c.model, c.batches, c.loss_fn), 1, True),
+    _Check("output_activation", lambda c: check_output_activation(c.model, c.batches, c.loss_fn), 1, True),
     _Check("initial_loss", lambda c: check_initial_loss(c.model, c.batches, c.loss_fn, c.num_classes), 4, True, True),
     _Check("gradient_flow", lambda c: check_gradient_flow(c.model, c.batches, c.loss_fn, c.optimizer), 2, True, True),
     _Check("batch_mixing", lambda c: check_batch_mixing(c.model, c.batches), 2, True),

@@ -11,7 +11,7 @@ from collections.abc import Callable
 from typing import Any
 
 from nbdiag.findings import SEVERITY_RANK, Finding, Findings
-from nbdiag.health import activations, gradients, loss, nonfinite, updates
+from nbdiag.health import activations, generalization, gradients, loss, mode, nonfinite, too_good, updates
 from nbdiag.health.window import Window
 
 Rule = Callable[[Window], list[Finding]]
@@ -27,6 +27,11 @@ RULES: tuple[Rule, ...] = (
     activations.dead_units,
     activations.saturation,
     activations.depth_trend,
+    generalization.overfitting,
+    generalization.underfitting,
+    mode.trained_in_eval_mode,
+    mode.validated_in_train_mode,
+    too_good.too_good,
 )
 
 

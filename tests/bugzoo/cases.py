@@ -25,6 +25,7 @@ class Setup:
     num_classes: int | None = None
     val_data: object | None = None
     zero_grad: bool = True
+    validate_in_train_mode: bool = False  # plants "evaluating in train mode" (see :func:`validate`)
 
 
 @dataclass(frozen=True)
@@ -88,14 +89,50 @@ def clean_mlp() -> Setup:
 
 
 def clean_cnn() -> Setup:
-    return _classifier(_seeded(models.cnn), num_classes=10)
+    return _classifier(_seeded(models.cnn), num_classes=10, val_data=_validation())
 
 
 def clean_regression() -> Setup:
     torch.manual_seed(0)
-    x, y = regression()
+    x, y = regression(samples=1024)
     model = models.mlp(outputs=1, features=x.shape[1])
-    return Setup(model, loader(x, y), nn.MSELoss(), torch.optim.Adam(model.parameters(), lr=1e-3))
+    setup = Setup(model, loader(x[:768], y[:768]), nn.MSELoss(), torch.optim.Adam(model.parameters(), lr=1e-3))
+    setup.val_data = (x[768:], y[768:])
+    return setup
+
+
+def _validation() -> tuple[torch.Tensor, torch.Tensor]:
+    _, _, x_val, y_val = digits()
+    return x_val, y_val
+
+
+def clean_finetune() -> Setup:
+    """A backbone trained on digits, then frozen (requires_grad=False); a fresh head is fine-tuned on top."""
+    torch.manual_seed(0)
+    x, y, _, _ = digits()
+    backbone = nn.Sequential(nn.Linear(models.FEATURES, models.HIDDEN), nn.ReLU())
+    pretrain = nn.Sequential(backbone, nn.Linear(models.HIDDEN, models.CLASSES))
+    opt = torch.optim.Adam(pretrain.parameters(), lr=3e-3)
+    for _ in range(3):
+        for xb, yb in loader(x, y):
+            nn.functional.cross_entropy(pretrain(xb), yb).backward()
+            opt.step()
+            opt.zero_grad()
+    backbone.requires_grad_(False)
+    model = nn.Sequential(backbone, nn.Linear(models.HIDDEN, models.CLASSES))
+    head = model[1]
+    return _classifier(
+        model, optimizer=lambda m: torch.optim.Adam(head.parameters(), lr=1e-3), num_classes=10, val_data=_validation()
+    )
+
+
+def clean_lstm() -> Setup:
+    return _classifier(
+        _seeded(models.DigitsLSTM),
+        optimizer=lambda m: torch.optim.Adam(m.parameters(), lr=3e-3),
+        num_classes=10,
+        val_data=_validation(),
+    )
 
 
 # --- data bugs ------------------------------------------------------------------------------------------------
@@ -251,10 +288,76 @@ def missing_zero_grad() -> Setup:
     return _classifier(zero_grad=False)
 
 
+# --- the rest of the recipe: generalization, too good to be true, diagnosis gaps -----------------------------
+
+
+def overfitting() -> Setup:
+    x, y, _, _ = digits()
+    model = _seeded(lambda: models.mlp(hidden=256))
+    return _classifier(
+        model,
+        x[:100],
+        y[:100],
+        optimizer=lambda m: torch.optim.Adam(m.parameters(), lr=1e-2),
+        num_classes=10,
+        val_data=_validation(),
+    )
+
+
+def over_regularized() -> Setup:
+    optimizer = lambda m: torch.optim.AdamW(m.parameters(), lr=1e-3, weight_decay=30.0)  # noqa: E731
+    return _classifier(_seeded(models.mlp), optimizer=optimizer, num_classes=10, val_data=_validation())
+
+
+def _label_in_pixel(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    x = x.clone()
+    x[:, 0] = (y.float() - 4.5) / 2.9  # pixel 0 (always blank in digits) now encodes the label
+    return x
+
+
+def label_leak() -> Setup:
+    x, y, x_val, y_val = digits()
+    return _classifier(x=_label_in_pixel(x, y), num_classes=10, val_data=(_label_in_pixel(x_val, y_val), y_val))
+
+
+def label_leak_live() -> Setup:
+    setup = label_leak()
+    setup.optimizer = torch.optim.Adam(setup.model.parameters(), lr=1e-2)
+    return setup
+
+
+def frozen_random_layer() -> Setup:
+    model = _seeded(models.mlp)
+    model[0].requires_grad_(False)  # frozen at its random init: looks like a fine-tune, but nothing was trained
+    return _classifier(model, optimizer=lambda m: torch.optim.Adam(m[2].parameters(), lr=1e-3))
+
+
+def relu_before_ce() -> Setup:
+    return _classifier(_seeded(lambda: models.ClippedHead(nn.ReLU())))
+
+
+def sigmoid_before_ce() -> Setup:
+    return _classifier(_seeded(lambda: models.ClippedHead(nn.Sigmoid())))
+
+
+def eval_mode_live() -> Setup:
+    setup = _classifier(_seeded(models.cnn), num_classes=10)
+    setup.model.eval()  # trains with batch norm on running statistics and dropout off
+    return setup
+
+
+def validate_in_train_mode() -> Setup:
+    setup = _classifier(_seeded(models.cnn), num_classes=10, val_data=_validation())
+    setup.validate_in_train_mode = True
+    return setup
+
+
 CASES: tuple[Case, ...] = (
     Case("clean_mlp", "", clean_mlp, detector="both"),
     Case("clean_cnn_bn_dropout", "", clean_cnn, detector="both"),
     Case("clean_regression", "", clean_regression, detector="both"),
+    Case("clean_finetune_frozen_backbone", "", clean_finetune, detector="both"),
+    Case("clean_lstm", "", clean_lstm, detector="both"),
     Case("shuffled_labels", "labels permuted apart from inputs", shuffled_labels, ("data.no_signal",)),
     Case("raw_pixels", "0-255 pixel values, not normalized", raw_pixels, ("data.unnormalized",)),
     Case("constant_inputs", "inputs all zero", constant_inputs, ("data.constant_input",)),
@@ -296,6 +399,28 @@ CASES: tuple[Case, ...] = (
         ("train.grad_accumulation",),
         "live",
     ),
+    Case("overfitting", "100 training samples, 256 hidden units", overfitting, ("train.overfitting",), "live"),
+    Case("over_regularized", "AdamW weight_decay=30", over_regularized, ("train.underfitting",), "live"),
+    Case("label_leak", "pixel 0 encodes the label", label_leak, ("data.target_leak",)),
+    Case("label_leak_live", "pixel 0 encodes the label", label_leak_live, ("train.too_good",), "live"),
+    Case("frozen_random_layer", "first layer frozen at its random init", frozen_random_layer, ("model.frozen",)),
+    Case("relu_before_ce", "head.act = ReLU before CrossEntropyLoss", relu_before_ce, ("loss.output_activation",)),
+    Case(
+        "sigmoid_before_ce",
+        "head.act = Sigmoid before CrossEntropyLoss",
+        sigmoid_before_ce,
+        ("loss.output_activation",),
+    ),
+    Case(
+        "eval_mode_live", "CNN with BN/dropout trained in eval mode", eval_mode_live, ("model.train_eval_mode",), "live"
+    ),
+    Case(
+        "validate_in_train_mode",
+        "validation with dropout/BN in train mode",
+        validate_in_train_mode,
+        ("model.train_eval_mode",),
+        "live",
+    ),
 )
 
 
@@ -306,8 +431,10 @@ def cases(detector: str) -> list[Case]:
     return [case for case in CASES if case.detector == detector]
 
 
-def run_training(setup: Setup, steps: int, on_step: Callable[[int, torch.Tensor], None] | None = None) -> list[float]:
+def run_training(setup: Setup, steps: int, on_step: Callable[..., None] | None = None) -> list[float]:
     """Train ``setup`` for ``steps`` steps the usual way (zero_grad per step unless the bug is planted).
+
+    ``on_step(step, loss, output, target)`` is called after each optimizer step.
 
     Returns:
         The loss of each step.
@@ -315,14 +442,37 @@ def run_training(setup: Setup, steps: int, on_step: Callable[[int, torch.Tensor]
     losses: list[float] = []
     while len(losses) < steps:
         for x, y in setup.data:
-            loss = setup.loss_fn(setup.model(x), y)
+            output = setup.model(x)
+            loss = setup.loss_fn(output, y)
             loss.backward()
             setup.optimizer.step()
             if setup.zero_grad:
                 setup.optimizer.zero_grad()
             losses.append(float(loss.detach()))
             if on_step is not None:
-                on_step(len(losses) - 1, loss)
+                on_step(len(losses) - 1, loss, output.detach(), y)
             if len(losses) == steps:
                 break
     return losses
+
+
+def accuracy(output: torch.Tensor, target: torch.Tensor) -> float | None:
+    """Top-1 accuracy of class logits (N, C) against class indices (N,); None for anything else."""
+    if output.ndim != 2 or output.shape[1] < 2 or target.dtype != torch.int64 or target.ndim != 1:
+        return None
+    return float((output.argmax(1) == target).float().mean())
+
+
+def validate(setup: Setup, log: Callable[..., None]) -> None:
+    """Evaluate on ``setup.val_data`` (eval mode, no grad) and ``log(val_loss=..., val_acc=...)`` before the model's
+    modes are restored; with ``validate_in_train_mode`` the planted bug skips ``model.eval()``."""
+    x, y = setup.val_data
+    modes = [(module, module.training) for module in setup.model.modules()]
+    if not setup.validate_in_train_mode:
+        setup.model.eval()
+    with torch.no_grad():
+        output = setup.model(x)
+        values = {"val_loss": float(setup.loss_fn(output, y)), "val_acc": accuracy(output, y)}
+    log(**{name: value for name, value in values.items() if value is not None})
+    for module, training in modes:
+        module.training = training

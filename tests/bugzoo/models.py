@@ -71,3 +71,30 @@ def deep_mlp(
         layers += [linear, activation()]
         features = width
     return nn.Sequential(*layers, nn.Linear(width, CLASSES))
+
+
+class DigitsLSTM(nn.Module):
+    """Digits as 8 time steps of 8 pixels: (N, 64) -> (N, 8, 8) -> LSTM -> last hidden state -> classes."""
+
+    def __init__(self, hidden: int = HIDDEN) -> None:
+        super().__init__()
+        self.lstm = nn.LSTM(8, hidden, batch_first=True)
+        self.head = nn.Linear(hidden, CLASSES)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out, _ = self.lstm(x.reshape(len(x), 8, 8))  # (N, 8, hidden)
+        return self.head(out[:, -1])
+
+
+class ClippedHead(nn.Module):
+    """Bug: the classifier's head ends in an activation (``self.head.act``) that clips the logits."""
+
+    def __init__(self, activation: nn.Module) -> None:
+        super().__init__()
+        self.body = nn.Sequential(nn.Linear(FEATURES, HIDDEN), nn.ReLU())
+        self.head = nn.Sequential()
+        self.head.add_module("fc", nn.Linear(HIDDEN, CLASSES))
+        self.head.add_module("act", activation)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.body(x))

@@ -1,0 +1,251 @@
+"""The rest of the recipe, on hand-built records and tiny models: train/validation gap, too good to be true,
+frozen layers at init, train/eval mode while training, an output activation before a loss that expects logits."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+import nbdiag
+from nbdiag.checks import check_frozen_init, check_output_activation, check_target_leak
+from nbdiag.health import evaluate
+from nbdiag.health.generalization import training_at
+from nbdiag.health.window import Window
+from nbdiag.record import Record
+
+
+def curves(train: list[float], val: dict[int, float], **meta) -> Record:
+    """A record with a training loss per step and validation losses at the given steps."""
+    rec = Record(capacity=64)
+    rec.meta.update(meta)
+    for step, value in enumerate(train):
+        rec.add_scalars(step, {"loss": value})
+    for step, value in val.items():
+        rec.add_scalars(step, {"val_loss": value})
+    return rec
+
+
+def ids(rec: Record) -> dict[str, str]:
+    return {f.id: f.severity for f in evaluate(rec)}
+
+
+def falling(steps: int, start: float = 2.3, end: float = 0.1) -> list[float]:
+    return list(np.geomspace(start, end, steps))
+
+
+def test_training_loss_at_a_validation_step_is_the_median_since_the_previous_one():
+    rec = curves([5, 1, 2, 3, 10, 20, 30], {2: 0.0, 6: 0.0})
+    assert training_at(Window.of(rec), np.array([2, 6])).tolist() == [2.0, 15.0]
+
+
+@pytest.mark.parametrize(("rise", "expected"), [(0.09, None), (0.11, "warn")])
+def test_overfitting_when_validation_stays_10_percent_above_its_minimum(rise, expected):
+    val = {19: 1.5, 39: 1.0, 59: 1.0 * (1 + rise), 79: 1.0 * (1 + rise) + 0.01}
+    assert ids(curves(falling(80), val)).get("train.overfitting") == expected
+
+
+def test_overfitting_evidence_is_the_gap_at_the_best_step_and_now():
+    val = {19: 1.5, 39: 1.0, 59: 1.3, 79: 1.4}
+    train = falling(80)
+    finding = next(f for f in evaluate(curves(train, val)) if f.id == "train.overfitting")
+    assert finding.evidence["best_val_step"] == 39
+    assert finding.evidence["train_loss_at_best"] == pytest.approx(np.median(train[20:40]))
+    assert finding.evidence["gap"] == pytest.approx(1.4 - np.median(train[60:80]))
+    assert finding.evidence["gap"] > finding.evidence["gap_at_best"]
+
+
+def test_no_overfitting_when_training_loss_rises_too_or_validation_is_sparse():
+    rising = list(np.linspace(1.0, 3.0, 80))
+    assert "train.overfitting" not in ids(curves(rising, {19: 1.5, 39: 1.0, 59: 1.3, 79: 1.4}))
+    assert "train.overfitting" not in ids(curves(falling(80), {39: 1.0, 59: 1.3, 79: 1.4}))  # 3 points only
+
+
+def test_underfitting_when_both_curves_plateau_above_half_the_start():
+    train = [2.3] * 5 + [1.5] * 75
+    assert ids(curves(train, {19: 1.52, 39: 1.5, 59: 1.51, 79: 1.5}))["train.underfitting"] == "warn"
+    low = [2.3] * 5 + [1.0] * 75  # plateaued, but at 43% of the start: it learned
+    assert "train.underfitting" not in ids(curves(low, {19: 1.02, 39: 1.0, 59: 1.01, 79: 1.0}))
+    still_falling = [2.3] * 5 + list(np.linspace(2.0, 1.2, 75))
+    assert "train.underfitting" not in ids(curves(still_falling, {19: 1.9, 39: 1.6, 59: 1.4, 79: 1.2}))
+
+
+def test_no_gap_on_a_large_model_is_a_note():
+    train = [2.3] * 5 + [0.8] * 75
+    val = {19: 0.9, 39: 0.85, 59: 0.81, 79: 0.805}
+    assert ids(curves(train, val, parameters=1_000_000))["train.underfitting"] == "info"
+    assert "train.underfitting" not in ids(curves(train, val, parameters=10_000))
+
+
+@pytest.mark.parametrize(("acc", "expected"), [(0.97, None), (0.99, "warn")])
+def test_too_good_accuracy_within_the_first_100_steps(acc, expected):
+    rec = Record()
+    for step in range(200):
+        rec.add_scalars(step, {"loss": 1.0, "acc": acc if 40 <= step < 46 else 0.5})
+    assert ids(rec).get("train.too_good") == expected
+
+
+def test_too_good_is_a_note_for_a_fine_tune_and_ignores_late_accuracy():
+    rec = Record()
+    rec.meta.update(parameters=1000, trainable_parameters=100)
+    for step in range(200):
+        rec.add_scalars(step, {"acc": 1.0})
+    assert ids(rec)["train.too_good"] == "info"
+    late = Record()
+    for step in range(100, 200):
+        late.add_scalars(step, {"acc": 1.0})
+    assert "train.too_good" not in ids(late)
+
+
+# --- monitor: validate() and mode -----------------------------------------------------------------------------
+
+
+def _train(model: nn.Module, steps: int, validate_mode: str | None = None, every: int = 1) -> list:
+    torch.manual_seed(0)
+    opt = torch.optim.SGD(model.parameters(), lr=0.01)
+    x, y = torch.randn(32, 8), torch.randint(0, 3, (32,))
+    with nbdiag.watch(model, opt, every=every, dense=0, display=False) as mon:
+        for _ in range(steps):
+            nn.functional.cross_entropy(model(x), y).backward()
+            opt.step()
+            opt.zero_grad()
+            mon.step(loss=1.0)
+            if validate_mode is not None:
+                model.train(validate_mode == "train")
+                mon.validate(val_loss=1.0, val_acc=0.5)
+                model.train()
+    return mon
+
+
+def _net() -> nn.Sequential:
+    return nn.Sequential(nn.Linear(8, 16), nn.BatchNorm1d(16), nn.ReLU(), nn.Dropout(0.1), nn.Linear(16, 3))
+
+
+def test_validate_logs_at_the_last_trained_step():
+    mon = _train(_net(), 3, validate_mode="eval")
+    scalars = mon.scalars()
+    assert scalars["val_loss"].dropna().index.tolist() == [0, 1, 2]
+    assert mon.record.meta["validation_mode"] == {"calls": 3, "train_mode_calls": 0, "layers": []}
+
+
+def test_training_in_eval_mode_is_caught_live_and_train_mode_is_quiet():
+    model = _net().eval()
+    found = [f for f in _train(model, 5).findings() if f.id == "model.train_eval_mode"]
+    assert [(f.severity, f.evidence["layers"]) for f in found] == [("warn", ["1", "3"])]
+    assert not [f for f in _train(_net(), 5).findings() if f.id == "model.train_eval_mode"]
+
+
+def test_frozen_batch_norm_in_eval_mode_is_a_deliberate_fine_tune():
+    model = _net()
+    model[1].requires_grad_(False)
+    model[1].eval()
+    assert not [f for f in _train(model, 5).findings() if f.id == "model.train_eval_mode"]
+
+
+def test_validating_in_train_mode_is_caught():
+    found = [f for f in _train(_net(), 3, validate_mode="train").findings() if f.id == "model.train_eval_mode"]
+    assert found and "validate()" in found[0].message
+    assert not [f for f in _train(_net(), 3, validate_mode="eval").findings() if f.id == "model.train_eval_mode"]
+
+
+def test_mode_tracking_does_not_change_training():
+    def losses(watched: bool) -> list[float]:
+        torch.manual_seed(0)
+        model = _net()
+        opt = torch.optim.SGD(model.parameters(), lr=0.1)
+        x, y = torch.randn(32, 8), torch.randint(0, 3, (32,))
+        mon = nbdiag.watch(model, opt, every=1, display=False) if watched else None
+        out = []
+        for _ in range(4):
+            loss = nn.functional.cross_entropy(model(x), y)
+            loss.backward()
+            opt.step()
+            opt.zero_grad()
+            out.append(float(loss.detach()))
+            if mon is not None:
+                mon.step(loss=loss)
+                mon.validate(val_loss=0.5)
+        if mon is not None:
+            mon.close()
+        return out
+
+    assert losses(True) == losses(False)
+
+
+# --- preflight checks -----------------------------------------------------------------------------------------
+
+
+def _labels(n: int = 512, classes: int = 10) -> torch.Tensor:
+    return torch.arange(n) % classes
+
+
+def test_target_leak_finds_the_pixel_that_encodes_the_label():
+    y = _labels()
+    x = torch.randn(len(y), 1, 4, 4)
+    x[:, 0, 2, 3] = y.float() * 0.1
+    found = check_target_leak((x, y), nn.CrossEntropyLoss())
+    assert [f.evidence["feature"] for f in found] == [11]
+    assert "(0, 2, 3)" in found[0].message
+
+
+def test_no_target_leak_on_noise_a_noisy_copy_or_regression():
+    y = _labels()
+    x = torch.randn(len(y), 16)
+    assert check_target_leak((x, y), nn.CrossEntropyLoss()) == []
+    x[:, 3] = y.float() + 0.8 * torch.randn(len(y))  # informative, not a leak: ~75% accuracy
+    assert check_target_leak((x, y), nn.CrossEntropyLoss()) == []
+    assert check_target_leak((x, y.float()[:, None]), nn.MSELoss()) == []
+
+
+def test_validation_that_is_the_training_set_is_a_leak():
+    x, y = torch.randn(200, 8), _labels(200)
+    found = check_target_leak((x, y), nn.CrossEntropyLoss(), val_data=(x[:100], y[:100]))
+    assert [f.evidence.get("fraction") for f in found] == [1.0]
+    assert check_target_leak((x, y), nn.CrossEntropyLoss(), val_data=(torch.randn(100, 8), y[:100])) == []
+
+
+def test_frozen_layer_at_default_init_warns_and_a_trained_one_does_not():
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Conv2d(3, 8, 3), nn.Flatten(), nn.Linear(8 * 4 * 4, 10))
+    model[0].requires_grad_(False)
+    found = check_frozen_init(model)
+    assert [(f.id, f.severity, f.layer) for f in found] == [("model.frozen", "warn", "0")]
+    with torch.no_grad():
+        model[0].weight.mul_(3.0)  # moved out of U(-b, b): no longer the default init
+    assert check_frozen_init(model) == []
+    model[2].requires_grad_(True)
+    assert check_frozen_init(nn.Sequential(nn.Linear(64, 8))) == []  # trainable: not judged
+
+
+@pytest.mark.parametrize("activation", [nn.ReLU(), nn.Sigmoid(), nn.Softmax(dim=1), nn.ReLU(inplace=True)])
+def test_output_activation_is_named_wherever_it_sits(activation):
+    class Net(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.body = nn.Sequential(nn.Linear(8, 16), nn.ReLU())
+            self.head = nn.ModuleDict({"fc": nn.Linear(16, 3), "act": activation})
+
+        def forward(self, x):
+            return self.head["act"](self.head["fc"](self.body(x))).reshape(len(x), 3)
+
+    batch = (torch.randn(16, 8), torch.randint(0, 3, (16,)))
+    found = check_output_activation(Net(), batch, nn.CrossEntropyLoss())
+    assert [(f.id, f.severity, f.layer) for f in found] == [("loss.output_activation", "fail", "head.act")]
+    assert check_output_activation(Net(), batch, nn.NLLLoss()) == []  # NLLLoss expects log-probabilities
+
+
+def test_no_output_activation_when_a_linear_layer_or_a_functional_op_comes_last():
+    batch = (torch.randn(16, 8), torch.randint(0, 3, (16,)))
+    plain = nn.Sequential(nn.Linear(8, 16), nn.ReLU(), nn.Linear(16, 3))
+    assert check_output_activation(plain, batch, nn.CrossEntropyLoss()) == []
+
+    class Functional(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.fc, self.act = nn.Linear(8, 3), nn.ReLU()
+
+        def forward(self, x):
+            return self.act(x)[:, :3] * 2 + self.fc(x)
+
+    assert check_output_activation(Functional(), batch, nn.CrossEntropyLoss()) == []
