@@ -172,41 +172,41 @@ CATALOG: dict[str, CatalogEntry] = {
         "Validation loss turns up while training loss falls: the train/validation gap grows",
         "Keep the checkpoint from the best validation step (early stopping), then regularize: more data, data "
         "augmentation, dropout, weight decay, a smaller model.",
-        f"{_KARPATHY} 4 (regularize: more data, augmentation, dropout, weight decay, early stopping); "
-        f"{_CS231N} choosing hyperparameters step 6 (a big train/val gap means overfitting); "
-        f"{_LECTURE5} babysitting (train/val accuracy gap)",
+        f"{_KARPATHY}, 4 (regularize: more data, augmentation, dropout, weight decay, early stopping); "
+        f"{_CS231N}, choosing hyperparameters step 6 (a big train/val gap means overfitting); "
+        f"{_LECTURE5}, babysitting (train/val accuracy gap)",
     ),
     "train.underfitting": CatalogEntry(
         "Training and validation loss both plateau high (or show no gap at all)",
         "The model cannot fit the training data: use a bigger model, less regularization (lower weight decay or "
         "dropout), a higher learning rate, or train longer.",
-        f"{_KARPATHY} 3 (overfit: first get a model big enough to drive the training loss down); "
-        f"{_CS231N} choosing hyperparameters step 6 (a too-small train/val gap means underfitting)",
+        f"{_KARPATHY}, 3 (overfit: first get a model big enough to drive the training loss down); "
+        f"{_CS231N}, choosing hyperparameters step 6 (a too-small train/val gap means underfitting)",
     ),
     "data.target_leak": CatalogEntry(
         "Too good to be true: one input feature alone predicts the label, or validation equals training",
         "Drop the leaking feature (an id, a label copied into the inputs, a watermark pixel) and split before any "
         "preprocessing, so validation never contains training samples.",
-        f"{_KARPATHY} 1 (become one with the data); {_KARPATHY} 2 (dumb baselines: suspicious results)",
+        f"{_KARPATHY}, 1 (become one with the data); {_KARPATHY}, 2 (dumb baselines: suspicious results)",
     ),
     "train.too_good": CatalogEntry(
         "Accuracy near 100% within the first steps",
         "Real tasks are rarely solved in a few steps: look for the label leaking into the inputs, evaluation on "
         "training samples, or an off-by-one in how accuracy is counted.",
-        f"{_KARPATHY} 1-2 (become one with the data; verify the skeleton before trusting results)",
+        f"{_KARPATHY}, 1-2 (become one with the data; verify the skeleton before trusting results)",
     ),
     "loss.output_activation": CatalogEntry(
         "An activation clips the model's output before a loss that expects logits",
         "Remove the final ReLU/sigmoid/softmax: CrossEntropyLoss and BCEWithLogitsLoss apply (log-)softmax or "
         "sigmoid themselves, and a ReLU in front of them throws away every negative logit.",
-        f"{_37} 3.4 (check the loss input); {_KARPATHY} 2 (verify loss @ init)",
+        f"{_37}, 3.4 (check the loss input); {_KARPATHY}, 2 (verify loss @ init)",
     ),
     "model.first_layer_filters": CatalogEntry(
         "The first convolution's filters never change, or are all alike",
         "Filters that stay at their init are not learning (learning rate too low, frozen layer); filters that are "
         "all alike waste capacity (a constant init, a too-high learning rate). Look at them: trained first-layer "
         "filters are smooth edge and colour detectors.",
-        f"{_KARPATHY} 4 (visualize the first layer's weights: noise-like filters are not trained)",
+        f"{_KARPATHY}, 4 (visualize the first layer's weights: noise-like filters are not trained)",
     ),
     "check.error": CatalogEntry(
         "A check could not run",
