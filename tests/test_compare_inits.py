@@ -145,3 +145,21 @@ def test_views_headless(tmp_path, batch):
     he = result.frame().query("scheme == 'he'")
     np.testing.assert_allclose(next(t.y for t in act_traces if t.name == "he"), he["act_std"])
     assert "compare_inits" in repr(result) and result.recommendation in repr(result)
+
+
+def test_tanh_net_gets_the_lectures_xavier_and_says_why(batch):
+    """seeds/004: Xavier for tanh. He scores lower on a shallow tanh net, but the rule of the lecture wins when
+    Xavier measures healthy, and the sentence says so; the score is explained in the summary text."""
+    torch.manual_seed(0)
+    tanh = nn.Sequential(*(m for _ in range(3) for m in (nn.Linear(32, 32), nn.Tanh())), nn.Linear(32, 10))
+    result = nbdiag.compare_inits(tanh, batch)
+    assert result.best == "xavier" and result.nonlinearity == "Tanh"
+    assert result.recommendation.startswith("Use 'xavier' because the model's nonlinearity is Tanh")
+    assert "score = act_scale" in result.summary_text()
+
+
+def test_the_lectures_rule_gives_way_when_it_measures_unhealthy(batch):
+    result = nbdiag.compare_inits(mlp(), batch, schemes=("small", "xavier", "he"))
+    assert result.best == "he" and "the lecture's rule for it is 'he'" in result.recommendation
+    only_xavier = nbdiag.compare_inits(mlp(), batch, schemes=("small", "xavier"))  # ReLU + Xavier: std halves
+    assert only_xavier.best == "xavier" and "it has the lowest score" in only_xavier.recommendation

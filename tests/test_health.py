@@ -307,3 +307,17 @@ def test_every_source_is_cited_by_title_and_section_never_a_file_id():
         assert "seeds/" not in entry.ref and ".txt" not in entry.ref, finding_id
         if entry.ref != "nbdiag":
             assert any(title in entry.ref for title in ("37 reasons", "Karpathy's recipe", "CS231n")), finding_id
+
+
+@pytest.mark.parametrize(("ratio", "deferred"), [(1e-7, True), (0.5, False)])
+def test_tiny_updates_under_saturation_defer_to_it(ratio, deferred):
+    """Large-init tanh (seeds/004): saturation is the cause, the tiny update ratio its consequence; a too-large
+    ratio is a learning-rate problem of its own and keeps its severity."""
+    spec = {**_update_entry({"w": ratio}), **_units_entry("2", "saturated_units", 95)}
+    by_id = {f.id: f for f in evaluate(record([spec] * 3, types=TYPES))}
+    assert by_id["act.saturation"].severity == "fail"
+    update = by_id["train.update_ratio"]
+    assert (update.severity == "info") is deferred
+    assert ("consequence of act.saturation at layer 2" in update.message) is deferred
+    alone = {f.id: f for f in evaluate(record([_update_entry({"w": ratio})] * 3))}
+    assert alone["train.update_ratio"].severity == "warn"

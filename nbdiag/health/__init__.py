@@ -12,6 +12,7 @@ from typing import Any
 
 from nbdiag.findings import SEVERITY_RANK, Finding, Findings
 from nbdiag.health import activations, generalization, gradients, loss, mode, nonfinite, too_good, updates
+from nbdiag.health.causes import defer
 from nbdiag.health.window import Window
 
 Rule = Callable[[Window], list[Finding]]
@@ -42,10 +43,11 @@ def evaluate(source: Any) -> Findings:
         source: what to judge; only its record is read.
 
     Returns:
-        The findings, most severe first, at most one per (id, layer): the most severe, then the latest.
+        The findings, most severe first, at most one per (id, layer): the most severe, then the latest. A finding
+        caused by another one (tiny updates under saturation, say) is an ``info`` note naming its cause.
     """
     window = Window.of(getattr(source, "record", source))
-    found = [finding for rule in RULES for finding in rule(window)]
+    found = defer([finding for rule in RULES for finding in rule(window)])
     return Findings(sorted(_one_per_place(found), key=lambda f: SEVERITY_RANK[f.severity]))
 
 

@@ -23,6 +23,17 @@ from nbdiag.probe import Hooks, iter_tensors, leaf_modules
 from nbdiag.stats import ACTIVATION_STATS, GRADIENT_STATS, derive, merge_vectors, output_bounds, tensor_stats
 
 HIST_SAMPLE = 4096
+# seeds/004 (CS231n lecture 5), weight initialization: Xavier (std 1/sqrt(fan_in)) keeps tanh's spread through depth;
+# with ReLU half the variance is lost per layer and He (std sqrt(2/fan_in)) makes up for it.
+RULE_OF_THE_LECTURE = {
+    "xavier": frozenset({"Tanh", "Sigmoid", "Softsign", "Hardtanh", "Hardsigmoid"}),
+    "he": frozenset({"ReLU", "ReLU6", "LeakyReLU", "PReLU", "RReLU", "ELU", "SELU", "CELU", "GELU", "SiLU", "Mish"}),
+}
+SCORE_TEXT = (
+    "score = act_scale (mean decades of the weighted layers' output std from 1) + grad_drift (decades the gradient "
+    "std changes across depth) + saturated (mean share of saturated outputs) + loss_gap (initial loss vs chance, "
+    "relative); lower is healthier, inf for NaN/Inf"
+)
 LAYER_COLUMNS = ("act_mean", "act_std", "saturated", "zero_frac", "grad_std", "weight_std", "nonfinite")
 
 
@@ -186,9 +197,9 @@ class InitComparison(LabView):
         super().__init__()
         self.layers = layers
         self.summary_frame = pd.concat([runs, _profile_scores(layers, runs)], axis=1)
-        finite = self.summary_frame["score"].replace(math.inf, np.nan).dropna()
-        self.best = str(finite.idxmin()) if len(finite) else None
-        self.recommendation = _recommendation(self.summary_frame, self.best)
+        self.nonlinearity = _nonlinearity(layers)
+        self.best, self.reason = _choose(self.summary_frame, self.nonlinearity)
+        self.recommendation = _recommendation(self.summary_frame, self.best, self.reason)
 
     def frame(self) -> pd.DataFrame:
         """One row per (scheme, layer) in forward order: activation and gradient statistics, weight std."""
@@ -217,7 +228,7 @@ class InitComparison(LabView):
         """Plain-text table and recommendation."""
         columns = ["initial_loss", "chance_loss", "act_scale", "grad_drift", "saturated", "score"]
         table = self.summary_frame[columns].to_string(float_format=lambda v: f"{v:.3g}")
-        return f"compare_inits\n{table}\n{self.recommendation}"
+        return f"compare_inits\n{table}\n{SCORE_TEXT}\n{self.recommendation}"
 
 
 def _profile_scores(layers: pd.DataFrame, runs: pd.DataFrame) -> pd.DataFrame:
@@ -248,12 +259,39 @@ def _profile_scores(layers: pd.DataFrame, runs: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame.from_dict(rows, orient="index")
 
 
-def _recommendation(summary: pd.DataFrame, best: str | None) -> str:
+def _nonlinearity(layers: pd.DataFrame) -> str | None:
+    """The model's most frequent activation module type (in the first scheme's layers), or None."""
+    first = layers[layers["scheme"] == layers["scheme"].iloc[0]] if len(layers) else layers
+    known = frozenset().union(*RULE_OF_THE_LECTURE.values())
+    types = first["type"][first["type"].isin(known)]
+    return str(types.mode().iloc[0]) if len(types) else None
+
+
+def _choose(summary: pd.DataFrame, nonlinearity: str | None) -> tuple[str | None, str]:
+    """The recommended scheme and why, in one clause: the lecture's rule for the nonlinearity when it measured
+    healthy on this model, else the lowest score."""
+    finite = summary["score"].replace(math.inf, np.nan).dropna()
+    lowest = str(finite.idxmin()) if len(finite) else None
+    rule = next((scheme for scheme, types in RULE_OF_THE_LECTURE.items() if nonlinearity in types), None)
+    if rule is None or rule not in summary.index:
+        return lowest, "it has the lowest score"
+    problem = _problem(summary.loc[rule])
+    if not problem:
+        return (
+            rule,
+            f"the model's nonlinearity is {nonlinearity}, the lecture's rule for it is '{rule}', "
+            "and it measured healthy here",
+        )
+    return lowest, f"it has the lowest score; '{rule}', the lecture's rule for {nonlinearity}, {problem} on this model"
+
+
+def _recommendation(summary: pd.DataFrame, best: str | None, reason: str) -> str:
     if best is None:
         return "No scheme produced finite activations: check the model and the batch for NaN/Inf."
     row = summary.loc[best]
     text = (
-        f"Use '{best}': weighted-layer output std goes {row.act_std_first:.3g} -> {row.act_std_last:.3g} "
+        f"Use '{best}' because {reason}: weighted-layer output std goes "
+        f"{row.act_std_first:.3g} -> {row.act_std_last:.3g} "
         f"(mean {row.act_scale:.2f} decades from 1), gradient std changes {row.grad_drift:.2f} decades across "
         f"depth, {row.saturated:.0%} saturated"
     )
