@@ -10,6 +10,7 @@ import importlib
 from typing import Any
 
 from nbdiag import display
+from nbdiag.activation_types import register_activation
 from nbdiag.errors import NbdiagWarning
 from nbdiag.findings import Finding
 from nbdiag.monitor import Monitor, watch
@@ -37,7 +38,7 @@ _LAZY = {
     "checks": ("nbdiag.checks", None),
 }
 
-__all__ = ["Finding", "Monitor", "NbdiagWarning", "watch", "__version__", *_LAZY]
+__all__ = ["Finding", "Monitor", "NbdiagWarning", "register_activation", "watch", "__version__", *_LAZY]
 
 
 def __getattr__(name: str) -> Any:

@@ -11,7 +11,7 @@ import torch
 from torch import nn
 
 from nbdiag.buffer import StepBuffer
-from nbdiag.probe import Hooks, iter_tensors
+from nbdiag.probe import Hooks, module_outputs
 from nbdiag.probe import named_hook as _named
 from nbdiag.stats import output_bounds, raw_stats
 from nbdiag.units import UnitSpec, add_counts, unit_counts, unit_specs
@@ -146,7 +146,7 @@ class Capture:
         if not torch.is_grad_enabled() or id(module) not in self._bounds:
             return  # an evaluation pass under no_grad, or a deep copy of the model that inherited the hook
         bounds, spec = self._bounds[id(module)], self._unit_specs.get(id(module))
-        for path, tensor in iter_tensors(output):
+        for path, tensor in module_outputs(module, output):
             layer = name + path
             if bounds is not None:
                 self.bounded_layers.add(layer)

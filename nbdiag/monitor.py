@@ -10,12 +10,21 @@ import numpy as np
 import torch
 from torch import nn
 
+from nbdiag.activation_types import activation_kind
 from nbdiag.capture import MAX_CALLS_PER_STEP, Capture
 from nbdiag.environment import resolve_display
 from nbdiag.errors import NbdiagWarning
 from nbdiag.findings import findings_text
 from nbdiag.modes import mode_modules, training_flags
-from nbdiag.probe import can_hook_steps, is_compiled, leaf_modules, named_parameters, unwrap_model, unwrap_optimizer
+from nbdiag.probe import (
+    can_hook_steps,
+    is_compiled,
+    layer_type,
+    leaf_modules,
+    named_parameters,
+    unwrap_model,
+    unwrap_optimizer,
+)
 from nbdiag.reading import RecordReader
 from nbdiag.record import Block, NonFinite, Record, StepEntry
 from nbdiag.schedule import Schedule
@@ -133,7 +142,8 @@ class Monitor(RecordReader):
         self._mode_modules = mode_modules(self._model)
         self.record.meta.update(
             model=self.model_name,
-            layer_types={name: type(m).__name__ for name, m in self._capture.leaves},
+            layer_types={name: layer_type(m) for name, m in self._capture.leaves},
+            activation_kinds={name: kind for name, m in self._capture.leaves if (kind := activation_kind(m))},
             num_classes=num_classes,
             parameters=sum(p.numel() for _, p in params),
             trainable_parameters=sum(p.numel() for _, p in params if p.requires_grad),

@@ -8,6 +8,7 @@ from typing import Any
 
 import torch
 from torch import nn
+from torch.nn.utils import parametrize
 
 
 def unwrap_model(model: nn.Module) -> nn.Module:
@@ -56,19 +57,61 @@ def is_compiled(model: nn.Module) -> bool:
 # Modules whose output holds exactly their input's values: recording them would repeat the previous row.
 RESHAPE_ONLY = (nn.Flatten, nn.Unflatten, nn.Identity)
 
+# Modules recorded as one unit although they have children: their children are never called as modules
+# (MultiheadAttention computes with out_proj's weights inside F.multi_head_attention_forward).
+RECORDED_UNITS = (nn.MultiheadAttention,)
+
 
 def leaf_modules(model: nn.Module) -> list[tuple[str, nn.Module]]:
-    """(name, module) per leaf module in ``named_modules`` order; a module registered twice keeps its first name.
+    """(name, module) per recorded module in ``named_modules`` order; a module registered twice keeps its first name.
 
-    Reshape-only modules (:data:`RESHAPE_ONLY`) are left out: their rows would repeat the previous layer's.
+    Recorded: leaf modules, :data:`RECORDED_UNITS` (whose children are then skipped), and modules whose only children
+    are ``torch.nn.utils.parametrize`` parametrizations (weight/spectral norm: the Linear or Conv is recorded, the
+    parametrization, which computes a weight and not an activation, is not). Reshape-only modules
+    (:data:`RESHAPE_ONLY`) are left out: their rows would repeat the previous layer's.
     """
-    leaves, seen = [], set()
+    leaves, seen, inside = [], set(), set()
     for name, module in model.named_modules():
-        if id(module) in seen or next(module.children(), None) is not None or isinstance(module, RESHAPE_ONLY):
+        if id(module) in seen or id(module) in inside:
             continue
         seen.add(id(module))
-        leaves.append((name or type(model).__name__, module))
+        children = _own_children(module)
+        if isinstance(module, RECORDED_UNITS) or (not children and not isinstance(module, RESHAPE_ONLY)):
+            leaves.append((name or type(model).__name__, module))
+        if isinstance(module, RECORDED_UNITS) or parametrize.is_parametrized(module):
+            inside.update(id(m) for child in _skipped_children(module) for m in child.modules())
     return leaves
+
+
+def layer_type(module: nn.Module) -> str:
+    """The class name users wrote: ``Linear`` for a parametrized Linear (torch renames it ``ParametrizedLinear``)."""
+    cls = type(module)
+    if parametrize.is_parametrized(module) and cls.__name__.startswith("Parametrized") and cls.__bases__:
+        cls = cls.__bases__[0]
+    return cls.__name__
+
+
+def _own_children(module: nn.Module) -> list[nn.Module]:
+    """Children that are layers: without a parametrized module's ``parametrizations`` container."""
+    skipped = {id(m) for m in _skipped_children(module)} if parametrize.is_parametrized(module) else set()
+    return [child for child in module.children() if id(child) not in skipped]
+
+
+def _skipped_children(module: nn.Module) -> list[nn.Module]:
+    if isinstance(module, RECORDED_UNITS):
+        return list(module.children())
+    return [module.parametrizations] if parametrize.is_parametrized(module) else []
+
+
+def module_outputs(module: nn.Module, output: Any) -> Iterator[tuple[str, torch.Tensor]]:
+    """(path, tensor) per floating tensor of a module's output, named as users read them: MultiheadAttention's
+    ``(attn_output, attn_weights)`` is the layer itself (path "") and ``/weights``."""
+    if isinstance(module, nn.MultiheadAttention) and isinstance(output, tuple):
+        yield from iter_tensors(output[0])
+        if len(output) > 1:
+            yield from iter_tensors(output[1], "/weights")
+        return
+    yield from iter_tensors(output)
 
 
 def named_parameters(model: nn.Module) -> list[tuple[str, nn.Parameter]]:

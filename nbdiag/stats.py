@@ -14,6 +14,8 @@ import numpy as np
 import torch
 from torch import nn
 
+from nbdiag.activation_types import registered_bounds
+
 # ---------------------------------------------------------------------------------------------------------------
 # Histogram bin edges: symmetric logarithmic ("symlog"), 4 bins per decade for 1e-10 <= |x| < 1e5, one bin for
 # |x| < 1e-10 around zero and one open bin at each end. The same edges serve every layer and kind, so histograms
@@ -63,7 +65,7 @@ def output_bounds(module: nn.Module) -> tuple[float | None, float | None] | None
         return (float(module.min_val), float(module.max_val))
     if isinstance(module, nn.ReLU6):
         return (None, 6.0)
-    return None
+    return registered_bounds(module)  # nbdiag.register_activation, third-party classes
 
 
 def _edges(device: torch.device) -> torch.Tensor:

@@ -19,6 +19,8 @@ import numpy as np
 import torch
 from torch import nn
 
+from nbdiag.activation_types import activation_kind
+from nbdiag.probe import layer_type
 from nbdiag.record import Block
 from nbdiag.stats import output_bounds, saturated_mask
 
@@ -60,12 +62,12 @@ def unit_specs(leaves: list[tuple[str, nn.Module]]) -> dict[int, UnitSpec]:
     """``id(module) -> UnitSpec`` for the leaves whose units can die or saturate (the others get none)."""
     specs, axis = {}, 1
     for _, module in leaves:
-        kind = type(module).__name__
+        kind, activation = layer_type(module), activation_kind(module)  # registered activations are element-wise
         if kind in LAST_AXIS_TYPES:
             axis = -1
-        elif kind not in ELEMENTWISE_TYPES:
+        elif kind not in ELEMENTWISE_TYPES and activation is None:
             axis = 1
-        dead, bounds = isinstance(module, DEAD_CAPABLE), output_bounds(module)
+        dead, bounds = isinstance(module, DEAD_CAPABLE) or activation == "relu-like", output_bounds(module)
         if dead or bounds is not None:
             specs[id(module)] = UnitSpec(axis, dead, bounds)
     return specs

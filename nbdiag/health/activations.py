@@ -166,7 +166,9 @@ def _trend_finding(
 
 
 def _of_types(window: Window, layers: tuple[str, ...], types: frozenset[str]) -> tuple[str, ...]:
-    return tuple(layer for layer in layers if window.record.layer_type(layer) in types)
+    """Layers of these torch types, or of any activation kind the monitor recognised (nbdiag.register_activation)."""
+    kinds = window.record.meta.get("activation_kinds", {})
+    return tuple(layer for layer in layers if window.record.layer_type(layer) in types or layer.split("/")[0] in kinds)
 
 
 def _percent(fraction: float) -> str:
