@@ -64,7 +64,7 @@ def test_accelerated_optimizer_is_unwrapped_and_hooked():
     with nbdiag.watch(prepared, optimizer, every=1, display=False) as mon:
         train(prepared, optimizer, 3, mon, backward=accelerator.backward)
     assert mon.errors == [] and mon.record.steps() == [0, 1, 2]
-    assert set(mon.frame().kind) == {"activation", "gradient", "weight", "update"}
+    assert set(mon.frame().kind) >= {"activation", "gradient", "weight", "update"}
     assert hook_count(model, optimizer.optimizer) == before
 
 

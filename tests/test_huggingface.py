@@ -77,7 +77,7 @@ def test_trainer_trains_identically_and_writes_a_run(tmp_path, one_thread):
     assert mon.record.steps() == [0, 1, 2, 4]
     logged = [entry["loss"] for entry in watched.state.log_history if "loss" in entry]
     assert mon.scalars()["loss"].tolist() == pytest.approx(logged, abs=1e-4)  # the Trainer rounds to 4 digits
-    assert set(mon.frame().kind) == {"activation", "gradient", "weight", "update"}
+    assert set(mon.frame().kind) >= {"activation", "gradient", "weight", "update"}
     assert "transformer.h.0.mlp.c_fc" in mon.layers
     run = nbdiag.open_run(tmp_path / "run")
     assert run.frame().equals(mon.frame())
