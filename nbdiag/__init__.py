@@ -33,7 +33,10 @@ _LAZY = {
     "lr_range_test": ("nbdiag.checks.lr_range", "lr_range_test"),
     "compare_inits": ("nbdiag.labs.compare_inits", "compare_inits"),
     "track_predictions": ("nbdiag.predictions", "track_predictions"),
-    "open_run": ("nbdiag.runs.reader", "open_run"),
+    "open_run": ("nbdiag.runs.run", "open_run"),
+    "Run": ("nbdiag.runs.run", "Run"),
+    "Dashboard": ("nbdiag.views.dashboard", "Dashboard"),
+    "PredictionTracker": ("nbdiag.predictions", "PredictionTracker"),
     "labs": ("nbdiag.labs", None),
     "checks": ("nbdiag.checks", None),
 }
@@ -49,3 +52,8 @@ def __getattr__(name: str) -> Any:
     value = module if attribute is None else getattr(module, attribute)
     globals()[name] = value
     return value
+
+
+def __dir__() -> list[str]:
+    """The public API, lazy names included (tab completion lists them before their first use)."""
+    return sorted(__all__)

@@ -15,7 +15,7 @@ from nbdiag.probe import Hooks, module_outputs
 from nbdiag.probe import named_hook as _named
 from nbdiag.stats import output_bounds, raw_stats
 from nbdiag.units import UnitSpec, add_counts, unit_counts, unit_specs
-from nbdiag.weights import UpdateTracker, grad_matrix, grad_vector
+from nbdiag.weights import UpdateTracker, grad_matrix, grad_row
 
 # A step holds at most this many forward calls' worth of vectors; past it, mon.step() was probably forgotten.
 MAX_CALLS_PER_STEP = 64
@@ -45,7 +45,7 @@ class Capture:
         self.updates = UpdateTracker([p for _, p in tracked]) if tracked else None
         self.update_names = [n for n, _ in tracked]
         self.buffer = StepBuffer(max_vectors=MAX_CALLS_PER_STEP * max(1, 2 * len(leaves)))
-        self.grad_vectors: dict[str, torch.Tensor] = {}
+        self.param_grad_rows: dict[str, torch.Tensor] = {}
         self.stale_grad_norm: torch.Tensor | None = None
         self.errors: list[str] = []
         self.failed = False
@@ -122,7 +122,7 @@ class Capture:
 
     def new_step(self) -> None:
         """Forget per-step state (called after the step's statistics were flushed)."""
-        self.grad_vectors = {}
+        self.param_grad_rows = {}
         self.unit_counts = {}
         self.stale_grad_norm = None
         self._grad_seen = False
@@ -167,7 +167,7 @@ class Capture:
 
     def _on_grad(self, name: str, param: torch.Tensor) -> None:
         if param.grad is not None and param is self._param_by_name.get(name):
-            self.grad_vectors[name] = grad_vector(param.grad)
+            self.param_grad_rows[name] = grad_row(param.grad)
 
     def _on_incoming_grad(self, grad: torch.Tensor) -> None:
         """Before the step's first gradient accumulation (a leaf's tensor hook runs before its AccumulateGrad), any
@@ -187,7 +187,7 @@ class Capture:
         names = [name for name, p in self.params if p.grad is not None]
         if names:
             rows = grad_matrix([self._param_by_name[name].grad for name in names])
-            self.grad_vectors = dict(zip(names, rows, strict=True))
+            self.param_grad_rows = dict(zip(names, rows, strict=True))
         if self.updates is not None:
             self.updates.before_step()
 

@@ -31,7 +31,7 @@ def main(argv: list[str] | None = None) -> int:
 def write_report(run_dir: Path, out: Path | None = None) -> int:
     """``nbdiag report``: read the run at ``run_dir``, print its findings, write ``out`` (HTML); exit status."""
     from nbdiag.findings import findings_text
-    from nbdiag.runs.reader import open_run
+    from nbdiag.runs.run import open_run
 
     try:
         run = open_run(run_dir)

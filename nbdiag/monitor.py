@@ -25,12 +25,12 @@ from nbdiag.probe import (
     unwrap_model,
     unwrap_optimizer,
 )
-from nbdiag.reading import RecordReader
 from nbdiag.record import Block, NonFinite, Record, StepEntry
+from nbdiag.record_reader import RecordReader
 from nbdiag.schedule import Schedule
 from nbdiag.stats import ACTIVATION_STATS, GRADIENT_STATS, derive, histogram_counts
 from nbdiag.units import COUNT_ROWS, GROUP_PREFIX, UnitWindow, split_groups
-from nbdiag.weights import UPDATE_STATS, WEIGHT_STATS, weight_vector
+from nbdiag.weights import UPDATE_STATS, WEIGHT_STATS, weight_row
 
 DEFAULT_HIST_SAMPLE = 4_096
 MAX_PENDING_SCALARS = 256  # accelerator scalars read in one copy at the latest after this many
@@ -330,10 +330,10 @@ class Monitor(RecordReader):
         capture = self._capture
         names = [n for n, _ in self._params]
         if names:
-            capture.buffer.add_group("weight", names, torch.stack([weight_vector(p) for _, p in self._params]))
-        if capture.grad_vectors:
-            grad_names = list(capture.grad_vectors)
-            capture.buffer.add_group("grad", grad_names, torch.stack(list(capture.grad_vectors.values())))
+            capture.buffer.add_group("weight", names, torch.stack([weight_row(p) for _, p in self._params]))
+        if capture.param_grad_rows:
+            grad_names = list(capture.param_grad_rows)
+            capture.buffer.add_group("param_grad", grad_names, torch.stack(list(capture.param_grad_rows.values())))
         for layer, counts in capture.unit_counts.items():
             capture.buffer.add_group(GROUP_PREFIX + layer, COUNT_ROWS, counts)
         if capture.stale_grad_norm is not None:
@@ -359,7 +359,7 @@ class Monitor(RecordReader):
                 layers, values = vectors[kind]
                 if self._note_first_bad(step, kind, layers, derive(values, ("nonfinite",))[:, 0]):
                     return
-        for group, column, kind in (("grad", 2, "gradient"), ("weight", 3, "weight")):
+        for group, column, kind in (("param_grad", 2, "gradient"), ("weight", 3, "weight")):
             if group in groups:
                 names, values = groups[group]
                 if self._note_first_bad(step, kind, names, values[:, column]):
@@ -495,9 +495,9 @@ def _blocks(vectors: dict, groups: dict, bounded: set[str]) -> dict[str, Block]:
 def _weight_block(groups: dict) -> Block:
     names, weights = groups["weight"]
     grads = np.full((len(names), 3), np.nan)
-    if "grad" in groups:
+    if "param_grad" in groups:
         row = {n: i for i, n in enumerate(names)}
-        for name, values in zip(*groups["grad"], strict=True):
+        for name, values in zip(*groups["param_grad"], strict=True):
             grads[row[name]] = values
     return Block(tuple(names), WEIGHT_STATS, np.concatenate([weights, grads], axis=1))
 

@@ -9,7 +9,7 @@ UPDATE_STATS = ("update_ratio", "update_norm")
 
 
 @torch.no_grad()
-def weight_vector(p: torch.Tensor) -> torch.Tensor:
+def weight_row(p: torch.Tensor) -> torch.Tensor:
     """(4,) fp32 on p's device: norm, mean, population std, non-finite count of a parameter."""
     flat = p.detach().reshape(-1).float()
     centered = flat - flat[0]  # shifted sums: cheap on CPU (unlike var_mean) and free of cancellation
@@ -20,7 +20,7 @@ def weight_vector(p: torch.Tensor) -> torch.Tensor:
 
 
 @torch.no_grad()
-def grad_vector(grad: torch.Tensor) -> torch.Tensor:
+def grad_row(grad: torch.Tensor) -> torch.Tensor:
     """(3,) fp32 on grad's device: norm, max |g|, non-finite count of a parameter gradient."""
     flat = grad.detach().reshape(-1).float()
     return torch.stack(
@@ -40,7 +40,7 @@ def grad_matrix(grads: list[torch.Tensor]) -> torch.Tensor:
     maxima = torch.maximum(
         -torch.stack([lo.float() for lo, _ in extremes]), torch.stack([hi.float() for _, hi in extremes])
     )
-    nonfinite = torch.stack([torch.count_nonzero(g - g).float() for g in grads])  # see weight_vector
+    nonfinite = torch.stack([torch.count_nonzero(g - g).float() for g in grads])  # see weight_row
     return torch.stack([norms, maxima, nonfinite], dim=1)
 
 

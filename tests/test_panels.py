@@ -76,7 +76,7 @@ def test_nan_and_inf_are_marked_not_dropped():
 def test_plotly_traces_carry_the_floor_and_the_markers(log):
     pytest.importorskip("plotly")
     from nbdiag.views.figure import PanelFigure
-    from nbdiag.views.layout import build_panels
+    from nbdiag.views.grid import build_panels
 
     snap = data.snapshot(dead_relu_monitor(nan_at=5))
     figure = PanelFigure(build_panels(snap, ViewState(norm_log=log)), widget=False)

@@ -22,8 +22,8 @@ from torch.nn import functional as F
 
 import nbdiag
 from nbdiag.cli import main as cli_main
-from nbdiag.runs.layout import MANIFEST, SEGMENTS, segment_files
-from nbdiag.runs.reader import SegmentWarning
+from nbdiag.runs.files import MANIFEST, SEGMENTS, segment_files
+from nbdiag.runs.run import SegmentWarning
 from nbdiag.runs.writer import RunWriter
 
 REPO = Path(nbdiag.__file__).parents[1]  # the checkout under test, for the writer subprocess

@@ -22,9 +22,9 @@ from nbdiag.units import GROUP_PREFIX
 PER_RANK_ENV = "NBDIAG_PER_RANK"  # "1": also keep each rank's rows, as layers named "<layer>@rank<r>"
 TIMEOUT_ENV = "NBDIAG_DIST_TIMEOUT"  # seconds a rank waits for the others at a sampled step (default below)
 DEFAULT_TIMEOUT_S = 120.0
-_NONFINITE_COLUMN = {"weight": 3, "grad": 2}  # per-parameter groups: the column that counts NaN/Inf
+_NONFINITE_COLUMN = {"weight": 3, "param_grad": 2}  # per-parameter groups: the column that counts NaN/Inf
 
-Vectors = dict[str, tuple[list[str], np.ndarray]]
+Tables = dict[str, tuple[list[str], np.ndarray]]  # one step: kind (or group) -> (names, (n, k) array)
 
 
 def aggregator(model: nn.Module | None = None, per_rank: bool | None = None) -> Aggregator | None:
@@ -71,14 +71,14 @@ class Aggregator:
         self.rank = dist.get_rank(group)
         self._warned_weights = False
 
-    def __call__(self, vectors: Vectors, groups: Vectors) -> tuple[Vectors, Vectors]:
+    def __call__(self, vectors: Tables, groups: Tables) -> tuple[Tables, Tables]:
         gathered: list = [None] * self.world_size
         dist.all_gather_object(gathered, (vectors, groups), group=self.group)
         per_rank_vectors = [v for v, _ in gathered]
         merged = {kind: self._merge_kind(kind, per_rank_vectors) for kind in _kinds(per_rank_vectors)}
         return merged, self._replicated(groups, [g for _, g in gathered])
 
-    def _merge_kind(self, kind: str, per_rank: list[Vectors]) -> tuple[list[str], np.ndarray]:
+    def _merge_kind(self, kind: str, per_rank: list[Tables]) -> tuple[list[str], np.ndarray]:
         rows: dict[str, list[np.ndarray]] = {}
         for vectors in per_rank:
             for layer, vector in zip(*vectors.get(kind, ([], [])), strict=True):
@@ -93,7 +93,7 @@ class Aggregator:
             merged = np.concatenate([merged, values])
         return layers, merged
 
-    def _replicated(self, own: Vectors, per_rank: list[Vectors]) -> Vectors:
+    def _replicated(self, own: Tables, per_rank: list[Tables]) -> Tables:
         """Rank 0's parameter groups, with non-finite counts maxed over ranks; this rank's own scalars."""
         merged = dict(per_rank[0])
         for group, column in _NONFINITE_COLUMN.items():
@@ -109,7 +109,7 @@ class Aggregator:
             merged["scalars"] = own["scalars"]
         return merged
 
-    def _check_replicas(self, per_rank: list[Vectors]) -> None:
+    def _check_replicas(self, per_rank: list[Tables]) -> None:
         if self._warned_weights or "weight" not in per_rank[0]:
             return
         names, reference = per_rank[0]["weight"]
@@ -150,9 +150,9 @@ def _sharding(model: nn.Module) -> str | None:
     return None
 
 
-def _summed_units(per_rank: list[Vectors]) -> Vectors:
+def _summed_units(per_rank: list[Tables]) -> Tables:
     """Per-unit counts (``units:<layer>`` groups) summed over the ranks that ran the layer with the same units."""
-    summed: Vectors = {}
+    summed: Tables = {}
     for groups in per_rank:
         for name, (rows, counts) in groups.items():
             if not name.startswith(GROUP_PREFIX):
@@ -164,5 +164,5 @@ def _summed_units(per_rank: list[Vectors]) -> Vectors:
     return summed
 
 
-def _kinds(per_rank: list[Vectors]) -> list[str]:
+def _kinds(per_rank: list[Tables]) -> list[str]:
     return list(dict.fromkeys(kind for vectors in per_rank for kind in vectors))

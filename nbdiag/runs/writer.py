@@ -12,7 +12,7 @@ import torch
 
 from nbdiag.errors import NbdiagWarning
 from nbdiag.record import NonFinite, Record, StepEntry
-from nbdiag.runs.layout import (
+from nbdiag.runs.files import (
     FORMAT,
     SCHEMA_VERSION,
     atomic_write,

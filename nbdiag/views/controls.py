@@ -9,7 +9,7 @@ from typing import Any
 from nbdiag.findings import by_severity, severity_badge, where_text
 from nbdiag.views.data import Snapshot
 from nbdiag.views.figure import PanelFigure
-from nbdiag.views.layout import build_panels
+from nbdiag.views.grid import build_panels
 from nbdiag.views.panels import ViewState, selected_layer
 from nbdiag.views.sizing import FitWidth
 

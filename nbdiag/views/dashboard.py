@@ -18,7 +18,7 @@ from typing import Any
 from nbdiag.environment import Display, DisplayMode, front_end, resolve_display
 from nbdiag.views import inline, static
 from nbdiag.views.data import Snapshot, snapshot
-from nbdiag.views.layout import build_panels
+from nbdiag.views.grid import build_panels
 from nbdiag.views.panels import ViewState
 from nbdiag.views.renderer import RENDER_BUDGET, Renderer
 from nbdiag.views.text import summary_text

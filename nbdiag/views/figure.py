@@ -10,7 +10,7 @@ from typing import Any
 
 import numpy as np
 
-from nbdiag.views.layout import COLS, ROWS
+from nbdiag.views.grid import COLS, ROWS
 from nbdiag.views.panels import Panel, Series
 
 ROW_HEIGHT = 310  # px per grid row

@@ -9,7 +9,7 @@ from typing import Any
 import numpy as np
 
 from nbdiag.findings import SEVERITY_COLOURS, by_severity, where_text
-from nbdiag.views.layout import COLS, ROWS
+from nbdiag.views.grid import COLS, ROWS
 from nbdiag.views.panels import Panel, Series
 
 MAX_TICK_LABELS = 16
@@ -21,7 +21,7 @@ def figure(panels: list[Panel], findings: list[Any], title: str = "") -> Any:
     """A matplotlib Figure of the panels in the dashboard's grid, under a banner of the findings (most severe first).
 
     Args:
-        panels: from :func:`nbdiag.views.layout.build_panels`.
+        panels: from :func:`nbdiag.views.grid.build_panels`.
         findings: the source's findings (the first few are listed).
         title: a heading (model, step).
 

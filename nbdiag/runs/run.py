@@ -9,9 +9,9 @@ from pathlib import Path
 from typing import Any
 
 from nbdiag.errors import NbdiagWarning
-from nbdiag.reading import RecordReader
 from nbdiag.record import NonFinite, Record
-from nbdiag.runs.layout import read_manifest, segment_files
+from nbdiag.record_reader import RecordReader
+from nbdiag.runs.files import read_manifest, segment_files
 from nbdiag.runs.segments import decode_entries, decode_scalars, read_segment
 
 FOLLOW_INTERVAL = 1.0  # seconds between polls of a followed run
