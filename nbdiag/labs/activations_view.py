@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import math
+from typing import TYPE_CHECKING
 
 import numpy as np
 
-from nbdiag.labs.activations import ActivationsLab
+if TYPE_CHECKING:  # the lab imports this module to draw itself; at run time only that direction exists
+    from nbdiag.labs.activations import ActivationsLab
 
 STAT_COLUMNS = ("mean_grad", "saturated", "dead")
 

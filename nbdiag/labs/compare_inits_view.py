@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import numpy as np
 
-from nbdiag.labs.compare_inits import InitComparison
+if TYPE_CHECKING:  # the lab imports this module to draw itself; at run time only that direction exists
+    from nbdiag.labs.compare_inits import InitComparison
 
 
 def build_widget(comparison: InitComparison):

@@ -170,6 +170,8 @@ class InitLab(LabView):
     """
 
     figsize = (14.0, 6.5)
+    activations = LAB_ACTIVATIONS  # the choices the widget offers
+    inits = LAB_INITS
 
     def __init__(self, **params) -> None:
         super().__init__()

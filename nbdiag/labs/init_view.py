@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import numpy as np
 import pandas as pd
 
-from nbdiag.labs.init import LAB_ACTIVATIONS, LAB_INITS, InitLab
+if TYPE_CHECKING:  # the lab imports this module to draw itself; at run time only that direction exists
+    from nbdiag.labs.init import InitLab
 
 SLOT = 0.9  # width of one layer's histogram on the layer axis
 
@@ -35,8 +38,8 @@ def build_widget(lab: InitLab):
     params = lab.params
     init = "custom" if params.get("std") is not None else params["init"]
     controls = {
-        "activation": w.Dropdown(options=LAB_ACTIVATIONS, value=params["activation"], description="activation"),
-        "init": w.Dropdown(options=LAB_INITS, value=init, description="init"),
+        "activation": w.Dropdown(options=lab.activations, value=params["activation"], description="activation"),
+        "init": w.Dropdown(options=lab.inits, value=init, description="init"),
         "std": w.FloatLogSlider(value=params.get("std") or 0.05, base=10, min=-3, max=1, description="custom std"),
         "depth": w.IntSlider(value=params["depth"], min=1, max=20, description="depth"),
         "batch_norm": w.Checkbox(value=params["batch_norm"], description="batch norm"),

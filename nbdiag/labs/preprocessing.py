@@ -220,6 +220,7 @@ class PreprocessingLab(LabView):
     """
 
     figsize = (15.0, 9.0)
+    stages = STAGES
 
     def __init__(self, data=None, images=None, test_shift: float = 1.0, fit_on: str = "train") -> None:
         super().__init__()

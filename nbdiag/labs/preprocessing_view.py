@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import numpy as np
 
-from nbdiag.labs.preprocessing import STAGES, PreprocessingLab
+if TYPE_CHECKING:  # the lab imports this module to draw itself; at run time only that direction exists
+    from nbdiag.labs.preprocessing import PreprocessingLab
 
 IMAGE_PANELS = ("example", "mean image", "minus mean image", "minus channel mean", "channel standardized")
 
@@ -29,8 +32,8 @@ def build_widget(lab: PreprocessingLab):
 
     from nbdiag.views.sizing import FitWidth, responsive
 
-    cloud = make_subplots(rows=2, cols=len(STAGES), subplot_titles=STAGES, vertical_spacing=0.1)
-    for col in range(1, len(STAGES) + 1):
+    cloud = make_subplots(rows=2, cols=len(lab.stages), subplot_titles=lab.stages, vertical_spacing=0.1)
+    for col in range(1, len(lab.stages) + 1):
         for split, color in (("train", "#4c72b0"), ("test", "#dd8452")):
             marker = {"size": 3, "color": color, "opacity": 0.6}
             trace = go.Scatter(mode="markers", name=split, marker=marker, showlegend=col == 1)
@@ -73,7 +76,7 @@ def refresh(lab: PreprocessingLab) -> None:
     steps, covariances = lab.steps, lab.steps.covariances()
     fig = lab.figure_widget
     with fig.batch_update():
-        for i, name in enumerate(STAGES):
+        for i, name in enumerate(lab.stages):
             train, test, heat = fig.data[3 * i : 3 * i + 3]
             train.update(x=steps.stages[name][:, 0], y=steps.stages[name][:, 1])
             test.update(x=steps.test_stages[name][:, 0], y=steps.test_stages[name][:, 1])
@@ -88,8 +91,8 @@ def refresh(lab: PreprocessingLab) -> None:
 def draw(lab: PreprocessingLab, fig) -> None:
     """The same panels with matplotlib on ``fig``: stages, covariance matrices, image methods."""
     steps, covariances = lab.steps, lab.steps.covariances()
-    axes = fig.subplots(3, len(STAGES))
-    for col, name in enumerate(STAGES):
+    axes = fig.subplots(3, len(lab.stages))
+    for col, name in enumerate(lab.stages):
         ax = axes[0, col]
         ax.scatter(*steps.stages[name][:, :2].T, s=3, alpha=0.6, label="train")
         ax.scatter(*steps.test_stages[name][:, :2].T, s=3, alpha=0.6, label="test")
