@@ -1,8 +1,9 @@
 """The inline render path (VS Code, Colab, any front end without a widget manager): one output updated in place,
-at most 2 updates a second, each bounded in size, carrying plotly's own figure JSON drawn from the record."""
+at most 2 updates a second, each bounded in size, carrying plotly's figure JSON drawn from the record."""
 
 from __future__ import annotations
 
+import json
 import re
 import threading
 import time
@@ -17,7 +18,7 @@ pytest.importorskip("matplotlib")
 
 import nbdiag  # noqa: E402
 from nbdiag.views.dashboard import Dashboard  # noqa: E402
-from nbdiag.views.inline import MAX_BYTES_PER_S, MAX_HZ, PLOTLY_MIME, bundle_bytes  # noqa: E402
+from nbdiag.views.inline import MAX_BYTES_PER_S, MAX_HZ, bundle_bytes  # noqa: E402
 from tests.fake_kernel import simulate_kernel  # noqa: E402
 from tests.synthetic import synthetic_entry  # noqa: E402
 from tests.test_dashboard import synthetic_source  # noqa: E402
@@ -34,10 +35,16 @@ def cheap_png(monkeypatch):
     monkeypatch.setattr(static, "png", lambda *args, **kwargs: PNG_MAGIC + b"stub")
 
 
+def figure_of(bundle) -> dict:
+    """The plotly figure JSON the bundle's page draws."""
+    (figure,) = re.findall(r"figure=(\{.*\}),tries=0;", bundle["text/html"])
+    return json.loads(figure)
+
+
 def traces(bundle) -> dict[str, list[dict]]:
     """The figure's traces by name (several panels share names like "all layers")."""
     by_name: dict[str, list[dict]] = {}
-    for trace in bundle[PLOTLY_MIME]["data"]:
+    for trace in figure_of(bundle)["data"]:
         by_name.setdefault(trace.get("name", ""), []).append(trace)
     return by_name
 
@@ -65,14 +72,15 @@ def test_vscode_gets_one_output_updated_in_place_with_the_final_state(monkeypatc
     assert kinds[0] == "display" and set(kinds[1:]) == {"update"} and len(kinds) >= 3, kinds
     assert len({message.display_id for message in recorder.messages}) == 1
     live, final = recorder.bundles()[:-1], recorder.bundles()[-1]
-    assert all(set(b) == {PLOTLY_MIME, "text/plain"} for b in live)  # no PNG while training: it costs seconds
-    assert set(final) == {PLOTLY_MIME, "text/plain", "image/png"}
+    assert all(set(b) == {"text/html", "text/plain"} for b in live)  # no PNG while training: it costs seconds
+    assert set(final) == {"text/html", "text/plain", "image/png"}
+    assert "data:image/png;base64," in final["text/html"]  # shown where plotly.js is not loaded (saved, nbconvert)
     (loss,) = traces(final)["loss"]
     scalars = mon.scalars()
     assert loss["x"][-1] == scalars.index[-1]  # the last step trained is drawn
     assert np.isclose(loss["y"][-1], scalars["loss"].iloc[-1], rtol=1e-3)  # 4 significant digits
-    assert "mon.dashboard(layer=" in final[PLOTLY_MIME]["layout"]["title"]["text"]
-    assert "mon.dashboard(layer=" in final["text/plain"]
+    assert "mon.dashboard(layer=" in final["text/html"] and "mon.dashboard(layer=" in final["text/plain"]
+    assert "no findings" in final["text/html"]  # the findings table under the figure
 
 
 def test_jupyter_gets_the_widget_and_static_gets_png_at_close(monkeypatch):
@@ -84,14 +92,14 @@ def test_jupyter_gets_the_widget_and_static_gets_png_at_close(monkeypatch):
     assert updates and "nbdiag dashboard: step" in updates[-1]["text/plain"]
 
 
-def test_colab_carries_html_with_plotly_js_inline_once_never_a_cdn(monkeypatch):
-    _, recorder = tiny_training(monkeypatch, "colab", seconds=2)
+@pytest.mark.parametrize("front", ["colab", "vscode"])
+def test_plotly_js_inline_once_never_a_cdn(monkeypatch, front):
+    _, recorder = tiny_training(monkeypatch, front, seconds=2)
     pages = [bundle["text/html"] for bundle in recorder.bundles()]
     assert len(pages) >= 3
     assert len(pages[0]) > 3_000_000 and "plotly.js" in pages[0][:1000]  # plotly.js itself, from the package
     assert all(len(page) < 500_000 for page in pages[1:])  # later messages reuse it
     assert not any(re.search(r"<script[^>]*\ssrc=", page) for page in pages)  # nothing fetched: no CDN
-    assert "data:image/png;base64," in pages[-1]  # reopened without plotly.js: the PNG shows
 
 
 def run_inline(source, seconds: float, n_layers: int, budget: float = 1.0) -> list[tuple[float, int, float]]:
@@ -173,6 +181,6 @@ def test_monitor_dashboard_takes_display_and_selection(monkeypatch):
     assert dashboard.mode == "inline" and dashboard.state.layer == "2"
     mon.show()
     (bundle,) = recorder.bundles("display")
-    assert PLOTLY_MIME in bundle
+    assert traces(bundle)["selected"]  # drawn inline: the highlighted layer's lines
     with pytest.raises(ValueError, match="got display='live'"):
         mon.dashboard(display="live")

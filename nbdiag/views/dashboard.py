@@ -15,7 +15,7 @@ import threading
 import time
 from typing import Any
 
-from nbdiag.environment import Display, DisplayMode, front_end, resolve_display
+from nbdiag.environment import Display, DisplayMode, resolve_display
 from nbdiag.views import inline, static
 from nbdiag.views.data import Snapshot, snapshot
 from nbdiag.views.grid import build_panels
@@ -197,7 +197,7 @@ class Dashboard:
         """Show a new inline output (the latest one follows training) and start the renderer at <= 2 Hz."""
         with self._lock:
             if self._inline is None:
-                self._inline = inline.InlineView(html_figure=front_end() == "colab")
+                self._inline = inline.InlineView()
             view = self._inline
             view.show(self._inline_bundle(png=False))
             self.renderer.min_interval = view.min_interval()
@@ -208,7 +208,8 @@ class Dashboard:
         found = self.findings()
         panels = build_panels(snap, self.state)
         picture = static.png(panels, found, self.title()) if png else None
-        return self._inline.bundle(panels, self._heading(snap, found), summary_text(snap, found), picture)
+        table = f"<b>Health</b>{findings_html(found)}"
+        return self._inline.bundle(panels, self._heading(snap, found), summary_text(snap, found), table, picture)
 
     def _update_inline(self, png: bool = False) -> None:
         self._inline.update(self._inline_bundle(png))
@@ -236,11 +237,12 @@ class Dashboard:
         if self.mode == "static":
             return self._static_bundle()
         if self.mode == "inline":
-            inline_view = self._inline or inline.InlineView(html_figure=front_end() == "colab")
+            inline_view = self._inline or inline.InlineView()
             snap, found = self.snapshot(), self.findings()
             panels = build_panels(snap, self.state)
             png = static.png(panels, found, self.title())
-            return inline_view.bundle(panels, self._heading(snap, found), summary_text(snap, found), png)
+            table = f"<b>Health</b>{findings_html(found)}"
+            return inline_view.bundle(panels, self._heading(snap, found), summary_text(snap, found), table, png)
         return self._widget_bundle()
 
     def _widget_bundle(self) -> dict[str, Any]:
@@ -286,7 +288,7 @@ class Dashboard:
         return f"{model} · step {steps[-1]}" if steps else model
 
     def _heading(self, snap: Snapshot, found: list[Any]) -> str:
-        """The inline figure's first title line: model, step, layers, findings by severity."""
+        """The inline view's first line: model, step, layers, findings by severity."""
         latest = snap.entries[-1].step if snap.entries else "-"
         counts = {}
         for finding in found:

@@ -1,12 +1,18 @@
 """The dashboard where no widget manager runs (VS Code, Colab, any front end): one output, updated in place.
 
-Each refresh replaces the output of one ``display(..., display_id=True)`` with a bundle of
-``application/vnd.plotly.v1+json`` (plotly's figure JSON: JupyterLab, Notebook 7, VS Code and nteract draw it
-natively), ``text/html`` on Colab (which does not: plotly.js goes inline in the first message of each output,
-from the installed plotly package, never from a CDN; later messages reuse it), and ``text/plain``. The PNG
-(matplotlib, ~0.5 s) is drawn only when training has gone quiet and at close, so a saved notebook shows the
-final state everywhere. The owner's Renderer calls :meth:`InlineView.update` at most ``MAX_HZ`` times a second,
-latest state wins. Controls that need a kernel round trip become arguments: ``mon.dashboard(layer=..., step=...)``.
+Each refresh replaces the output of one ``display(..., display_id=True)`` with a ``text/html`` page that draws
+plotly's figure JSON with plotly.js, and ``text/plain``. plotly.js comes from the installed plotly package,
+inline in the output's first message (never from a CDN, which an offline machine cannot reach); later messages
+reuse the page's ``window.Plotly`` (Colab: the output's own frame). The PNG (matplotlib, ~2 s) is added only when
+training has gone quiet and at close: inside the page, shown where plotly.js is not loaded (a saved notebook
+reopened, nbconvert), and as ``image/png``. The owner's Renderer calls for an update at most ``MAX_HZ`` times a
+second (latest state wins). Controls that need a kernel round trip become arguments:
+``mon.dashboard(layer=..., step=...)``, said above the figure.
+
+Why not plotly's own mimetype, ``application/vnd.plotly.v1+json``: JupyterLab and Notebook 7 reuse an output's
+renderer on ``update_display``, and plotly's renderer (jupyterlab-plotly 7.1, ``renderModel``) returns at once
+when it has drawn a graph, and shows ``image/png`` instead of the figure when a bundle has both. The figure froze
+at its first state there.
 """
 
 from __future__ import annotations
@@ -21,31 +27,28 @@ from typing import Any
 from nbdiag.views.figure import PanelFigure
 from nbdiag.views.panels import Panel
 
-PLOTLY_MIME = "application/vnd.plotly.v1+json"
 MAX_HZ = 2.0  # updates per second at most
-# Bytes per second at most, on average: a fifth of the Jupyter server's iopub_data_rate_limit (1 MB/s), past
-# which it drops output messages. A large update waits longer before the next.
+# Bytes per second at most, on average, so a remote browser (Colab, Binder, an SSH tunnel) keeps up; the Jupyter
+# server itself limits only stream output (iopub_data_rate_limit). A large update waits longer before the next.
 MAX_BYTES_PER_S = 200_000
 HINT = "no widgets here: choose what is shown with mon.dashboard(layer=..., step=..., loss_log=..., norm_log=...)"
-TOP_MARGIN = 110  # px above the grid for the title lines
 DIGITS = 4  # significant digits sent: the hover labels show 3
-# Draws the figure once plotly.js has loaded (the first message of the output carries it, inline).
+# plotly.js evaluated once per page, with an AMD loader hidden (else plotly.js registers with it, not as a global).
+_LOAD = (
+    "if(!window.Plotly){(function(){var define;\nPLOTLY_JS\n}).call(window);}"
+)
+# Draws the figure once plotly.js is there; the PNG inside the div stays where it never is.
 _DRAW = (
     "(function(){var div=document.getElementById(DIV_ID),figure=FIGURE,tries=0;"
-    "function draw(){if(window.Plotly){div.innerHTML='';Plotly.react(div,figure.data,figure.layout,"
+    "function draw(){if(window.Plotly){div.innerHTML='';window.Plotly.react(div,figure.data,figure.layout,"
     "{responsive:true});}else if(tries++<100){setTimeout(draw,100);}}draw();})();"
 )
 
 
 class InlineView:
-    """One output of a dashboard, updated through its display handle.
+    """One output of a dashboard, updated through its display handle."""
 
-    Args:
-        html_figure: also carry ``text/html`` that draws the figure with plotly.js (Colab).
-    """
-
-    def __init__(self, html_figure: bool = False) -> None:
-        self.html_figure = html_figure
+    def __init__(self) -> None:
         self.figure: JsonFigure | None = None
         self.handle: Any = None
         self.updates = 0  # messages sent through the handle (the first display included)
@@ -54,19 +57,20 @@ class InlineView:
         self._plotly_js_sent = False
         self._plotly_js_bytes = 0  # in the bundle being sent
 
-    def bundle(self, panels: list[Panel], heading: str, text: str, png: bytes | None = None) -> dict[str, Any]:
+    def bundle(
+        self, panels: list[Panel], heading: str, text: str, table: str = "", png: bytes | None = None
+    ) -> dict[str, Any]:
         """The mime bundle of one state.
 
         Args:
             panels: what to draw.
-            heading: the first title line (model, step, findings count).
+            heading: the line above the figure (model, step, findings count).
             text: the text/plain summary.
+            table: HTML shown under the figure (the findings).
             png: the static figure, when it is worth drawing (quiet or closed); None while training.
         """
-        figure = self._figure_json(panels, heading)
-        bundle: dict[str, Any] = {PLOTLY_MIME: figure, "text/plain": f"{text}\n\n({HINT})"}
-        if self.html_figure:
-            bundle["text/html"] = self._html(figure, png)
+        page = self._html(self.figure_json(panels), heading, png) + table
+        bundle: dict[str, Any] = {"text/html": page, "text/plain": f"{text}\n\n({HINT})"}
         if png is not None:
             bundle["image/png"] = png
         return bundle
@@ -94,35 +98,36 @@ class InlineView:
         self.last_bytes = bundle_bytes(bundle) - self._plotly_js_bytes
         self._plotly_js_bytes = 0
 
-    def _figure_json(self, panels: list[Panel], heading: str) -> dict[str, Any]:
-        """Plotly's figure JSON (plain lists; only the properties that changed are validated again)."""
+    def figure_json(self, panels: list[Panel]) -> dict[str, Any]:
+        """Plotly's figure JSON (``data``, ``layout``): plain lists, no plotly validation per refresh."""
         if self.figure is None:
             self.figure = JsonFigure(panels, widget=False, digits=DIGITS)
         else:
             self.figure.update(panels)
-        figure = json.loads(json.dumps(self.figure.figure.as_dict(), default=_number))  # an independent copy
-        layout = figure["layout"]
-        layout["title"] = {"text": f"{html.escape(heading)}<br><sup>{html.escape(HINT)}</sup>", "x": 0.01}
-        layout["margin"] = {**layout.get("margin", {}), "t": TOP_MARGIN}
-        layout["height"] = layout.get("height", 0) + TOP_MARGIN
-        return figure
+        return json.loads(json.dumps(self.figure.figure.as_dict(), default=_number))  # an independent copy
 
-    def _html(self, figure: dict[str, Any], png: bytes | None) -> str:
-        """A div drawn by plotly.js (inline in the first message of this output); with a PNG inside it, so a
-        saved notebook reopened where plotly.js is not loaded still shows the last state."""
-        prefix = ""
+    def _html(self, figure: dict[str, Any], heading: str, png: bytes | None) -> str:
+        """The heading and hint, then a div drawn by plotly.js (inline in the first message of this output)."""
+        load = ""
         if not self._plotly_js_sent:
             from plotly.offline import get_plotlyjs
 
-            prefix = f'<script type="text/javascript">{get_plotlyjs()}</script>'
+            load = f'<script type="text/javascript">{_LOAD.replace("PLOTLY_JS", get_plotlyjs())}</script>'
             self._plotly_js_sent = True
-            self._plotly_js_bytes = len(prefix.encode())
+            self._plotly_js_bytes = len(load.encode())
         image = ""
         if png is not None:
-            image = f'<img alt="nbdiag dashboard" src="data:image/png;base64,{base64.b64encode(png).decode()}">'
+            encoded = base64.b64encode(png).decode()
+            image = f'<img alt="nbdiag dashboard" style="max-width:100%" src="data:image/png;base64,{encoded}">'
+        height = figure["layout"].get("height", 0)
         data = json.dumps(figure).replace("</", "<\\/")
         script = _DRAW.replace("DIV_ID", json.dumps(self._div)).replace("FIGURE", data)
-        return f'{prefix}<div id="{self._div}" style="width:100%">{image}</div><script>{script}</script>'
+        return (
+            f'{load}<div class="nbdiag-inline"><div><b>{html.escape(heading)}</b></div>'
+            f'<div style="color:#666;font-size:90%">{html.escape(HINT)}</div>'
+            f'<div id="{self._div}" style="width:100%;min-height:{height}px">{image}</div></div>'
+            f"<script>{script}</script>"
+        )
 
 
 def bundle_bytes(bundle: dict[str, Any]) -> int:

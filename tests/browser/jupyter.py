@@ -1,4 +1,5 @@
-"""A private JupyterLab server for the browser tests: temp dirs, the current interpreter's kernel, no network."""
+"""A private JupyterLab (or Notebook 7) server for the browser tests: temp dirs, the current interpreter's kernel,
+no network; optionally with front-end extensions disabled and variables set in the kernel's environment."""
 
 from __future__ import annotations
 
@@ -16,6 +17,7 @@ from pathlib import Path
 
 KERNEL_NAME = "python3"
 START_TIMEOUT_S = 90.0
+WIDGET_EXTENSIONS = ("@jupyter-widgets/jupyterlab-manager", "anywidget")  # what VS Code and Colab lack for plotly
 
 
 @dataclass
@@ -27,9 +29,12 @@ class LabServer:
     root: Path
     process: subprocess.Popen
     log_path: Path
+    app: str = "lab"  # or "notebook" (Notebook 7)
 
     def notebook_url(self, name: str) -> str:
-        """Address that opens ``root/name`` in a fresh (reset) workspace, logged in with the token."""
+        """Address that opens ``root/name`` (JupyterLab: in a fresh, reset workspace), logged in with the token."""
+        if self.app == "notebook":
+            return f"{self.url}/notebooks/{name}?token={self.token}"
         return f"{self.url}/lab/tree/{name}?reset&token={self.token}"
 
     def stop(self) -> None:
@@ -44,8 +49,19 @@ class LabServer:
             self.process.wait(timeout=15)
 
 
-def start_lab(base: Path) -> LabServer:
+def start_lab(
+    base: Path,
+    app: str = "lab",
+    disabled_extensions: tuple[str, ...] = (),
+    kernel_env: dict[str, str] | None = None,
+) -> LabServer:
     """Start JupyterLab with every Jupyter directory under ``base`` and wait until its API answers.
+
+    Args:
+        base: a fresh temporary directory.
+        app: "lab" (``jupyter lab``) or "notebook" (``jupyter notebook``, Notebook 7).
+        disabled_extensions: front-end extensions to disable (``labconfig/page_config.json`` in the config dir).
+        kernel_env: variables set in the kernel's environment only (its kernel spec's ``env``).
 
     Raises:
         RuntimeError: when the server exits or does not answer within ``START_TIMEOUT_S``; the message holds
@@ -53,28 +69,32 @@ def start_lab(base: Path) -> LabServer:
     """
     root = base / "root"
     root.mkdir(parents=True, exist_ok=True)
-    env = lab_environment(base)
+    env = lab_environment(base, kernel_env)
+    if disabled_extensions:
+        write_page_config(Path(env["JUPYTER_CONFIG_DIR"]), disabled_extensions)
     port, token = free_port(), secrets.token_hex(16)
     log_path = base / "jupyterlab.log"
     with open(log_path, "wb") as log:
         process = subprocess.Popen(
-            lab_command(root, port, token, env),
+            lab_command(root, port, token, env, app),
             cwd=root,
             env=env,
             stdout=log,
             stderr=subprocess.STDOUT,
         )
-    server = LabServer(f"http://127.0.0.1:{port}", token, root, process, log_path)
+    server = LabServer(f"http://127.0.0.1:{port}", token, root, process, log_path, app)
     wait_until_ready(server)
     return server
 
 
-def lab_command(root: Path, port: int, token: str, env: dict[str, str]) -> list[str]:
-    """``jupyter lab`` on 127.0.0.1 only, no browser, no news or update checks, settings and workspaces in temp dirs."""
+def lab_command(root: Path, port: int, token: str, env: dict[str, str], app: str = "lab") -> list[str]:
+    """``jupyter lab`` (or ``jupyter notebook``) on 127.0.0.1 only, no browser, no news or update checks, settings
+    and workspaces in temp dirs."""
+    lab = "LabApp" if app == "lab" else "JupyterNotebookApp"
     command = [
         sys.executable,
         "-m",
-        "jupyterlab",
+        "jupyterlab" if app == "lab" else "notebook",
         "--ServerApp.ip=127.0.0.1",
         f"--ServerApp.port={port}",
         "--ServerApp.port_retries=0",
@@ -82,19 +102,22 @@ def lab_command(root: Path, port: int, token: str, env: dict[str, str]) -> list[
         "--ServerApp.allow_remote_access=False",
         f"--ServerApp.root_dir={root}",
         f"--IdentityProvider.token={token}",
-        "--LabApp.news_url=None",
-        "--LabApp.check_for_updates_class=jupyterlab.handlers.announcements.NeverCheckForUpdate",
-        "--LabApp.extension_manager=readonly",
-        f"--LabApp.user_settings_dir={env['JUPYTERLAB_SETTINGS_DIR']}",
-        f"--LabApp.workspaces_dir={env['JUPYTERLAB_WORKSPACES_DIR']}",
+        f"--{lab}.user_settings_dir={env['JUPYTERLAB_SETTINGS_DIR']}",
+        f"--{lab}.workspaces_dir={env['JUPYTERLAB_WORKSPACES_DIR']}",
         "--ServerApp.terminals_enabled=False",
     ]
+    if app == "lab":
+        command += [
+            "--LabApp.news_url=None",
+            "--LabApp.check_for_updates_class=jupyterlab.handlers.announcements.NeverCheckForUpdate",
+            "--LabApp.extension_manager=readonly",
+        ]
     if hasattr(os, "geteuid") and os.geteuid() == 0:
         command.append("--ServerApp.allow_root=True")  # containers and CI runners often run as root
     return command
 
 
-def lab_environment(base: Path) -> dict[str, str]:
+def lab_environment(base: Path, kernel_env: dict[str, str] | None = None) -> dict[str, str]:
     """Environment whose Jupyter config, data, runtime, settings and IPython dirs all live under ``base``.
 
     ``JUPYTER_PATH`` puts first a kernel spec named ``python3`` that runs this interpreter, so the kernel sees
@@ -115,15 +138,15 @@ def lab_environment(base: Path) -> dict[str, str]:
     }
     for path in dirs.values():
         path.mkdir(parents=True, exist_ok=True)
-    write_kernel_spec(dirs["JUPYTER_PATH"] / "kernels" / KERNEL_NAME)
+    write_kernel_spec(dirs["JUPYTER_PATH"] / "kernels" / KERNEL_NAME, kernel_env)
     write_quiet_settings(dirs["JUPYTERLAB_SETTINGS_DIR"])
     env = {**os.environ, **{name: str(path) for name, path in dirs.items()}}
     env.pop("JUPYTER_PREFER_ENV_PATH", None)
     return env
 
 
-def write_kernel_spec(directory: Path) -> None:
-    """A ``python3`` kernel spec that starts ipykernel with ``sys.executable``."""
+def write_kernel_spec(directory: Path, env: dict[str, str] | None = None) -> None:
+    """A ``python3`` kernel spec that starts ipykernel with ``sys.executable`` (``env`` added to its environment)."""
     directory.mkdir(parents=True, exist_ok=True)
     spec = {
         "argv": [sys.executable, "-m", "ipykernel_launcher", "-f", "{connection_file}"],
@@ -131,7 +154,16 @@ def write_kernel_spec(directory: Path) -> None:
         "language": "python",
         "metadata": {"debugger": False},
     }
+    if env:
+        spec["env"] = env
     (directory / "kernel.json").write_text(json.dumps(spec, indent=1))
+
+
+def write_page_config(config_dir: Path, disabled: tuple[str, ...]) -> None:
+    """Disable front-end extensions for every Jupyter app using ``config_dir`` (``labconfig/page_config.json``)."""
+    path = config_dir / "labconfig" / "page_config.json"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps({"disabledExtensions": dict.fromkeys(disabled, True)}, indent=1))
 
 
 def write_quiet_settings(settings_dir: Path) -> None:

@@ -61,10 +61,13 @@ _ALL_CELLS_DONE = """
 
 
 def open_notebook(page: Any, server: LabServer, name: str) -> None:
-    """Open ``name`` in JupyterLab, wait for its kernel to be idle, and hide the file browser."""
+    """Open ``name`` in JupyterLab (or Notebook 7), wait for its kernel to be idle, and hide the file browser."""
     page.goto(server.notebook_url(name))
     page.wait_for_selector(".jp-Notebook .jp-CodeCell", timeout=60_000)
     wait_kernel_idle(server, name)
+    if server.app == "notebook":  # no status bar, no side bar: the kernel indicator says idle
+        page.wait_for_selector(".jp-NotebookKernelStatus, .jp-Toolbar", timeout=30_000)
+        return
     page.wait_for_selector(".jp-StatusBar-TextItem:has-text('| Idle')", timeout=30_000)
     if page.locator(".jp-FileBrowser").is_visible():
         page.keyboard.press("Control+b")  # the left side bar off: the notebook gets the width
