@@ -16,6 +16,7 @@ import time
 from typing import Any
 
 from nbdiag.environment import Display, DisplayMode, resolve_display
+from nbdiag.findings import findings_html
 from nbdiag.views import inline, static
 from nbdiag.views.data import Snapshot, snapshot
 from nbdiag.views.grid import build_panels
