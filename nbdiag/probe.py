@@ -138,6 +138,26 @@ def iter_tensors(output: Any, path: str = "") -> Iterator[tuple[str, torch.Tenso
             yield from iter_tensors(getattr(output, f.name), f"{path}/{f.name}")
 
 
+def first_tensor(output: Any) -> torch.Tensor:
+    """The model's prediction: the output itself, or the first floating tensor inside a tuple/list/dict/dataclass.
+
+    Raises:
+        TypeError: the output holds no floating tensor.
+    """
+    if isinstance(output, torch.Tensor):
+        return output
+    for _, tensor in iter_tensors(output):
+        return tensor
+    raise TypeError(f"got model output of type {type(output).__name__}, expected a tensor or a tuple/dict of them")
+
+
+def model_device(model: nn.Module) -> torch.device:
+    """The device of the model's first parameter or buffer (CPU for a model without any)."""
+    for tensor in (*model.parameters(), *model.buffers()):
+        return tensor.device
+    return torch.device("cpu")
+
+
 class Hooks:
     """A set of removable hook handles. ``remove()`` is idempotent; also a context manager."""
 

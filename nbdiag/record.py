@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -45,6 +45,28 @@ def thin_older_half(items: list) -> list:
     """Halve the older half of ``items`` (keep every other one), so a full buffer keeps a decimated history."""
     half = len(items) // 2
     return items[:half:2] + items[half:]
+
+
+def stat_matrix(
+    entries: Sequence[StepEntry], kind: str, stat: str, names: Sequence[str], missing: float = np.nan
+) -> np.ndarray:
+    """``(len(entries), len(names))`` float64: ``stat`` of ``kind`` for each name at each entry, ``missing`` where
+    not recorded (another value than NaN tells a gap from a recorded NaN). Entries whose blocks hold the same names
+    in the same order are read in one go."""
+    names = tuple(names)
+    out = np.full((len(entries), len(names)), missing)
+    blocks = [entry.blocks.get(kind) for entry in entries]
+    alike: dict[tuple[tuple[str, ...], int], list[int]] = {}
+    for row, block in enumerate(blocks):
+        if block is not None and stat in block.stats:
+            alike.setdefault((block.layers, block.stats.index(stat)), []).append(row)
+    for (layers, column), rows in alike.items():
+        position = {layer: i for i, layer in enumerate(layers)}
+        index = np.array([position.get(name, -1) for name in names], dtype=np.int64)
+        found = np.flatnonzero(index >= 0)
+        values = np.stack([blocks[row].values[:, column] for row in rows])  # (len(rows), len(layers))
+        out[np.ix_(rows, found)] = values[:, index[found]]
+    return out
 
 
 class Record:

@@ -5,9 +5,11 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from nbdiag.checks.batches import collect_batches, first_tensor, model_device
-from nbdiag.checks.sandbox import model_copy, preserved_rng
+from nbdiag.checks.batches import collect_batches
+from nbdiag.checks.sandbox import CHECK_SEED, model_copy
 from nbdiag.findings import Finding, make_finding
+from nbdiag.probe import first_tensor, model_device
+from nbdiag.rng import forked_rng
 
 MIXING_SAMPLES = 8  # batch size of the probe
 # Another sample's input gradient counts as a leak above this fraction of sample i's own (float32 round-off
@@ -36,7 +38,7 @@ def check_batch_mixing(model: nn.Module, data: object) -> list[Finding]:
     if not x.is_floating_point() or len(x) < 2:
         reason = "integer inputs have no gradient" if not x.is_floating_point() else "one sample cannot leak"
         return [make_finding("check.skipped", "info", f"batch mixing not checked: {reason}")]
-    with preserved_rng():
+    with forked_rng(seed=CHECK_SEED):
         clone = model_copy(model, train=False)
         x = x.to(model_device(clone)).requires_grad_(True)
         output = first_tensor(clone(x))

@@ -6,9 +6,10 @@ import torch
 from torch import nn
 
 from nbdiag.checks.batches import Batch, collect_batches, concat
-from nbdiag.checks.sandbox import model_copy, preserved_rng
+from nbdiag.checks.sandbox import CHECK_SEED, model_copy
 from nbdiag.checks.training import evaluate, train_copy
 from nbdiag.findings import Finding, make_finding
+from nbdiag.rng import forked_rng
 
 # Karpathy 2 "input-independent baseline"; 37 reasons 1.4-1.5 (inputs and labels misaligned / unrelated).
 BASELINE_STEPS = 100  # Adam steps for each of the two copies
@@ -50,7 +51,7 @@ def check_baseline(
     Returns:
         At most one finding.
     """
-    with preserved_rng():
+    with forked_rng(seed=CHECK_SEED):
         train, held_out = _split(collect_batches(data), val_data)
         zeroed = [(torch.zeros_like(x), y) for x, y in train]
         real_copy, zero_copy = model_copy(model), model_copy(model)

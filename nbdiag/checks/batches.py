@@ -75,28 +75,6 @@ def concat(batches: list[Batch]) -> Batch:
     return torch.cat([x for x, _ in batches]), torch.cat([y for _, y in batches])
 
 
-def model_device(model: torch.nn.Module) -> torch.device:
-    """The device of the model's first parameter or buffer (CPU for a model without any)."""
-    for tensor in (*model.parameters(), *model.buffers()):
-        return tensor.device
-    return torch.device("cpu")
-
-
 def to_device(batch: Batch, device: torch.device) -> Batch:
     """``batch`` moved to ``device``."""
     return batch[0].to(device), batch[1].to(device)
-
-
-def first_tensor(output: object) -> torch.Tensor:
-    """The model's prediction: the output itself, or the first tensor of a tuple/list/dict output.
-
-    Raises:
-        TypeError: the output holds no tensor.
-    """
-    if isinstance(output, torch.Tensor):
-        return output
-    values = output.values() if isinstance(output, dict) else output if isinstance(output, (tuple, list)) else ()
-    for value in values:
-        if isinstance(value, torch.Tensor):
-            return value
-    raise TypeError(f"got model output of type {type(output).__name__}, expected a tensor or a tuple/dict of them")

@@ -9,7 +9,8 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from nbdiag.checks.sandbox import preserved_rng
+from nbdiag.checks.sandbox import CHECK_SEED
+from nbdiag.rng import forked_rng
 
 GRADCHECK_EPS = 1e-6  # central-difference step (float64)
 GRADCHECK_ATOL = 1e-5
@@ -72,7 +73,7 @@ def gradcheck(
         raise TypeError("got no tensor input, expected gradcheck(fn, tensor, ...); pass example inputs")
     fn64 = copy.deepcopy(fn).double() if isinstance(fn, nn.Module) else fn
     inputs64 = tuple(_as_float64(t) for t in inputs)
-    with preserved_rng():
+    with forked_rng(seed=CHECK_SEED):
         try:
             passed = torch.autograd.gradcheck(fn64, inputs64, eps=eps, atol=atol, rtol=rtol, raise_exception=True)
             message = ""

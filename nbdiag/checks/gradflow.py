@@ -5,9 +5,11 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from nbdiag.checks.batches import collect_batches, model_device, to_device
-from nbdiag.checks.sandbox import model_copy, optimized_names, preserved_rng
+from nbdiag.checks.batches import collect_batches, to_device
+from nbdiag.checks.sandbox import CHECK_SEED, model_copy, optimized_names
 from nbdiag.findings import Finding, make_finding
+from nbdiag.probe import model_device
+from nbdiag.rng import forked_rng
 
 
 def check_gradient_flow(
@@ -32,7 +34,7 @@ def check_gradient_flow(
     """
     x, y = collect_batches(data)[0]
     in_optimizer = optimized_names(optimizer, model) if optimizer is not None else None
-    with preserved_rng():
+    with forked_rng(seed=CHECK_SEED):
         clone = model_copy(model, train=True)
         x, y = to_device((x, y), model_device(clone))
         loss = loss_fn(clone(x), y)

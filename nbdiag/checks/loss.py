@@ -7,10 +7,12 @@ import math
 import torch
 from torch import nn
 
-from nbdiag.checks.batches import collect_batches, concat, first_tensor, model_device, to_device
+from nbdiag.checks.batches import collect_batches, concat, to_device
 from nbdiag.checks.losskind import LossKind, loss_kind, uses_class_indices
-from nbdiag.checks.sandbox import forward_copy, model_copy, preserved_rng
+from nbdiag.checks.sandbox import CHECK_SEED, forward_copy, model_copy
 from nbdiag.findings import Finding, make_finding
+from nbdiag.probe import first_tensor, model_device
+from nbdiag.rng import forked_rng
 
 # Initial loss (Karpathy 2 "verify loss @ init"; 37 reasons 3.2 "look for correct loss at chance"):
 # class and binary losses are flagged beyond +-30% of -ln(1/C) (C = 10: outside [1.61, 2.99]);
@@ -61,7 +63,7 @@ def check_initial_loss(
     """
     kind = loss_kind(loss_fn)
     batches = collect_batches(data)[:INITIAL_LOSS_BATCHES]
-    with preserved_rng(), torch.no_grad():
+    with forked_rng(seed=CHECK_SEED), torch.no_grad():
         clone = model_copy(model, train=True)
         device = model_device(clone)
         results = [(clone(x), y) for x, y in (to_device(batch, device) for batch in batches)]
@@ -118,7 +120,7 @@ def check_loss_input(model: nn.Module, data: object, loss_fn: object) -> list[Fi
         At most one finding.
     """
     kind = loss_kind(loss_fn)
-    with preserved_rng():
+    with forked_rng(seed=CHECK_SEED):
         output = first_tensor(forward_copy(model, collect_batches(data)[0][0], train=False)).float().cpu()
     if kind.task == "classes" and output.ndim >= 2 and output.shape[1] >= 2:
         return _class_input_findings(kind, output)

@@ -12,10 +12,12 @@ import numpy as np
 import torch
 from torch import nn
 
-from nbdiag.checks.batches import collect_batches, model_device, to_device
+from nbdiag.checks.batches import collect_batches, to_device
 from nbdiag.checks.progress import progress_bar
-from nbdiag.checks.sandbox import clone_optimizer, model_copy, preserved_rng
+from nbdiag.checks.sandbox import CHECK_SEED, clone_optimizer, model_copy
 from nbdiag.findings import Finding, make_finding
+from nbdiag.probe import model_device
+from nbdiag.rng import forked_rng
 
 # CS231n "learning rate schedules": very high lr -> loss explodes, low lr -> loss barely moves; the useful range
 # lies between. The test stops once the smoothed loss exceeds DIVERGE_FACTOR x its minimum.
@@ -112,7 +114,7 @@ def lr_range_test(
         )
     batches = collect_batches(data)
     lrs = start_lr * (end_lr / start_lr) ** (np.arange(steps) / (steps - 1))
-    with preserved_rng():
+    with forked_rng(seed=CHECK_SEED):
         clone = model_copy(model, train=True)
         twin = clone_optimizer(optimizer, model, clone)
         losses = _run(clone, twin, batches, loss_fn, lrs, deadline, progress)

@@ -10,10 +10,12 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from nbdiag.checks.batches import collect_batches, first_tensor, model_device
+from nbdiag.checks.batches import collect_batches
 from nbdiag.checks.losskind import loss_kind
-from nbdiag.checks.sandbox import model_copy, preserved_rng
+from nbdiag.checks.sandbox import CHECK_SEED, model_copy
 from nbdiag.findings import Finding, make_finding
+from nbdiag.probe import first_tensor, model_device
+from nbdiag.rng import forked_rng
 
 # What each activation does to logits, for the message.
 CLIPPING: dict[type, str] = {
@@ -45,7 +47,7 @@ def check_output_activation(model: nn.Module, data: object, loss_fn: object) -> 
     kind = loss_kind(loss_fn)
     if kind.expects != "logits":
         return []
-    with preserved_rng():
+    with forked_rng(seed=CHECK_SEED):
         name, module = _output_module(model, collect_batches(data)[0][0])
     effect = next((text for cls, text in CLIPPING.items() if isinstance(module, cls)), None)
     if effect is None:

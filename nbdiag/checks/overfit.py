@@ -7,9 +7,10 @@ import math
 from torch import nn
 
 from nbdiag.checks.batches import collect_batches
-from nbdiag.checks.sandbox import model_copy, preserved_rng
+from nbdiag.checks.sandbox import CHECK_SEED, model_copy
 from nbdiag.checks.training import disable_dropout, train_copy
 from nbdiag.findings import Finding, make_finding
+from nbdiag.rng import forked_rng
 
 # Karpathy 2 "overfit one batch ... as few as two examples"; 37 reasons 4.1; CS231n lecture 5 babysitting.
 OVERFIT_SAMPLES = 16  # samples in the batch to memorize
@@ -51,7 +52,7 @@ def check_overfit(
     """
     x, y = collect_batches(data)[0]
     batch = (x[:samples], y[:samples])
-    with preserved_rng():
+    with forked_rng(seed=CHECK_SEED):
         clone = model_copy(model, train=True)
         disable_dropout(clone)
         trace = train_copy(

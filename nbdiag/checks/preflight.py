@@ -11,7 +11,7 @@ from torch import nn
 
 from nbdiag.checks.backprop import check_batch_mixing
 from nbdiag.checks.baseline import BASELINE_STEPS, check_baseline
-from nbdiag.checks.batches import Batch, collect_batches, first_tensor, model_device
+from nbdiag.checks.batches import Batch, collect_batches
 from nbdiag.checks.data import check_constant_inputs, check_input_scale, check_nonfinite
 from nbdiag.checks.duplicates import check_duplicates, check_repeated_batches
 from nbdiag.checks.frozen import check_frozen_init
@@ -23,9 +23,11 @@ from nbdiag.checks.mode import check_train_mode
 from nbdiag.checks.outputact import check_output_activation
 from nbdiag.checks.overfit import check_overfit
 from nbdiag.checks.report import CheckTiming, Report
-from nbdiag.checks.sandbox import model_copy, preserved_rng
+from nbdiag.checks.sandbox import CHECK_SEED, model_copy
 from nbdiag.checks.targets import check_batch_labels, check_class_balance, check_targets
 from nbdiag.findings import Finding, make_finding
+from nbdiag.probe import first_tensor, model_device
+from nbdiag.rng import forked_rng
 
 # Data problems after which checks that evaluate the loss cannot say anything (they would crash or give NaN).
 BLOCKING_IDS = frozenset({"data.nonfinite", "data.label_range"})
@@ -156,7 +158,7 @@ def preflight(
     start = time.perf_counter()
     selected = _select(checks)
     _validate(model, loss_fn, budget_s)
-    with preserved_rng():
+    with forked_rng(seed=CHECK_SEED):
         batches = collect_batches(data)
     ctx = _Context(model, batches, loss_fn, optimizer, num_classes, val_data, progress, start + budget_s)
     _calibrate(ctx, uses_model=any(check.runs_model for check in selected))
@@ -192,7 +194,7 @@ def _calibrate(ctx: _Context, uses_model: bool) -> None:
     if not uses_model:
         return
     try:
-        with preserved_rng():
+        with forked_rng(seed=CHECK_SEED):
             clone = model_copy(ctx.model)
             x = ctx.batches[0][0].to(model_device(clone))
             begin = time.perf_counter()

@@ -1,33 +1,15 @@
-"""Isolation for checks: deep copies of the model and optimizer, and RNG state that is restored afterwards."""
+"""Isolation for checks: deep copies of the model and optimizer (RNG isolation: nbdiag.rng.forked_rng)."""
 
 from __future__ import annotations
 
 import copy
-import random
-from collections.abc import Iterator
-from contextlib import contextmanager
 
-import numpy as np
 import torch
 from torch import nn
 
-from nbdiag.checks.batches import model_device
+from nbdiag.probe import model_device
 
-CHECK_SEED = 0  # every check draws from its own seeded RNG, so a report is reproducible
-
-
-@contextmanager
-def preserved_rng(seed: int = CHECK_SEED) -> Iterator[None]:
-    """Seed torch, numpy and python ``random`` with ``seed`` inside; restore the caller's states on exit."""
-    python_state, numpy_state = random.getstate(), np.random.get_state()
-    devices = [torch.cuda.current_device()] if torch.cuda.is_available() and torch.cuda.is_initialized() else []
-    try:
-        with torch.random.fork_rng(devices=devices):
-            torch.manual_seed(seed)
-            yield
-    finally:
-        random.setstate(python_state)
-        np.random.set_state(numpy_state)
+CHECK_SEED = 0  # every check runs under nbdiag.rng.forked_rng(seed=CHECK_SEED), so a report is reproducible
 
 
 def model_copy(model: nn.Module, train: bool = True) -> nn.Module:

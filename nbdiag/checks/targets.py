@@ -5,10 +5,12 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from nbdiag.checks.batches import SAMPLE_BATCHES, collect_batches, concat, first_tensor
+from nbdiag.checks.batches import SAMPLE_BATCHES, collect_batches, concat
 from nbdiag.checks.losskind import LossKind, loss_kind, uses_class_indices, valid_class_targets
-from nbdiag.checks.sandbox import forward_copy, preserved_rng
+from nbdiag.checks.sandbox import CHECK_SEED, forward_copy
 from nbdiag.findings import Finding, make_finding
+from nbdiag.probe import first_tensor
+from nbdiag.rng import forked_rng
 
 _INDEX_DTYPES = (torch.int64, torch.uint8)  # what cross_entropy / nll_loss accept as class indices
 # Unused output units: labels that reach at most this fraction of the output width suggest an oversized head.
@@ -42,7 +44,7 @@ def check_targets(model: nn.Module, data: object, loss_fn: object, num_classes: 
     if kind.task == "other":
         return []
     batches = collect_batches(data)
-    with preserved_rng():
+    with forked_rng(seed=CHECK_SEED):
         output = first_tensor(forward_copy(model, batches[0][0])).cpu()
     y = concat(batches)[1]
     if kind.task == "classes":

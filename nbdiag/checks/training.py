@@ -9,8 +9,9 @@ from dataclasses import dataclass, field
 import torch
 from torch import nn
 
-from nbdiag.checks.batches import Batch, model_device, to_device
+from nbdiag.checks.batches import Batch, to_device
 from nbdiag.checks.progress import progress_bar
+from nbdiag.probe import model_device
 
 
 @dataclass

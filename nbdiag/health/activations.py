@@ -12,8 +12,8 @@ from __future__ import annotations
 import numpy as np
 
 from nbdiag.findings import Finding, make_finding
-from nbdiag.health.window import MIN_WINDOW_ENTRIES, Window, layers_of, stat_matrix, steps_text
-from nbdiag.record import StepEntry
+from nbdiag.health.window import MIN_WINDOW_ENTRIES, Window, layers_of, steps_text
+from nbdiag.record import StepEntry, stat_matrix
 from nbdiag.units import UNIT_SATURATED_FRAC
 
 # Module types whose outputs are "activations" for the depth trend (torch.nn class names).

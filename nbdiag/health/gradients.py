@@ -15,7 +15,8 @@ from __future__ import annotations
 import numpy as np
 
 from nbdiag.findings import Finding, make_finding
-from nbdiag.health.window import MIN_WINDOW_ENTRIES, Window, layers_of, stat_matrix, steps_text
+from nbdiag.health.window import MIN_WINDOW_ENTRIES, Window, layers_of, steps_text
+from nbdiag.record import stat_matrix
 
 DEPTH_RATIO_WARN = 1e3  # first/last layer gradient norm beyond 1e3 (or below 1e-3): "orders of magnitude"
 DEPTH_RATIO_FAIL = 1e6  # beyond 1e6: the far layers effectively do not train

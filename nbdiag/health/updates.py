@@ -14,7 +14,8 @@ from __future__ import annotations
 import numpy as np
 
 from nbdiag.findings import Finding, make_finding
-from nbdiag.health.window import MIN_WINDOW_ENTRIES, Window, layers_of, stat_matrix, steps_text
+from nbdiag.health.window import MIN_WINDOW_ENTRIES, Window, layers_of, steps_text
+from nbdiag.record import stat_matrix
 
 UPDATE_RATIO_TARGET = 1e-3  # seeds/004, babysitting: update/weight ~ 0.001
 UPDATE_RATIO_LOW = 1e-5  # 100x below the target: the weights barely move (learning rate too low)

@@ -58,24 +58,6 @@ def steps_text(entries: tuple[StepEntry, ...] | list[StepEntry]) -> str:
     return f"step {first}" if first == last else f"steps {first}-{last}"
 
 
-def stat_matrix(entries: tuple[StepEntry, ...], kind: str, stat: str, layers: tuple[str, ...]) -> np.ndarray:
-    """``(len(entries), len(layers))`` float64: ``stat`` of each layer at each step, NaN where not recorded."""
-    out = np.full((len(entries), len(layers)), np.nan)
-    for row, entry in enumerate(entries):
-        block = entry.blocks.get(kind)
-        if block is None or stat not in block.stats:
-            continue
-        column = block.values[:, block.stats.index(stat)]
-        if block.layers == layers:
-            out[row] = column
-        else:
-            where = {name: i for i, name in enumerate(block.layers)}
-            for j, layer in enumerate(layers):
-                if layer in where:
-                    out[row, j] = column[where[layer]]
-    return out
-
-
 def layers_of(entry: StepEntry, kind: str) -> tuple[str, ...]:
     """The layers (or parameters) of ``kind`` recorded at ``entry``, in forward order."""
     block = entry.blocks.get(kind)

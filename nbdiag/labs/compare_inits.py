@@ -19,7 +19,8 @@ from torch import nn
 
 from nbdiag.labs._widgets import LabView, present
 from nbdiag.labs.reinit import WEIGHTED, reinit_
-from nbdiag.probe import Hooks, iter_tensors, leaf_modules
+from nbdiag.probe import Hooks, first_tensor, iter_tensors, leaf_modules, model_device
+from nbdiag.rng import forked_rng
 from nbdiag.stats import ACTIVATION_STATS, GRADIENT_STATS, derive, merge_vectors, output_bounds, tensor_stats
 
 HIST_SAMPLE = 4096
@@ -73,7 +74,7 @@ def compare_inits(
         raise ValueError("got no schemes, expected at least one; try schemes=('xavier', 'he')")
     inputs, targets = batch if isinstance(batch, (tuple, list)) and len(batch) == 2 else (batch, None)
     layers, runs = [], []
-    with torch.random.fork_rng(devices=_cuda_devices(inputs)):
+    with forked_rng(inputs):
         for scheme in schemes:
             model = _fresh_model(model_or_factory, seed)
             reinit_(model, scheme, seed, zero_init_residual)
@@ -83,11 +84,6 @@ def compare_inits(
             runs.append({"scheme": str(scheme), **run})
     comparison = InitComparison(pd.concat(layers, ignore_index=True), pd.DataFrame(runs).set_index("scheme"))
     return present(comparison, display)
-
-
-def _cuda_devices(inputs: Any) -> list[int]:
-    tensors = [t for _, t in iter_tensors(inputs)] if not isinstance(inputs, torch.Tensor) else [inputs]
-    return sorted({t.device.index or 0 for t in tensors if t.is_cuda})
 
 
 def _fresh_model(model_or_factory, seed: int) -> nn.Module:
@@ -104,7 +100,7 @@ def _fresh_model(model_or_factory, seed: int) -> nn.Module:
 
 def _probe(model, inputs, targets, loss_fn, num_classes, seed) -> tuple[pd.DataFrame, dict[str, float]]:
     """One forward/backward with hooks on every leaf module: per-layer rows and the loss numbers."""
-    device = next((p.device for p in model.parameters()), torch.device("cpu"))
+    device = model_device(model)
     inputs = _to(inputs, device)
     targets = _to(targets, device)
     captured: dict[str, dict[str, list[torch.Tensor]]] = {}
@@ -112,7 +108,7 @@ def _probe(model, inputs, targets, loss_fn, num_classes, seed) -> tuple[pd.DataF
     with Hooks() as hooks:
         hooks.register_forward(list(modules.items()), _capture(captured, modules))
         output = model(*inputs) if isinstance(inputs, (tuple, list)) else model(inputs)
-        logits = next(t for _, t in iter_tensors(output))
+        logits = first_tensor(output)
         loss, baseline = _loss(logits, targets, loss_fn, num_classes)
         if loss is not None:
             loss.backward()

@@ -110,25 +110,6 @@ def block_column(
     return out
 
 
-def stat_matrix(snap: Snapshot, kind: str, stat: str, names: list[str], missing: float = np.nan) -> np.ndarray:
-    """(len(names), S) values of ``kind``/``stat`` per name and timeline step; ``missing`` where not recorded
-    (pass :data:`MISSING` to tell a gap from a recorded NaN)."""
-    out = np.full((len(names), len(snap.timeline)), missing)
-    blocks = [entry.blocks.get(kind) for entry in snap.timeline]
-    alike: dict[tuple[str, ...], list[int]] = {}  # blocks with the same layers fill their columns in one go
-    for column, block in enumerate(blocks):
-        if block is not None and stat in block.stats:
-            alike.setdefault(block.layers, []).append(column)
-    for columns in alike.values():
-        first = blocks[columns[0]]
-        rows = _row_index(snap, first, tuple(names))
-        found = np.flatnonzero(rows >= 0)
-        j = first.stats.index(stat)
-        values = np.stack([blocks[c].values[:, j] for c in columns], axis=1)  # (block layers, len(columns))
-        out[np.ix_(found, columns)] = values[rows[found]]
-    return out
-
-
 def depth_profile(
     snap: Snapshot, kind: str, stat: str, index: int | None, missing: float = np.nan
 ) -> np.ndarray:

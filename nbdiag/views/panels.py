@@ -8,6 +8,7 @@ from typing import Any
 
 import numpy as np
 
+from nbdiag.record import stat_matrix
 from nbdiag.views import data
 from nbdiag.views.data import Snapshot
 
@@ -196,7 +197,7 @@ def _layer_lines(snap: Snapshot, matrix: np.ndarray, names: list[str], chosen: s
 def gradient_time_panel(snap: Snapshot, state: ViewState) -> Panel:
     """Per-layer norm of the gradient of the loss w.r.t. each layer's output, over steps."""
     layer = selected_layer(snap, state)
-    marked = mark(data.stat_matrix(snap, "gradient", "norm", snap.layers, data.MISSING), state.norm_log)
+    marked = mark(stat_matrix(snap.timeline, "gradient", "norm", snap.layers, data.MISSING).T, state.norm_log)
     recorded = np.isfinite(marked.values).any() or marked.nonfinite.any()
     return Panel(
         "grad_time",
@@ -222,7 +223,7 @@ def update_time_panel(snap: Snapshot, state: ViewState) -> Panel:
     """Update/weight ratio per parameter over steps, with the ~1e-3 reference band."""
     layer = selected_layer(snap, state)
     names = update_names(snap)
-    marked = mark(data.stat_matrix(snap, "update", "update_ratio", names, data.MISSING), state.norm_log)
+    marked = mark(stat_matrix(snap.timeline, "update", "update_ratio", names, data.MISSING).T, state.norm_log)
     chosen = {name for name in names if name.rsplit(".", 1)[0] == layer}
     return Panel(
         "update_time",
@@ -353,8 +354,8 @@ def units_time_panel(snap: Snapshot, state: ViewState) -> Panel:
     """Share of dead-or-saturated units per layer over steps (the larger of the two), for layers whose units can
     die or saturate; layers x steps."""
     layers = [layer for layer in snap.layers if layer in snap.record.layers("units")] if snap.record else []
-    dead = data.stat_matrix(snap, "units", "dead_unit_frac", layers)
-    saturated = data.stat_matrix(snap, "units", "saturated_unit_frac", layers)
+    dead = stat_matrix(snap.timeline, "units", "dead_unit_frac", layers).T
+    saturated = stat_matrix(snap.timeline, "units", "saturated_unit_frac", layers).T
     stuck = np.fmax(dead, saturated)  # (L', S), NaN only where neither was recorded
     return Panel(
         "units_time",
