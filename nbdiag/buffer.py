@@ -2,52 +2,69 @@
 
 from __future__ import annotations
 
+import threading
 from collections import defaultdict
 
 import numpy as np
 import torch
 
-from nbdiag.stats import VECTOR_LEN, RawStats, finalize, merge_vectors
+from nbdiag.stats import VECTOR_LEN, RawStats, finalize, merge_raw, merge_vectors
 
 # Tests count calls of this function: one per device per sampled step.
 TRANSFERS = {"count": 0}
 
+# A (layer, kind) holds at most this many raw statistics; the next call merges them on the device (exactly), so an
+# RNN cell called per time step, or a policy-gradient loop, keeps bounded memory whatever the number of calls.
+MERGE_AT = 16
+
 
 def to_host(flat: torch.Tensor) -> np.ndarray:
-    """The one device->host copy of a step (a no-op view on CPU), as float64 numpy."""
+    """The one device->host copy of a step (a no-op view on CPU), as numpy of ``flat``'s dtype.
+
+    CUDA: a non-blocking copy into pinned memory, then a wait on the current stream only. Other accelerators
+    (MPS, XPU, ...): a plain blocking ``.cpu()``, which every backend has.
+    """
     TRANSFERS["count"] += 1
     if flat.device.type == "cpu":
         return flat.numpy()
+    if flat.device.type != "cuda":
+        return flat.cpu().numpy()
     host = torch.empty(flat.shape, dtype=flat.dtype, pin_memory=True)
     host.copy_(flat, non_blocking=True)
     torch.cuda.current_stream(flat.device).synchronize()
     return host.numpy()
 
 
-class StepBuffer:
-    """Collects (layer, kind) -> stats vectors and named groups of per-parameter scalars for one step.
+def host_dtype(device: torch.device) -> torch.dtype:
+    """The dtype a device's parts travel in: float64 (exact counts up to 2^53), float32 where the device has no
+    float64 (MPS: counts exact up to 2^24 per tensor, moments were computed in fp32 anyway)."""
+    return torch.float32 if device.type == "mps" else torch.float64
 
-    Vectors stay on the device until :meth:`flush`, which concatenates everything per device and copies once.
-    Appends are atomic list operations, so gradient hooks on autograd's threads may add concurrently.
+
+class StepBuffer:
+    """Collects (layer, kind) -> raw statistics and named groups of per-parameter scalars for one step.
+
+    Statistics stay on the device until :meth:`flush`, which concatenates everything per device and copies once.
+    Each (layer, kind) keeps a short list of raw statistics; past :data:`MERGE_AT` they are merged on the device.
+    A lock makes each addition atomic, so gradient hooks on autograd's device threads may add concurrently.
     """
 
-    def __init__(self, max_vectors: int) -> None:
-        self.max_vectors = max_vectors
-        self.overflowed = False
-        self._keys: list[tuple[str, str]] = []
-        self._raw: list[RawStats] = []
+    def __init__(self) -> None:
+        self._pending: dict[tuple[str, str], list[RawStats]] = {}
         self._groups: dict[str, tuple[list[str], torch.Tensor]] = {}
+        self._lock = threading.Lock()
 
     def __len__(self) -> int:
-        return len(self._raw)
+        """Raw statistics held (at most :data:`MERGE_AT` per layer and kind)."""
+        return sum(len(raws) for raws in self._pending.values())
 
     def add(self, layer: str, kind: str, raw: RawStats) -> None:
-        """Add one tensor's raw statistics (several calls of one layer are merged on the host)."""
-        if len(self._raw) >= self.max_vectors:
-            self.overflowed = True
-            return
-        self._keys.append((layer, kind))
-        self._raw.append(raw)
+        """Add one tensor's raw statistics (several calls of one layer merge into one vector)."""
+        with self._lock:
+            raws = self._pending.setdefault((layer, kind), [])
+            raws.append(raw)
+            if len(raws) > MERGE_AT:
+                raws[:] = [merge_raw(raws)]
 
     def add_group(self, group: str, names: list[str], values: torch.Tensor) -> None:
         """Add a (len(names), k) tensor of per-parameter scalars; a later group of the same name replaces it."""
@@ -62,21 +79,20 @@ class StepBuffer:
             ``(vectors, groups)``: vectors maps kind -> (layers in first-seen order, merged (n, VECTOR_LEN) array);
             groups maps group -> (names, (n, k) array).
         """
-        raw = self._raw
+        with self._lock:
+            pending, groups, self._pending, self._groups = self._pending, self._groups, {}, {}
+        keys = [key for key, raws in pending.items() for _ in raws]
+        raw = [r for raws in pending.values() for r in raws]
         parts = [torch.stack([r.moments for r in raw]), torch.stack([r.counts for r in raw])] if raw else []
-        parts += [values for _, values in self._groups.values()]
+        parts += [values for _, values in groups.values()]
         host_parts = _copy_parts(parts)
         vectors = {}
         if raw:
             moments, counts = host_parts.pop(0), host_parts.pop(0)
             sizes = np.array([(r.n, r.m) for r in raw], dtype=np.float64)
-            vectors = _merge_by_layer(self._keys, finalize(moments, counts, sizes[:, 0], sizes[:, 1]))
-        groups = {
-            group: (names, host) for (group, (names, _)), host in zip(self._groups.items(), host_parts, strict=True)
-        }
-        self._keys, self._raw, self._groups = [], [], {}
-        self.overflowed = False
-        return vectors, groups
+            vectors = _merge_by_layer(keys, finalize(moments, counts, sizes[:, 0], sizes[:, 1]))
+        by_group = {group: (names, host) for (group, (names, _)), host in zip(groups.items(), host_parts, strict=True)}
+        return vectors, by_group
 
 
 def _copy_parts(parts: list[torch.Tensor]) -> list[np.ndarray]:
@@ -85,9 +101,10 @@ def _copy_parts(parts: list[torch.Tensor]) -> list[np.ndarray]:
     for i, part in enumerate(parts):
         by_device[part.device].append(i)
     host: list[np.ndarray | None] = [None] * len(parts)
-    for indices in by_device.values():
-        flat = torch.cat([parts[i].detach().double().reshape(-1) for i in indices])  # counts stay exact
-        copied = to_host(flat)
+    for device, indices in by_device.items():
+        dtype = host_dtype(device)
+        flat = torch.cat([parts[i].detach().to(dtype).reshape(-1) for i in indices])  # counts stay exact
+        copied = to_host(flat).astype(np.float64, copy=False)
         offset = 0
         for i in indices:
             size = parts[i].numel()

@@ -15,10 +15,11 @@ from nbdiag.probe import Hooks, module_outputs
 from nbdiag.probe import named_hook as _named
 from nbdiag.stats import output_bounds, raw_stats
 from nbdiag.units import UnitSpec, add_counts, unit_counts, unit_specs
-from nbdiag.weights import UpdateTracker, grad_matrix, grad_row
+from nbdiag.weights import UpdateTracker, grad_matrix, stored_values
 
-# A step holds at most this many forward calls' worth of vectors; past it, mon.step() was probably forgotten.
-MAX_CALLS_PER_STEP = 64
+# More forward/backward passes than this between two mon.step() calls: mon.step() was probably forgotten. Nothing
+# is dropped (repeated calls of a layer merge exactly, in bounded memory); the monitor only warns.
+MAX_PASSES_PER_STEP = 64
 
 
 class Capture:
@@ -44,7 +45,8 @@ class Capture:
         self.hist_sample = hist_sample
         self.updates = UpdateTracker([p for _, p in tracked]) if tracked else None
         self.update_names = [n for n, _ in tracked]
-        self.buffer = StepBuffer(max_vectors=MAX_CALLS_PER_STEP * max(1, 2 * len(leaves)))
+        self.buffer = StepBuffer()
+        self.passes = 0  # forward passes in this step: a forward after a backward starts a new one
         self.param_grad_rows: dict[str, torch.Tensor] = {}
         self.stale_grad_norm: torch.Tensor | None = None
         self.errors: list[str] = []
@@ -60,6 +62,8 @@ class Capture:
         self._hooks = Hooks()
         self._grad_seen = False
         self._attached = False
+        self._in_backward = False
+        self._output_grad_hooks: dict[str, Callable] = {}  # layer -> its guarded hook, made once
         self._registrations = self._make_registrations()
 
     def _make_registrations(self) -> list[tuple[torch.Tensor | None, Callable[[], Any]]]:
@@ -126,6 +130,8 @@ class Capture:
         self.unit_counts = {}
         self.stale_grad_norm = None
         self._grad_seen = False
+        self._in_backward = False
+        self.passes = 0
 
     # -- hooks ---------------------------------------------------------------------------------------------
     def _guard(self, hook: Callable) -> Callable:
@@ -145,6 +151,8 @@ class Capture:
     def _on_forward(self, name: str, module: nn.Module, inputs: Any, output: Any) -> None:
         if not torch.is_grad_enabled() or id(module) not in self._bounds:
             return  # an evaluation pass under no_grad, or a deep copy of the model that inherited the hook
+        if self._in_backward or not self.passes:  # the step's first forward, or the first after a backward
+            self._in_backward, self.passes = False, self.passes + 1
         bounds, spec = self._bounds[id(module)], self._unit_specs.get(id(module))
         for path, tensor in module_outputs(module, output):
             layer = name + path
@@ -154,7 +162,14 @@ class Capture:
             if spec is not None:
                 self._add_units(layer, spec, tensor)
             if tensor.requires_grad:
-                tensor.register_hook(self._guard(functools.partial(self._on_output_grad, layer)))
+                tensor.register_hook(self._output_grad_hook(layer))
+
+    def _output_grad_hook(self, layer: str) -> Callable:
+        """The guarded gradient hook of ``layer``'s output, made (and compile-disabled) once per layer."""
+        hook = self._output_grad_hooks.get(layer)
+        if hook is None:
+            hook = self._output_grad_hooks[layer] = self._guard(functools.partial(self._on_output_grad, layer))
+        return hook
 
     def _add_units(self, layer: str, spec: UnitSpec, tensor: torch.Tensor) -> None:
         counts = unit_counts(tensor, spec)
@@ -163,11 +178,12 @@ class Capture:
             self.unit_counts[layer] = add_counts(self.unit_counts.get(layer), counts)
 
     def _on_output_grad(self, layer: str, grad: torch.Tensor) -> None:
+        self._in_backward = True
         self.buffer.add(layer, "gradient", raw_stats(grad, None, self.hist_sample))
 
     def _on_grad(self, name: str, param: torch.Tensor) -> None:
         if param.grad is not None and param is self._param_by_name.get(name):
-            self.param_grad_rows[name] = grad_row(param.grad)
+            self.param_grad_rows[name] = grad_matrix([param.grad])[0]
 
     def _on_incoming_grad(self, grad: torch.Tensor) -> None:
         """Before the step's first gradient accumulation (a leaf's tensor hook runs before its AccumulateGrad), any
@@ -175,11 +191,10 @@ class Capture:
         if self._grad_seen:
             return
         self._grad_seen = True
-        grads = [p.grad for p in self._zeroed_params if p.grad is not None]
+        grads = [stored_values(p.grad) for p in self._zeroed_params if p.grad is not None]
         if grads:
-            self.stale_grad_norm = torch.linalg.vector_norm(
-                torch.stack([g.float() for g in torch._foreach_norm(grads)])
-            )
+            norms = torch._foreach_norm(grads, 2, dtype=torch.float32)
+            self.stale_grad_norm = torch.linalg.vector_norm(torch.stack(norms))
 
     def _before_step(self, optimizer: Any, args: Any, kwargs: Any) -> None:
         if optimizer is not self.optimizer:  # a deep-copied optimizer inherits the hook too

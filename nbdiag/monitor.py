@@ -11,7 +11,7 @@ import torch
 from torch import nn
 
 from nbdiag.activation_types import activation_kind
-from nbdiag.capture import MAX_CALLS_PER_STEP, Capture
+from nbdiag.capture import MAX_PASSES_PER_STEP, Capture
 from nbdiag.environment import resolve_display
 from nbdiag.errors import NbdiagWarning
 from nbdiag.findings import findings_text
@@ -30,7 +30,7 @@ from nbdiag.record_reader import RecordReader
 from nbdiag.schedule import Schedule
 from nbdiag.stats import ACTIVATION_STATS, GRADIENT_STATS, derive, histogram_counts
 from nbdiag.units import COUNT_ROWS, GROUP_PREFIX, UnitWindow, split_groups
-from nbdiag.weights import UPDATE_STATS, WEIGHT_STATS, weight_row
+from nbdiag.weights import UPDATE_STATS, WEIGHT_STATS, weight_matrix
 
 DEFAULT_HIST_SAMPLE = 4_096
 MAX_PENDING_SCALARS = 256  # accelerator scalars read in one copy at the latest after this many
@@ -302,8 +302,8 @@ class Monitor(RecordReader):
             pending, self._pending_scalars = self._pending_scalars, []
             if pending:
                 capture.buffer.add_group("scalars", [n for _, n, _ in pending], torch.stack([t for *_, t in pending]))
-            if capture.buffer.overflowed:
-                self._warn_overflow(step)
+            if capture.passes > MAX_PASSES_PER_STEP:
+                self._warn_overflow(step, capture.passes)
             vectors, groups = capture.buffer.flush()
             if self._aggregate is not None:  # torch.distributed: exact statistics over all ranks
                 vectors, groups = self._aggregate(vectors, groups)
@@ -330,7 +330,7 @@ class Monitor(RecordReader):
         capture = self._capture
         names = [n for n, _ in self._params]
         if names:
-            capture.buffer.add_group("weight", names, torch.stack([weight_row(p) for _, p in self._params]))
+            capture.buffer.add_group("weight", names, weight_matrix([p for _, p in self._params]))
         if capture.param_grad_rows:
             grad_names = list(capture.param_grad_rows)
             capture.buffer.add_group("param_grad", grad_names, torch.stack(list(capture.param_grad_rows.values())))
@@ -371,10 +371,10 @@ class Monitor(RecordReader):
             self.record.note_nonfinite(NonFinite(step, names[bad[0]], kind, float(counts[bad[0]])))
         return len(bad) > 0
 
-    def _warn_overflow(self, step: int) -> None:
+    def _warn_overflow(self, step: int, passes: int) -> None:
         warnings.warn(
-            f"step {step} ran more forward passes than nbdiag keeps per step ({MAX_CALLS_PER_STEP}): the statistics "
-            "of the extra passes were dropped. Call mon.step() once per optimizer step.",
+            f"step {step} ran {passes} forward/backward passes (more than {MAX_PASSES_PER_STEP}): its statistics "
+            "merge all of them. Call mon.step() once per optimizer step.",
             NbdiagWarning,
             stacklevel=4,
         )

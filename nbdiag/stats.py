@@ -50,6 +50,8 @@ GRADIENT_STATS = ("mean", "std", "min", "max", "zero_frac", "nonfinite", "norm",
 # Saturation: an output within 1% of its range's width from a bound where the activation's slope vanishes.
 SATURATION_MARGIN = 0.01
 _edges_cache: dict[torch.device, torch.Tensor] = {}
+_ones_cache: dict[torch.device, torch.Tensor] = {}
+_kernel_cache: dict[str, object] = {}
 
 
 def output_bounds(module: nn.Module) -> tuple[float | None, float | None] | None:
@@ -66,6 +68,26 @@ def output_bounds(module: nn.Module) -> tuple[float | None, float | None] | None
     if isinstance(module, nn.ReLU6):
         return (None, 6.0)
     return registered_bounds(module)  # nbdiag.register_activation, third-party classes
+
+
+def _ones(size: int, device: torch.device) -> torch.Tensor:
+    """(size,) int64 ones on ``device`` (a cached buffer, grown as needed; read-only)."""
+    ones = _ones_cache.get(device)
+    if ones is None or ones.numel() < size:
+        ones = torch.ones(max(size, 4096), dtype=torch.int64, device=device)
+        _ones_cache[device] = ones
+    return ones[:size]
+
+
+def _fused_kernel():
+    """The Triton statistics kernel when Triton imports (CUDA builds of PyTorch ship it), else None."""
+    if "fused" not in _kernel_cache:
+        try:
+            from nbdiag.kernels.triton_stats import fused_stats
+        except ImportError:  # no Triton: the reference path
+            fused_stats = None
+        _kernel_cache["fused"] = fused_stats
+    return _kernel_cache["fused"]
 
 
 def _edges(device: torch.device) -> torch.Tensor:
@@ -108,26 +130,72 @@ def raw_stats(
     Moments, min and max read every element. The histogram, zero, saturated and non-finite counts are taken on
     an evenly strided sample of at most ``hist_sample`` elements (all when None or when ``x`` is smaller): a
     fraction p estimated from m samples has a standard error sqrt(p(1-p)/m), at most 0.8% for m = 4096.
-    Non-finite *presence* is exact all the same: any NaN/Inf makes the moments non-finite.
+    Non-finite *presence* is exact all the same: any NaN/Inf makes the moments non-finite. A sparse tensor is
+    described by its stored values (``_values()``, not coalesced: duplicate indices count as separate values).
+    On CUDA with Triton the fused kernel of :mod:`nbdiag.kernels.triton_stats` computes the same in one pass.
 
     Args:
         x: any floating tensor (fp16/bf16 are reduced in fp32, so variance cannot overflow).
         bounds: output bounds for the saturated count (see :func:`output_bounds`), or None.
         hist_sample: sample size for counts and histogram; None = every element.
     """
-    flat = _flat_fp32(x)
+    flat = _flat(x)
     n = flat.numel()
     if n == 0:
-        return RawStats(flat.new_zeros(5), torch.zeros(RAW_COUNTS, dtype=torch.int64, device=flat.device), 0, 0)
+        moments = torch.zeros(5, dtype=torch.float32, device=flat.device)
+        return RawStats(moments, torch.zeros(RAW_COUNTS, dtype=torch.int64, device=flat.device), 0, 0)
+    kernel = _fused_kernel() if flat.is_cuda else None
+    return (kernel or reference_stats)(flat, bounds, sample_stride(n, hist_sample))
+
+
+def reference_stats(flat: torch.Tensor, bounds: tuple[float | None, float | None] | None, stride: int) -> RawStats:
+    """The pure-torch path of :func:`raw_stats` on a non-empty contiguous (n,) floating tensor, reduced in fp32
+    (CPU, MPS, and the reference of the fused kernel); ``stride`` is the histogram sample's stride."""
+    if flat.dtype != torch.float32:
+        flat = flat.float()
     shift = flat[0]
     centered = flat - shift
     low, high = torch.aminmax(flat)
     moments = torch.stack([shift, centered.sum(), torch.dot(centered, centered), low, high])
-    sample = _strided_sample(flat, hist_sample)
-    counts = torch.bincount(torch.bucketize(sample, _edges(sample.device), right=True), minlength=RAW_COUNTS)
+    sample = flat[::stride].contiguous() if stride > 1 else flat
+    bins = torch.bucketize(sample, _edges(sample.device), right=True)
+    counts = torch.zeros(RAW_COUNTS, dtype=torch.int64, device=flat.device)
+    counts.scatter_add_(0, bins, _ones(sample.numel(), flat.device))  # fixed size: bincount would sync on CUDA
     if bounds is not None:
         counts[SATURATED] = _saturated_count(sample, bounds)
-    return RawStats(moments, counts, n, sample.numel())
+    return RawStats(moments, counts, flat.numel(), sample.numel())
+
+
+def sample_stride(n: int, hist_sample: int | None) -> int:
+    """The stride of the histogram sample of an ``n``-element tensor: 1 (every element) up to ``hist_sample``."""
+    return 1 if hist_sample is None or n <= hist_sample else _coprime_stride(math.ceil(n / hist_sample))
+
+
+@torch.no_grad()
+def merge_raw(parts: list[RawStats]) -> RawStats:
+    """Raw statistics of the union of disjoint parts, on their device and without a host sync (exact up to fp32).
+
+    Means and second moments combine with Chan et al.'s parallel formula (each part's sum of squares about its own
+    mean, plus the spread of the means), so parts far apart lose no precision; the result's shift is the mean.
+    """
+    parts = [p for p in parts if p.n > 0] or parts[:1]
+    if len(parts) == 1:
+        return parts[0]
+    device = parts[0].moments.device
+    total = sum(p.n for p in parts)
+    sizes = torch.tensor([float(p.n) for p in parts]).to(device, non_blocking=True)  # host -> device: no sync
+    moments = torch.stack([p.moments for p in parts])
+    offsets = moments[:, 1] / sizes  # each part's mean minus its shift
+    means = moments[:, 0] + offsets
+    second = (moments[:, 2] - moments[:, 1] * offsets).sum()  # sum of (x - mean_i)^2 over all parts
+    spread = means - means[0]
+    mean_offset = (sizes * spread).sum() / total
+    second = second + (sizes * (spread - mean_offset) ** 2).sum()
+    merged = torch.stack(
+        [means[0] + mean_offset, torch.zeros_like(second), second, moments[:, 3].min(), moments[:, 4].max()]
+    )
+    counts = torch.stack([p.counts for p in parts]).sum(0)
+    return RawStats(merged, counts, total, sum(p.m for p in parts))
 
 
 def finalize(moments: np.ndarray, counts: np.ndarray, n: np.ndarray, m: np.ndarray) -> np.ndarray:
@@ -166,19 +234,13 @@ def tensor_stats(
     return torch.from_numpy(vector[0])
 
 
-def _flat_fp32(x: torch.Tensor) -> torch.Tensor:
-    """(n,) contiguous fp32 view of ``x`` (a copy only for other dtypes or strided layouts)."""
+def _flat(x: torch.Tensor) -> torch.Tensor:
+    """(n,) contiguous view of ``x`` in its dtype (a copy only for strided layouts); a sparse tensor's stored
+    values (linalg/aminmax have no sparse kernels; ``_values()`` needs no coalescing)."""
     x = x.detach()
-    if x.dtype != torch.float32:
-        x = x.float()
+    if x.layout != torch.strided:
+        x = x._values() if x.layout == torch.sparse_coo else x.values()
     return x.view(-1) if x.is_contiguous() else x.reshape(-1).contiguous()
-
-
-def _strided_sample(flat: torch.Tensor, size: int | None) -> torch.Tensor:
-    if size is None or flat.numel() <= size:
-        return flat
-    stride = _coprime_stride(math.ceil(flat.numel() / size))
-    return flat[::stride].contiguous()
 
 
 def _coprime_stride(stride: int) -> int:
@@ -191,15 +253,23 @@ def _coprime_stride(stride: int) -> int:
     return stride
 
 
-def saturated_mask(values: torch.Tensor, bounds: tuple[float | None, float | None]) -> torch.Tensor:
-    """Where ``values`` lie within :data:`SATURATION_MARGIN` of the range's width from a bound (the one saturation
-    rule: the layer statistics, the per-unit counts of :mod:`nbdiag.units` and the labs use it)."""
+def saturation_thresholds(bounds: tuple[float | None, float | None] | None) -> tuple[float | None, float | None]:
+    """(x <= low, x >= high) thresholds of the saturated count for ``bounds``; None for an open side."""
+    if bounds is None:
+        return None, None
     low, high = bounds
     width = (high - low) if (low is not None and high is not None) else abs(high if high is not None else low)
     margin = SATURATION_MARGIN * width
+    return (None if low is None else low + margin), (None if high is None else high - margin)
+
+
+def saturated_mask(values: torch.Tensor, bounds: tuple[float | None, float | None]) -> torch.Tensor:
+    """Where ``values`` lie within :data:`SATURATION_MARGIN` of the range's width from a bound (the one saturation
+    rule: the layer statistics, the fused kernel, the per-unit counts of :mod:`nbdiag.units` and the labs use it)."""
+    low, high = saturation_thresholds(bounds)
     if low is not None and high is not None:
-        return (values <= low + margin) | (values >= high - margin)
-    return values <= low + margin if low is not None else values >= high - margin
+        return (values <= low) | (values >= high)
+    return values <= low if low is not None else values >= high
 
 
 def _saturated_count(sample: torch.Tensor, bounds: tuple[float | None, float | None]) -> torch.Tensor:

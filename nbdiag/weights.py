@@ -8,40 +8,75 @@ WEIGHT_STATS = ("norm", "mean", "std", "nonfinite", "grad_norm", "grad_max", "gr
 UPDATE_STATS = ("update_ratio", "update_norm")
 
 
-@torch.no_grad()
-def weight_row(p: torch.Tensor) -> torch.Tensor:
-    """(4,) fp32 on p's device: norm, mean, population std, non-finite count of a parameter."""
-    flat = p.detach().reshape(-1).float()
-    centered = flat - flat[0]  # shifted sums: cheap on CPU (unlike var_mean) and free of cancellation
-    mean_shifted = centered.mean()
-    var = (torch.dot(centered, centered) / flat.numel() - mean_shifted**2).clamp_min(0)
-    nonfinite = torch.count_nonzero(flat - flat).float()  # NaN, ±Inf give NaN, finite values 0: 3x isfinite().sum()
-    return torch.stack([torch.linalg.vector_norm(flat), flat[0] + mean_shifted, var.sqrt(), nonfinite.float()])
+# Parameters are reduced in chunks of at most this many elements: the foreach forms allocate a shifted copy of a
+# chunk, so the transient extra memory is bounded by it (or by the largest single parameter).
+CHUNK_ELEMENTS = 1 << 22
+
+
+def stored_values(t: torch.Tensor) -> torch.Tensor:
+    """A dense tensor itself; a sparse one's stored values (norm/aminmax have no sparse kernels; no coalescing, so
+    for an uncoalesced gradient duplicate indices count as separate values)."""
+    if t.layout == torch.strided:
+        return t.detach()
+    return t._values().detach() if t.layout == torch.sparse_coo else t.values().detach()
 
 
 @torch.no_grad()
-def grad_row(grad: torch.Tensor) -> torch.Tensor:
-    """(3,) fp32 on grad's device: norm, max |g|, non-finite count of a parameter gradient."""
-    flat = grad.detach().reshape(-1).float()
-    return torch.stack(
-        [
-            torch.linalg.vector_norm(flat),
-            flat.abs().max() if flat.numel() else flat.new_zeros(()),
-            torch.count_nonzero(flat - flat).float(),
-        ]
-    )
+def weight_matrix(params: list[torch.Tensor]) -> torch.Tensor:
+    """(P, 4) fp32 on the parameters' device: norm, mean, population std, non-finite count per parameter.
+
+    Foreach forms (a few launches per chunk of parameters, not a few per parameter); the variance uses sums about
+    each parameter's first element, so a constant parameter (a LayerNorm's ones) has std exactly 0.
+    """
+    return torch.cat([_weight_rows(chunk) for chunk in _chunks([stored_values(p).reshape(-1) for p in params])])
+
+
+def _weight_rows(flats: list[torch.Tensor]) -> torch.Tensor:
+    sizes = torch.tensor([max(f.numel(), 1) for f in flats], dtype=torch.float32).to(flats[0].device, non_blocking=True)
+    norms = torch.stack(torch._foreach_norm(flats, 2, dtype=torch.float32))
+    sums = torch.stack([f.sum(dtype=torch.float32) for f in flats])
+    shifts = [f[:1] for f in flats]
+    spread = torch.stack(torch._foreach_norm(torch._foreach_sub(flats, shifts), 2, dtype=torch.float32))
+    first = torch.cat([s.float() if s.numel() else s.new_zeros(1, dtype=torch.float32) for s in shifts])
+    mean = sums / sizes
+    var = ((spread / sizes.sqrt()) ** 2 - (mean - first) ** 2).clamp_min(0)  # sum((x - c)^2)/n - (mean - c)^2
+    nonfinite = torch.stack(torch._foreach_norm(torch._foreach_sub(flats, flats), 0, dtype=torch.float32))
+    return torch.stack([norms, mean, var.sqrt(), nonfinite], dim=1)  # x - x: NaN for NaN and +-Inf, else 0
 
 
 @torch.no_grad()
 def grad_matrix(grads: list[torch.Tensor]) -> torch.Tensor:
-    """(P, 3) fp32: norm, max |g|, non-finite count per gradient."""
-    norms = torch.stack([n.float() for n in torch._foreach_norm(grads)])
-    extremes = [torch.aminmax(g.detach().reshape(-1)) for g in grads]  # 10x cheaper on CPU than an inf-norm foreach
-    maxima = torch.maximum(
-        -torch.stack([lo.float() for lo, _ in extremes]), torch.stack([hi.float() for _, hi in extremes])
-    )
-    nonfinite = torch.stack([torch.count_nonzero(g - g).float() for g in grads])  # see weight_row
+    """(P, 3) fp32: norm, max |g|, non-finite count per gradient (a sparse gradient: of its stored values)."""
+    return torch.cat([_grad_rows(chunk) for chunk in _chunks([stored_values(g).reshape(-1) for g in grads])])
+
+
+def _grad_rows(flats: list[torch.Tensor]) -> torch.Tensor:
+    norms = torch.stack(torch._foreach_norm(flats, 2, dtype=torch.float32))
+    nonempty = [f if f.numel() else f.new_zeros(1) for f in flats]
+    if flats[0].device.type == "cpu":  # aminmax: 10x cheaper on CPU than an inf-norm foreach
+        extremes = [torch.aminmax(f) for f in nonempty]
+        lows, highs = torch.stack([lo for lo, _ in extremes]), torch.stack([hi for _, hi in extremes])
+        maxima = torch.maximum(-lows, highs).float()
+    else:
+        maxima = torch.stack(torch._foreach_norm(nonempty, float("inf"), dtype=torch.float32))
+    nonfinite = torch.stack(torch._foreach_norm(torch._foreach_sub(flats, flats), 0, dtype=torch.float32))
     return torch.stack([norms, maxima, nonfinite], dim=1)
+
+
+def _chunks(flats: list[torch.Tensor]) -> list[list[torch.Tensor]]:
+    """Consecutive groups of one device and dtype, each of at most CHUNK_ELEMENTS elements (or one tensor)."""
+    chunks: list[list[torch.Tensor]] = []
+    size = 0
+    for f in flats:
+        last = chunks[-1] if chunks else None
+        fits = last is not None and size + f.numel() <= CHUNK_ELEMENTS
+        if fits and last[0].device == f.device and last[0].dtype == f.dtype:
+            last.append(f)
+            size += f.numel()
+        else:
+            chunks.append([f])
+            size = f.numel()
+    return chunks
 
 
 class UpdateTracker:

@@ -549,7 +549,61 @@ def test_step_without_forward_is_harmless_and_a_forgotten_step_warns_and_stays_b
             mon.step()  # nothing ran: no warning
         for _ in range(200):  # step() forgotten: the buffer stays bounded
             model(torch.randn(2, 3)).sum().backward()
-        assert len(mon._capture.buffer) <= mon._capture.buffer.max_vectors
-        with pytest.warns(NbdiagWarning, match="Call mon.step\\(\\) once per optimizer step"):
+        assert len(mon._capture.buffer) <= 2 * buffer.MERGE_AT  # one activation and one gradient row, merged
+        with pytest.warns(NbdiagWarning, match="200 forward/backward passes.*Call mon.step\\(\\) once per"):
             mon.step()
     assert mon.record.steps() == [0, 1]
+
+
+def test_rnn_cell_called_per_time_step_merges_every_call_without_warning():
+    torch.manual_seed(0)
+    cell, head = nn.LSTMCell(4, 8), nn.Linear(8, 3)
+    model = nn.ModuleDict({"cell": cell, "head": head})
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    outputs = []
+    head.register_forward_hook(lambda m, i, o: outputs.append(o.detach().clone()))
+    xs = torch.randn(100, 5, 4)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # 100 calls of each layer in one step: no warning, nothing dropped
+        with nbdiag.watch(model, opt, every=1) as mon:
+            h = c = torch.zeros(5, 8)
+            loss = 0.0
+            for x in xs:  # 100 time steps: far past any per-step call count
+                h, c = cell(x, (h, c))
+                loss = loss + head(h).pow(2).mean()
+            loss.backward()
+            opt.step()
+            opt.zero_grad()
+            mon.step(loss=loss)
+    assert mon.errors == []
+    frame = mon.frame(kind="activation")
+    got = frame[(frame.layer == "head") & (frame.step == 0)].set_index("stat").value
+    expected = torch.cat(outputs).double()
+    assert got["count"] == expected.numel()
+    assert got["mean"] == pytest.approx(expected.mean().item(), rel=1e-5, abs=1e-7)
+    assert got["std"] == pytest.approx(expected.std(correction=0).item(), rel=1e-5)
+    assert got["min"] == pytest.approx(expected.min().item()) and got["max"] == pytest.approx(expected.max().item())
+    assert mon._capture.passes == 0  # reset after the flush
+
+
+def test_sparse_gradients_are_monitored_from_their_values():
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.EmbeddingBag(50, 4, mode="sum", sparse=True), nn.Linear(4, 2))
+    opt = torch.optim.SparseAdam(list(model[0].parameters()), lr=0.01)
+    dense_opt = torch.optim.SGD(model[1].parameters(), lr=0.01)
+    tokens, offsets = torch.randperm(50)[:40], torch.arange(0, 40, 4)  # distinct: values = the dense gradient's rows
+    with nbdiag.watch(model, opt, every=1) as mon:
+        for _ in range(3):
+            loss = model[1](model[0](tokens, offsets)).pow(2).mean()
+            loss.backward()
+            grad = model[0].weight.grad.coalesce()
+            opt.step()
+            dense_opt.step()
+            opt.zero_grad()
+            dense_opt.zero_grad()
+            mon.step(loss=loss)
+    assert mon.errors == []
+    weights = mon.frame(kind="weight")
+    last = weights[(weights.layer == "0.weight") & (weights.step == 2)].set_index("stat").value
+    assert last["grad_norm"] == pytest.approx(torch.linalg.vector_norm(grad.to_dense()).item(), rel=1e-5)
+    assert last["grad_max"] == pytest.approx(grad.to_dense().abs().max().item(), rel=1e-6)

@@ -107,3 +107,28 @@ def test_nonfinite_presence_is_exact_even_when_not_sampled():
 def test_empty_tensor_gives_zero_count():
     v = tensor_stats(torch.empty(0, 3))
     assert v.shape == (stats.VECTOR_LEN,) and v[0] == 0
+
+
+def test_device_merge_of_raw_stats_equals_stats_of_concatenation():
+    torch.manual_seed(0)
+    parts = [torch.randn(300) * 3 + 1, torch.randn(37) - 4, torch.rand(250) + 1000.0, torch.empty(0), torch.ones(5)]
+    merged = stats.merge_raw([stats.raw_stats(p) for p in parts])
+    vector = stats.finalize(merged.moments[None].numpy(), merged.counts[None].numpy(), [merged.n], [merged.m])[0]
+    whole = torch.cat(parts).double()
+    assert merged.n == whole.numel()
+    assert vector[stats.VECTOR_FIELDS.index("mean")] == pytest.approx(whole.mean().item(), rel=1e-6)
+    # the part near 1000 would cost the fp32 sum of squares ~5 digits of a common-shift merge; Chan's keeps them
+    assert vector[stats.VECTOR_FIELDS.index("var")] == pytest.approx(whole.var(correction=0).item(), rel=1e-5)
+    assert vector[3] == whole.min().item() and vector[4] == whole.max().item()
+    expected, _ = np.histogram(whole.numpy(), bins=HIST_EDGES)
+    np.testing.assert_array_equal(vector[stats.N_FIELDS :], expected)
+
+
+def test_sparse_tensor_is_described_by_its_stored_values():
+    values = torch.tensor([[1.0, -2.0], [3.0, 0.0], [0.5, 0.5]])
+    sparse = torch.sparse_coo_tensor(torch.tensor([[0, 4, 4]]), values, (10, 2), check_invariants=True)  # row 4 twice
+    d = dict(zip(GRADIENT_STATS, derive(host(tensor_stats(sparse)), GRADIENT_STATS)[0], strict=True))
+    assert d["count"] == 6
+    assert d["mean"] == pytest.approx(values.mean().item())
+    assert d["norm"] == pytest.approx(torch.linalg.vector_norm(values).item())
+    assert d["min"] == -2.0 and d["max"] == 3.0
