@@ -17,6 +17,7 @@ from nbdiag.errors import NbdiagWarning
 from nbdiag.findings import findings_text
 from nbdiag.modes import mode_modules, training_flags
 from nbdiag.probe import (
+    RESHAPE_ONLY,
     can_hook_steps,
     is_compiled,
     layer_type,
@@ -144,6 +145,7 @@ class Monitor(RecordReader):
             model=self.model_name,
             layer_types={name: layer_type(m) for name, m in self._capture.leaves},
             activation_kinds={name: kind for name, m in self._capture.leaves if (kind := activation_kind(m))},
+            not_recorded=_reshape_only(self._model),
             num_classes=num_classes,
             parameters=sum(p.numel() for _, p in params),
             trainable_parameters=sum(p.numel() for _, p in params if p.requires_grad),
@@ -268,6 +270,9 @@ class Monitor(RecordReader):
         head += f"{len(self.record.steps())} sampled steps>"
         table = self.summary()
         body = table.to_string(float_format=lambda v: f"{v:.3g}") if len(table) else "(nothing recorded yet)"
+        skipped = table.attrs.get("not_recorded") if len(table) else None
+        if skipped:
+            body += "\nnot recorded (reshape only): " + ", ".join(f"{n} · {t}" for n, t in skipped.items())
         found = self.findings()
         return f"{head}\n{body}\n\nfindings:\n{findings_text(found)}"
 
@@ -425,6 +430,11 @@ def _usable_optimizer(optimizer: Any) -> Any:
         )
         return None
     return optimizer
+
+
+def _reshape_only(model: nn.Module) -> dict[str, str]:
+    """Layer name -> type of the reshape-only leaves that are not recorded (their rows would repeat the input's)."""
+    return {name: type(m).__name__ for name, m in model.named_modules() if name and isinstance(m, RESHAPE_ONLY)}
 
 
 def _tracked_params(params: list[tuple[str, nn.Parameter]], optimizer: torch.optim.Optimizer | None):

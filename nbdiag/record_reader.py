@@ -44,9 +44,11 @@ class RecordReader:
         return evaluate(self)
 
     def summary(self) -> pd.DataFrame:
-        """Per-layer table at the latest sampled step: activation mean/std/zero/saturated, gradient norm."""
+        """Per-layer table at the latest sampled step, in forward order: module type, activation mean/std, zero
+        fraction, dead and saturated units (where units can die or saturate), non-finite count, gradient norm.
+        ``.attrs["not_recorded"]`` names the reshape-only layers (Flatten, ...) that are not recorded."""
         entries = self.record.entries()
-        return summary_table(entries[-1]) if entries else pd.DataFrame()
+        return summary_table(entries[-1], self.record) if entries else pd.DataFrame()
 
     def dashboard(
         self,
@@ -104,16 +106,27 @@ class RecordReader:
             print(self)
 
 
-def summary_table(entry: StepEntry) -> pd.DataFrame:
-    """Per-layer activation mean/std/zero/saturated/non-finite and gradient norm of one sampled step."""
-    table = pd.DataFrame()
+def summary_table(entry: StepEntry, record: Record | None = None) -> pd.DataFrame:
+    """Per-layer table of one sampled step, in forward order (see :meth:`RecordReader.summary`); columns that hold
+    nothing for any layer (saturation in a net without bounded activations) are left out."""
     act = entry.blocks.get("activation")
+    layers = list(act.layers) if act is not None else []
+    table = pd.DataFrame(index=pd.Index(layers, name="layer"))
+    if record is not None:
+        table["type"] = [record.layer_type(layer) or "" for layer in layers]
     if act is not None:
-        table = pd.DataFrame(act.values, index=pd.Index(act.layers, name="layer"), columns=act.stats)
-        table = table[["mean", "std", "zero_frac", "saturated_frac", "nonfinite"]]
+        values = pd.DataFrame(act.values, index=table.index, columns=act.stats)
+        table = table.join(values[["mean", "std", "zero_frac", "saturated_frac", "nonfinite"]])
+    units = entry.blocks.get("units")
+    if units is not None:
+        counts = pd.DataFrame(units.values, index=list(units.layers), columns=units.stats)
+        table = table.join(counts[["dead_units", "saturated_units", "units"]])
     grad = entry.blocks.get("gradient")
     if grad is not None:
         norms = pd.Series(grad.values[:, grad.stats.index("norm")], index=list(grad.layers), name="grad_norm")
-        table = table.join(norms, how="outer") if len(table) else norms.to_frame()
+        table = table.join(norms, how="left") if layers else norms.to_frame()
+    table = table.dropna(axis=1, how="all")
     table.attrs["step"] = entry.step
+    if record is not None:
+        table.attrs["not_recorded"] = dict(record.meta.get("not_recorded", {}))
     return table

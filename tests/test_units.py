@@ -158,3 +158,17 @@ def test_unit_axis_follows_the_module_before_an_activation():
     specs = unit_specs([(name, m) for name, m in model.named_children()])
     assert specs[id(model[1])].axis == 1 and specs[id(model[4])].axis == -1 and specs[id(model[5])].axis == -1
     assert id(model[0]) not in specs and id(model[3]) not in specs  # neither can die nor saturate
+
+
+def test_summary_is_in_forward_order_names_types_and_says_what_is_not_recorded():
+    torch.manual_seed(0)
+    body = [nn.Linear(8, 8) if i % 2 == 0 else nn.ReLU() for i in range(12)]
+    model = nn.Sequential(*body, nn.Flatten(), nn.Linear(8, 2))
+    mon = train(model, [torch.randn(16, 8) for _ in range(3)])
+    table = mon.summary()
+    assert list(table.index) == [str(i) for i in (*range(12), 13)]  # "10" after "9", not after "1"
+    assert list(table["type"].iloc[:2]) == ["Linear", "ReLU"]
+    assert "saturated_frac" not in table.columns  # no bounded activation: no all-NaN column
+    assert table.loc["1", "units"] == 8 and table.loc["1", "dead_units"] == units_at(mon, 2, "1")["dead_units"]
+    assert table.attrs["not_recorded"] == {"12": "Flatten"}
+    assert "not recorded (reshape only): 12 · Flatten" in repr(mon)
