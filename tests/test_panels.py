@@ -85,3 +85,58 @@ def test_plotly_traces_carry_the_floor_and_the_markers(log):
     clean = PanelFigure(build_panels(data.snapshot(dead_relu_monitor()), ViewState(norm_log=log)), widget=False)
     depth = clean.figure.data[clean.slots[("grad_depth", "gradient norm")]]
     assert depth.y[0] is not None  # the first Linear's zero (log: on the floor) is drawn
+
+
+FIGURE_WIDTH_PX = 1400  # the browser tests' viewport
+
+
+def annotation_boxes(figure) -> list[tuple[str, float, float, float, float]]:
+    """(text, x0, x1, y0, y1) in pixels of every non-empty annotation, from its anchor, font size and text length."""
+    layout = figure.layout
+    height = layout.height
+    boxes = []
+    for a in layout.annotations:
+        if not a.text:
+            continue
+        x, y = a.x, a.y
+        if a.xref.endswith(" domain"):  # a note centred in its subplot
+            x_domain = layout[a.xref.split()[0].replace("x", "xaxis")].domain
+            y_domain = layout[a.yref.split()[0].replace("y", "yaxis")].domain
+            x = x_domain[0] + x * (x_domain[1] - x_domain[0])
+            y = y_domain[0] + y * (y_domain[1] - y_domain[0])
+        size = (a.font.size or layout.font.size or 12) if a.font else 12
+        width, tall = 0.6 * size * len(a.text), 1.3 * size
+        centre_x, centre_y = x * FIGURE_WIDTH_PX, y * height + (a.yshift or 0)
+        boxes.append((a.text, centre_x - width / 2, centre_x + width / 2, centre_y - tall / 2, centre_y + tall / 2))
+    return boxes
+
+
+@pytest.mark.parametrize("fixed_batch", [False, True])
+def test_no_annotation_boxes_overlap_and_time_axes_end_at_the_data(fixed_batch):
+    pytest.importorskip("plotly")
+    from nbdiag.views.figure import PanelFigure
+    from nbdiag.views.grid import build_panels
+
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(8, 16), nn.ReLU(), nn.Linear(16, 3))
+    batch = (torch.randn(16, 8), torch.randint(0, 3, (16,)))
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    with nbdiag.watch(model, opt, every=10, display=False, fixed_batch=batch if fixed_batch else None) as mon:
+        for _ in range(130):
+            loss = nn.functional.cross_entropy(model(batch[0]), batch[1])
+            loss.backward()
+            opt.step()
+            opt.zero_grad()
+            mon.step(loss=loss)
+    built = build_panels(data.snapshot(mon), STATE)
+    keys = [panel.key for panel in built]
+    assert ("pred_heatmap" in keys) is fixed_batch  # no empty predictions panels without a fixed batch
+    figure = PanelFigure(built, widget=False).figure
+    boxes = annotation_boxes(figure)
+    for i, (text, x0, x1, y0, y1) in enumerate(boxes):
+        for other, u0, u1, v0, v1 in boxes[i + 1 :]:
+            assert x1 <= u0 or u1 <= x0 or y1 <= v0 or v1 <= y0, f"{text!r} overlaps {other!r}"
+    assert tuple(figure.layout.xaxis.range) == (0, 129)  # the loss: first and last logged step, never negative
+    for key in ("grad_time", "update_time"):
+        i = keys.index(key)
+        assert tuple(figure.layout[f"xaxis{i + 1}"].range) == (0, 120)  # the first and last sampled step

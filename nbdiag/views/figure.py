@@ -10,7 +10,7 @@ from typing import Any
 
 import numpy as np
 
-from nbdiag.views.grid import COLS, ROWS
+from nbdiag.views.grid import COLS, position
 from nbdiag.views.panels import Panel, Series
 
 ROW_HEIGHT = 310  # px per grid row
@@ -30,9 +30,11 @@ class PanelFigure:
     def __init__(self, panels: list[Panel], widget: bool = True, digits: int | None = None) -> None:
         from plotly.subplots import make_subplots
 
+        rows = -(-len(panels) // COLS)
         grid = make_subplots(
-            rows=ROWS,
+            rows=rows,
             cols=COLS,
+            specs=[[{} if r * COLS + c < len(panels) else None for c in range(COLS)] for r in range(rows)],
             subplot_titles=[p.title for p in panels],
             horizontal_spacing=0.08,
             vertical_spacing=0.1,
@@ -41,7 +43,7 @@ class PanelFigure:
         self.axes = {panel.key: _axes(grid, i) for i, panel in enumerate(panels)}
         layout = grid.layout.to_plotly_json()
         layout.update(
-            height=ROW_HEIGHT * ROWS,
+            height=ROW_HEIGHT * rows,
             autosize=True,  # the width follows the output area (see nbdiag.views.sizing)
             margin={"t": 60, "b": 50, "l": 95, "r": 20},
             template="plotly_white",
@@ -116,6 +118,9 @@ class PanelFigure:
         for i, panel in enumerate(panels):
             x_name, y_name, x_ref, y_ref = self.axes[panel.key]
             values[f"{y_name}.type"] = "log" if panel.ylog else "linear"
+            values[f"{y_name}.minorloglabels"] = "complete" if panel.ylog else None  # "2e-3", never a bare "2"
+            values[f"{x_name}.range"] = list(panel.xrange) if panel.xrange and panel.series else None
+            values[f"{x_name}.autorange"] = not (panel.xrange and panel.series)
             fixed = panel.yrange is not None and not panel.ylog
             values[f"{y_name}.range"] = list(panel.yrange) if fixed else None
             values[f"{y_name}.autorange"] = "reversed" if panel.reversed_y else not fixed
@@ -165,7 +170,8 @@ def _equal(a: Any, b: Any) -> bool:
 
 def _axes(fig: Any, i: int) -> tuple[str, str, str, str]:
     """Layout names and trace references of subplot ``i``: ("xaxis3", "yaxis3", "x3", "y3")."""
-    subplot = fig.get_subplot(i // COLS + 1, i % COLS + 1)
+    row, column = position(i)
+    subplot = fig.get_subplot(row + 1, column + 1)
     x_name, y_name = subplot.xaxis.plotly_name, subplot.yaxis.plotly_name
     return x_name, y_name, x_name.replace("axis", ""), y_name.replace("axis", "")
 
@@ -327,7 +333,8 @@ def _shapes(panel: Panel, x_ref: str, y_ref: str) -> list[dict]:
                 "y0": y,
                 "y1": y,
                 "line": {"color": "#555", "dash": "dash", "width": 1},
-                "label": {"text": label, "font": {"size": 10}, "textposition": "end", "yanchor": "top"},
+                # at the left end: the selected-step marker follows the latest step, at the right
+                "label": {"text": label, "font": {"size": 10}, "textposition": "start", "yanchor": "top"},
             }
         )
     if panel.vline is not None and panel.series:

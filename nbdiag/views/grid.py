@@ -10,9 +10,21 @@ GRID: tuple[tuple[PanelBuilder, ...], ...] = (
     (panels.loss_panel, panels.gradient_time_panel, panels.update_time_panel),
     (panels.activation_histograms_panel, panels.activation_depth_panel, panels.gradient_depth_panel),
     (panels.activation_time_panel, panels.units_depth_panel, panels.units_time_panel),
-    (prediction_panels.heatmap_panel, prediction_panels.step_panel, panels.scalars_panel),
 )
-ROWS, COLS = len(GRID), len(GRID[0])
+PREDICTIONS_ROW = (prediction_panels.heatmap_panel, prediction_panels.step_panel, panels.scalars_panel)
+COLS = len(GRID[0])
+
+
+def grid(snap: Snapshot) -> tuple[tuple[PanelBuilder, ...], ...]:
+    """The rows laid out for ``snap``: the predictions row only with a fixed batch to predict on; without one,
+    the other scalars take a row of their own (a single panel, no empty ones beside it)."""
+    last = PREDICTIONS_ROW if snap.predictions is not None else (panels.scalars_panel,)
+    return (*GRID, last)
+
+
+def position(i: int) -> tuple[int, int]:
+    """(row, column), 0-based, of panel ``i`` in grid order."""
+    return i // COLS, i % COLS
 
 
 def build_panels(snap: Snapshot, state: ViewState) -> list[Panel]:
@@ -23,6 +35,6 @@ def build_panels(snap: Snapshot, state: ViewState) -> list[Panel]:
         state: the controls' choices.
 
     Returns:
-        ``ROWS * COLS`` panels; panel ``i`` sits at row ``i // COLS``, column ``i % COLS``.
+        The panels of :func:`grid`, row by row; panel ``i`` sits at :func:`position` ``(i)``.
     """
-    return [build(snap, state) for row in GRID for build in row]
+    return [build(snap, state) for row in grid(snap) for build in row]

@@ -58,6 +58,7 @@ class Panel:
     xlabel: str = ""
     ylabel: str = ""
     ylog: bool = False
+    xrange: tuple[float, float] | None = None  # time axes end at the first and last step drawn, never beyond
     yrange: tuple[float, float] | None = None
     xticks: tuple[list, list] | None = None
     yticks: tuple[list, list] | None = None
@@ -79,6 +80,16 @@ def selected_step(snap: Snapshot, state: ViewState) -> int | None:
     """The sampled step under the step slider."""
     index = data.step_index(snap, state.index)
     return None if index is None else snap.entries[index].step
+
+
+def step_range(*steps: Any) -> tuple[float, float] | None:
+    """(first, last) step over the given step arrays (half a step either side of a single one); None when empty."""
+    values = np.concatenate([np.asarray(x, dtype=np.float64).reshape(-1) for x in steps] or [np.zeros(0)])
+    values = values[np.isfinite(values)]
+    if not values.size:
+        return None
+    low, high = float(values.min()), float(values.max())
+    return (low - 0.5, high + 0.5) if low == high else (low, high)
 
 
 @dataclass(frozen=True)
@@ -149,6 +160,7 @@ def loss_panel(snap: Snapshot, state: ViewState) -> Panel:
         series,
         xlabel="step",
         ylog=state.loss_log,
+        xrange=step_range(*(s.x for s in series)),
         hlines=hlines,
         vline=selected_step(snap, state),
         note="" if series else "log a loss: mon.step(loss=loss)",
@@ -162,7 +174,14 @@ def scalars_panel(snap: Snapshot, state: ViewState) -> Panel:
         Series(name, "line", x=steps, y=values, color=PALETTE[i % len(PALETTE)], legend=True)
         for i, (name, (steps, values)) in enumerate(data.scalar_series(snap, names).items())
     )
-    return Panel("scalars", "other scalars", series, xlabel="step", note="" if series else "mon.step(acc=...)")
+    return Panel(
+        "scalars",
+        "other scalars",
+        series,
+        xlabel="step",
+        xrange=step_range(*(s.x for s in series)),
+        note="" if series else "log accuracy or other numbers with mon.step(loss=loss, acc=acc)",
+    )
 
 
 def depth_of(snap: Snapshot, name: str) -> float:
@@ -206,6 +225,7 @@ def gradient_time_panel(snap: Snapshot, state: ViewState) -> Panel:
         + nonfinite_series(snap.steps, marked.nonfinite, marked.top(state.norm_log)),
         xlabel="step",
         ylog=state.norm_log,
+        xrange=step_range(snap.steps),
         hlines=marked.hlines,
         vline=selected_step(snap, state),
         note="" if recorded else "no gradients recorded yet",
@@ -232,6 +252,7 @@ def update_time_panel(snap: Snapshot, state: ViewState) -> Panel:
         + nonfinite_series(snap.steps, marked.nonfinite, marked.top(state.norm_log)),
         xlabel="step",
         ylog=state.norm_log,
+        xrange=step_range(snap.steps) if names else None,
         hlines=((UPDATE_RATIO, "1e-3"), *marked.hlines),
         hband=UPDATE_BAND,
         vline=selected_step(snap, state),

@@ -9,7 +9,7 @@ from typing import Any
 import numpy as np
 
 from nbdiag.findings import SEVERITY_COLOURS, by_severity, where_text
-from nbdiag.views.grid import COLS, ROWS
+from nbdiag.views.grid import COLS, position
 from nbdiag.views.panels import Panel, Series
 
 MAX_TICK_LABELS = 16
@@ -30,11 +30,13 @@ def figure(panels: list[Panel], findings: list[Any], title: str = "") -> Any:
     """
     from matplotlib.figure import Figure
 
-    fig = Figure(figsize=(16, 4 * ROWS + 1.6), layout="constrained")
-    grid = fig.add_gridspec(ROWS + 1, COLS, height_ratios=[0.4] + [1.0] * ROWS)
+    rows = -(-len(panels) // COLS)
+    fig = Figure(figsize=(16, 4 * rows + 1.6), layout="constrained")
+    grid = fig.add_gridspec(rows + 1, COLS, height_ratios=[0.4] + [1.0] * rows)
     _draw_findings(fig.add_subplot(grid[0, :]), findings)
     for i, panel in enumerate(panels):
-        draw_panel(fig.add_subplot(grid[1 + i // COLS, i % COLS]), panel)
+        row, column = position(i)
+        draw_panel(fig.add_subplot(grid[1 + row, column]), panel)
     if title:
         fig.suptitle(title)
     return fig
@@ -133,19 +135,21 @@ def _decorate(ax: Any, panel: Panel, categories: list[str] | None) -> None:
         ax.axhspan(*panel.hband, color="#2ca02c", alpha=0.12)
     for y, label in panel.hlines:
         ax.axhline(y, color="#555", ls="--", lw=0.8)
-        ax.annotate(
+        ax.annotate(  # at the left end: the selected-step marker follows the latest step, at the right
             label,
-            (1, y),
+            (0, y),
             xycoords=("axes fraction", "data"),
-            xytext=(-2, -2),
+            xytext=(2, -2),
             textcoords="offset points",
-            ha="right",
+            ha="left",
             va="top",
             fontsize=7,
             color="#555",
         )
     if panel.vline is not None:
         ax.axvline(panel.vline, color="#d62728", ls=":", lw=1)
+    if panel.xrange is not None:
+        ax.set_xlim(*panel.xrange)
     if panel.ylog:
         ax.set_yscale("log")
     elif panel.yrange is not None:
