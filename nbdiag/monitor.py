@@ -53,6 +53,7 @@ def watch(
     num_classes: int | None = None,
     run_dir: str | None = None,
     per_rank: bool | None = None,
+    activations: bool | None = None,
 ) -> Monitor:
     """Attach nbdiag to a live model; statistics are recorded on sampled steps.
 
@@ -72,6 +73,8 @@ def watch(
         run_dir: also write the record there as it grows (Parquet segments; see ``nbdiag.open_run``).
         per_rank: under torch.distributed, also keep each rank's activation/gradient rows as ``<layer>@rank<r>``
             (None: the ``NBDIAG_PER_RANK`` environment variable).
+        activations: record per-layer activations and output gradients (forward hooks). None: yes, except for a
+            ``torch.compile``d model, where hooks would break the compiled graph (parameters only, with a warning).
 
     Returns:
         The :class:`Monitor`; also a context manager that detaches every hook on exit.
@@ -91,6 +94,7 @@ def watch(
         num_classes=num_classes,
         run_dir=run_dir,
         per_rank=per_rank,
+        activations=activations,
     )
 
 
@@ -111,6 +115,7 @@ class Monitor(RecordReader):
         num_classes: int | None = None,
         run_dir: str | None = None,
         per_rank: bool | None = None,
+        activations: bool | None = None,
     ) -> None:
         optimizer = _usable_optimizer(unwrap_optimizer(optimizer))
         _check_inputs(model, optimizer, hist_sample)
@@ -126,14 +131,13 @@ class Monitor(RecordReader):
         self._dashboard = None
         self._model: nn.Module | None = unwrap_model(model)
         self.model_name = type(self._model).__name__
-        if is_compiled(model):
-            warnings.warn(_COMPILED_MESSAGE, NbdiagWarning, stacklevel=3)
+        record_activations = _records_activations(model, activations)
         self._claim(self._model)
         params = named_parameters(self._model)
         self._params = params
         self._capture = Capture(
             self._model,
-            leaf_modules(self._model),
+            leaf_modules(self._model) if record_activations else [],
             params,
             optimizer,
             _tracked_params(params, optimizer),
@@ -396,11 +400,29 @@ class Monitor(RecordReader):
             )
 
 
-_COMPILED_MESSAGE = (
-    "the model is torch.compile'd: nbdiag's hooks run eagerly, so the compiled model breaks into one graph per "
-    "leaf module (sampling on and off then causes no further recompiles). For whole-graph speed, watch an "
-    "uncompiled copy while debugging, or sample rarely (every=100)."
+_COMPILED_PARAMS_ONLY = (
+    "the model is torch.compile'd, so nbdiag records parameters only (weights, gradients, update ratios): hooks "
+    "inside the compiled region would break its graph at every layer, and torch.compile keeps running that broken "
+    "graph on unsampled steps too (it does not guard on module hooks). Pass activations=True to also record "
+    "activations and output gradients at that cost (benchmarks/compile_overhead.py), or watch an uncompiled copy."
 )
+_COMPILED_ACTIVATIONS = (
+    "the model is torch.compile'd and activations=True: nbdiag's forward hooks run eagerly, so the compiled model "
+    "breaks into one graph per layer, on unsampled steps too (torch.compile does not guard on module hooks). Call "
+    "watch before the compiled model first runs: hooks added after its first compile are never called."
+)
+
+
+def _records_activations(model: nn.Module, activations: bool | None) -> bool:
+    """Whether forward hooks are used: by default not on a compiled model (a warning says why and what it costs)."""
+    if activations is not None and not isinstance(activations, bool):
+        raise TypeError(f"activations must be True, False or None (auto), got {type(activations).__name__}")
+    compiled = is_compiled(model)
+    if compiled and activations is None:
+        warnings.warn(_COMPILED_PARAMS_ONLY, NbdiagWarning, stacklevel=4)
+    elif compiled and activations:
+        warnings.warn(_COMPILED_ACTIVATIONS, NbdiagWarning, stacklevel=4)
+    return not compiled if activations is None else activations
 
 
 def _check_inputs(model: Any, optimizer: Any, hist_sample: Any) -> None:

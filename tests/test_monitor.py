@@ -469,15 +469,15 @@ def test_failing_hook_switches_capture_off_and_training_goes_on(monkeypatch):
     mon.close()
 
 
-def test_compiled_model_warns_is_recorded_and_sampling_never_recompiles():
+def test_compiled_model_with_activations_warns_is_recorded_and_sampling_never_recompiles():
     from torch._dynamo.utils import counters
 
     torch._dynamo.reset()
     model = nn.Sequential(nn.Linear(4, 8), nn.ReLU(), nn.Linear(8, 1))
     opt = torch.optim.SGD(model.parameters(), lr=0.01)
     compiled = torch.compile(model, backend="eager")
-    with pytest.warns(NbdiagWarning, match="torch.compile"):
-        mon = nbdiag.watch(compiled, opt, every=10, dense=2)
+    with pytest.warns(NbdiagWarning, match="breaks into one graph per layer"):
+        mon = nbdiag.watch(compiled, opt, every=10, dense=2, activations=True)
     frames_after_first_step = None
     for step in range(100):  # hooks are attached and removed 10 times
         loss = compiled(torch.randn(2, 4)).pow(2).mean()

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+import pytest
 import torch
 from torch import nn
 
@@ -28,6 +30,7 @@ class Setup:
     train: Callable[[dict[str, Any]], list[torch.Tensor]]
     preflight: dict[str, Any] | None  # nbdiag.preflight's arguments (model first), None for no preflight
     watch_kwargs: dict[str, Any] = field(default_factory=dict)
+    expected_warning: str | None = None  # a NbdiagWarning that watch() must give (regex), e.g. for torch.compile
 
 
 def build(make: Callable[[], Setup]) -> Setup:
@@ -39,10 +42,12 @@ def train_watched(make: Callable[[], Setup], **watch_kwargs: Any) -> tuple[list[
     """Train once with a monitor per model; returns losses, final state dicts and the closed monitors."""
     setup = build(make)
     before = {k: hook_count(m, setup.optimizers.get(k)) for k, m in setup.models.items()}
-    monitors = {
-        key: nbdiag.watch(model, setup.optimizers.get(key), display=False, **{**setup.watch_kwargs, **watch_kwargs})
-        for key, model in setup.models.items()
-    }
+    kwargs = {**setup.watch_kwargs, **watch_kwargs}
+    expected = setup.expected_warning
+    with pytest.warns(nbdiag.NbdiagWarning, match=expected) if expected else contextlib.nullcontext():
+        monitors = {
+            key: nbdiag.watch(m, setup.optimizers.get(key), display=False, **kwargs) for key, m in setup.models.items()
+        }
     try:
         torch.manual_seed(1)
         losses = setup.train(monitors)

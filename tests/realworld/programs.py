@@ -136,6 +136,22 @@ def make_amp_bf16() -> Setup:
     )
 
 
+def make_compiled() -> Setup:
+    """``torch.compile`` (aot_eager: the same dynamo graph capture and AOT autograd as inductor, without C++ builds)."""
+    torch._dynamo.reset()
+    model = nn.Sequential(nn.Flatten(), nn.Linear(64, 32), nn.ReLU(), nn.Linear(32, 10))
+    optimizer = torch.optim.AdamW(model.parameters(), lr=3e-3)
+    compiled = torch.compile(model, backend="aot_eager")
+    batches = digit_batches(24)
+    return Setup(
+        {"model": compiled},
+        {"model": optimizer},
+        supervised_loop(compiled, optimizer, batches, F.cross_entropy),
+        {"model": model, "data": batches[:8], "loss_fn": nn.CrossEntropyLoss(), "optimizer": optimizer},
+        expected_warning="records parameters only",
+    )
+
+
 def make_freezing_schedule() -> Setup:
     """Fine-tuning style: the head trains first, the body is unfrozen at step 8, the first layer frozen at 18."""
     model = nn.Sequential(nn.Flatten(), nn.Linear(64, 32), nn.ReLU(), nn.Linear(32, 32), nn.ReLU(), nn.Linear(32, 10))
@@ -571,6 +587,7 @@ PROGRAMS = {
     "mnist_cnn": make_mnist_cnn,
     "clipping_schedulers": make_clipping_schedulers,
     "amp_bf16": make_amp_bf16,
+    "torch_compile": make_compiled,
     "freezing_schedule": make_freezing_schedule,
     "grad_accumulation_x4": make_grad_accumulation(4),
     "grad_accumulation_x16": make_grad_accumulation(16),
