@@ -154,3 +154,24 @@ def test_a_freezing_schedule_never_raises_and_records_what_trains(with_optimizer
             plain[0].requires_grad_(False)
 
     assert torch.equal(train(plain, plain_opt, 31, before_step=plain_schedule), losses)
+
+
+def test_zero_redundancy_optimizer_is_hooked_itself(tmp_path):
+    """ZeroRedundancyOptimizer ran Optimizer.__init__ and steps its shard inside its own step: its hooks see every
+    parameter, so it is kept (not unwrapped to the shard optimizer it holds as ``.optim``)."""
+    dist = torch.distributed
+    from torch.distributed.optim import ZeroRedundancyOptimizer
+
+    dist.init_process_group("gloo", init_method=f"file://{tmp_path / 'store'}", rank=0, world_size=1)
+    try:
+        model = mlp()
+        optimizer = ZeroRedundancyOptimizer(model.parameters(), optimizer_class=torch.optim.SGD, lr=0.1)
+        assert unwrap_optimizer(optimizer) is optimizer
+        with nbdiag.watch(model, optimizer, every=1, display=False) as mon:
+            train(model, optimizer, 2, mon)
+        assert mon.errors == []
+        ratios = mon.frame().query("kind == 'update' and stat == 'update_ratio'")
+        assert len(ratios) == 2 * 4 and (ratios.value > 0).all()
+        assert hook_count(model, optimizer) == 0
+    finally:
+        dist.destroy_process_group()

@@ -199,7 +199,13 @@ def make_grad_accumulation(micro: int) -> Callable:
                 step(monitors, "model", loss=loss * micro)
             return losses
 
-        return Setup({"model": model}, {"model": optimizer}, train, None)
+        data = batches[:8]
+        return Setup(
+            {"model": model},
+            {"model": optimizer},
+            train,
+            {"model": model, "data": data, "loss_fn": nn.CrossEntropyLoss(), "optimizer": optimizer},
+        )
 
     make.__name__ = f"make_grad_accumulation_x{micro}"
     return make
@@ -352,7 +358,7 @@ def make_lstmcell_loop() -> Setup:
         {"model": model},
         {"model": optimizer},
         supervised_loop(model, optimizer, batches, F.mse_loss),
-        None,
+        {"model": model, "data": batches[:1], "loss_fn": nn.MSELoss(), "optimizer": optimizer},
     )
 
 
