@@ -16,7 +16,6 @@ from tests.realworld.programs import PROGRAMS
 KNOWN_LIVE: dict[str, str] = {
     "grad_accumulation_x16": "warn train.grad_accumulation with mon.step() per micro-batch (h16b, issue 16 item 5)",
     "grad_accumulation_x32": "warn train.grad_accumulation with mon.step() per micro-batch (h16b, issue 16 item 5)",
-    "lstmcell_loop": "per-step forward-call cap: 100 LSTMCell calls overflow, monitoring off (h15, issue 16 item 2)",
 }
 KNOWN_PREFLIGHT: dict[str, str] = {
     "lstm_lm_tied": "warn model.frozen names the tied alias encoder.weight (h16b, issue 16 item 4)",
