@@ -143,3 +143,20 @@ def test_accelerate_prepared_model_and_optimizer(one_thread):
         return torch.stack(losses)
 
     assert torch.equal(run(True), run(False))
+
+
+def test_a_failing_train_is_cleaned_up_by_the_with_block(tmp_path, one_thread):
+    """Trainer has no exception event: ``with callback:`` around ``train()`` removes the hooks when it raises."""
+
+    class Boom(transformers.TrainerCallback):
+        def on_step_end(self, args, state, control, **kwargs):
+            if state.global_step == 2:
+                raise RuntimeError("boom")
+
+    callback = NbdiagCallback(every=1, display=False)
+    run = trainer(tmp_path, [callback, Boom()], max_steps=4)
+    before = hook_count(run.model)
+    with pytest.raises(RuntimeError, match="boom"), callback:
+        run.train()
+    assert callback.monitor.closed and list(callback.monitor.scalars().index) == [0, 1]
+    assert hook_count(run.model) == before
