@@ -10,6 +10,8 @@ import sys
 import textwrap
 from pathlib import Path
 
+import pytest
+
 import nbdiag
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -67,6 +69,7 @@ SCRIPT = textwrap.dedent(
 )
 
 
+@pytest.mark.slow  # a fresh interpreter imports torch: ~25 s on a loaded 2-core machine
 def test_core_runs_with_notebook_packages_blocked(tmp_path):
     env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
     result = subprocess.run(
