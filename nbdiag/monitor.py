@@ -14,6 +14,8 @@ from nbdiag.activation_types import activation_kind
 from nbdiag.capture import MAX_PASSES_PER_STEP, Capture
 from nbdiag.environment import resolve_display
 from nbdiag.errors import NbdiagWarning
+from nbdiag.filters import GROUP as FILTERS_GROUP
+from nbdiag.filters import filters_block, first_filters
 from nbdiag.findings import findings_text
 from nbdiag.modes import mode_modules, training_flags
 from nbdiag.probe import (
@@ -145,6 +147,7 @@ class Monitor(RecordReader):
         )
         self.predictions = _prediction_tracker(self._model, fixed_batch)
         self._mode_modules = mode_modules(self._model)
+        self._filters = first_filters(self._model)
         self.record.meta.update(
             model=self.model_name,
             layer_types={name: layer_type(m) for name, m in self._capture.leaves},
@@ -153,6 +156,7 @@ class Monitor(RecordReader):
             num_classes=num_classes,
             parameters=sum(p.numel() for _, p in params),
             trainable_parameters=sum(p.numel() for _, p in params if p.requires_grad),
+            filters=None if self._filters is None else self._filters.meta(),
             every=every,
             dense=dense,
             hist_sample=hist_sample,
@@ -236,7 +240,7 @@ class Monitor(RecordReader):
         self._closed = True
         if self._model is not None and _WATCHED.get(self._model) is self:
             del _WATCHED[self._model]
-        self._model, self._params, self._mode_modules = None, [], []
+        self._model, self._params, self._mode_modules, self._filters = None, [], [], None
         self._capture.release()
         if self.predictions is not None:
             self.predictions.model = None
@@ -321,9 +325,7 @@ class Monitor(RecordReader):
             blocks = _blocks(vectors, groups, capture.bounded_layers)
             if units is not None:
                 blocks["units"] = units
-            if self._mode_modules:
-                names = tuple(name for name, _ in self._mode_modules)
-                blocks["mode"] = Block(names, ("training",), training_flags(self._mode_modules))
+            blocks.update(self._recipe_blocks(groups))
             self.record.append(StepEntry(step, blocks))
             self._note_nonfinite(step, vectors, groups)
             if self.predictions is not None:
@@ -347,6 +349,18 @@ class Monitor(RecordReader):
             capture.buffer.add_group(GROUP_PREFIX + layer, COUNT_ROWS, counts)
         if capture.stale_grad_norm is not None:
             capture.buffer.add_group("model", ["(model)"], capture.stale_grad_norm.reshape(1, 1))
+        if self._filters is not None:
+            capture.buffer.add_group(FILTERS_GROUP, self._filters.names, self._filters.rows())
+
+    def _recipe_blocks(self, groups: dict) -> dict[str, Block]:
+        """The train/eval mode of dropout/batch norm (read now, on the host) and the first conv's filters."""
+        blocks = {}
+        if self._mode_modules:
+            names = tuple(name for name, _ in self._mode_modules)
+            blocks["mode"] = Block(names, ("training",), training_flags(self._mode_modules))
+        if FILTERS_GROUP in groups:
+            blocks[FILTERS_GROUP] = filters_block(*groups.pop(FILTERS_GROUP))
+        return blocks
 
     def _read_pending_scalars(self) -> None:
         pending, self._pending_scalars = self._pending_scalars, []

@@ -11,7 +11,7 @@ from collections.abc import Callable
 from typing import Any
 
 from nbdiag.findings import SEVERITY_RANK, Finding, Findings
-from nbdiag.health import activations, generalization, gradients, loss, mode, nonfinite, too_good, updates
+from nbdiag.health import activations, filters, generalization, gradients, loss, mode, nonfinite, too_good, updates
 from nbdiag.health.causes import defer
 from nbdiag.health.window import Window
 
@@ -33,6 +33,7 @@ RULES: tuple[Rule, ...] = (
     mode.trained_in_eval_mode,
     mode.validated_in_train_mode,
     too_good.too_good,
+    filters.first_layer_filters,
 )
 
 

@@ -1,8 +1,9 @@
-"""Where each panel sits: rows read as "over time", "across depth now", "one layer and stuck units", "predictions"."""
+"""Where each panel sits: rows read as "over time", "across depth now", "one layer and stuck units", "predictions",
+then the train/validation gap and first-layer filters where recorded."""
 
 from __future__ import annotations
 
-from nbdiag.views import panels, prediction_panels
+from nbdiag.views import filter_panels, generalization_panels, panels, prediction_panels
 from nbdiag.views.data import Snapshot
 from nbdiag.views.panels import Panel, PanelBuilder, ViewState
 
@@ -19,7 +20,19 @@ def grid(snap: Snapshot) -> tuple[tuple[PanelBuilder, ...], ...]:
     """The rows laid out for ``snap``: the predictions row only with a fixed batch to predict on; without one,
     the other scalars take a row of their own (a single panel, no empty ones beside it)."""
     last = PREDICTIONS_ROW if snap.predictions is not None else (panels.scalars_panel,)
-    return (*GRID, last)
+    recipe = recipe_row(snap)
+    return (*GRID, recipe, last) if recipe else (*GRID, last)
+
+
+def recipe_row(snap: Snapshot) -> tuple[PanelBuilder, ...]:
+    """The train/validation gap and first-layer filters panels, those that have data (panels flow in ``COLS``
+    columns, so a shorter row is filled by the next)."""
+    meta = snap.record.meta if snap.record is not None else {}
+    has = (
+        (generalization_panels.gap_panel, "val_loss" in snap.scalars.columns),
+        (filter_panels.filters_panel, bool(meta.get("filters"))),
+    )
+    return tuple(build for build, shown in has if shown)
 
 
 def position(i: int) -> tuple[int, int]:

@@ -352,6 +352,19 @@ def validate_in_train_mode() -> Setup:
     return setup
 
 
+def constant_conv_init() -> Setup:
+    model = _seeded(models.cnn)
+    nn.init.constant_(model[1].weight, 0.1)  # every filter the same: symmetric, so they stay the same
+    nn.init.zeros_(model[1].bias)
+    return _classifier(model, num_classes=10)
+
+
+def conv_not_in_optimizer() -> Setup:
+    model = _seeded(models.cnn)
+    trained = [p for name, p in model.named_parameters() if not name.startswith("1.")]  # the conv is left out
+    return _classifier(model, optimizer=lambda m: torch.optim.Adam(trained, lr=1e-3), num_classes=10)
+
+
 CASES: tuple[Case, ...] = (
     Case("clean_mlp", "", clean_mlp, detector="both"),
     Case("clean_cnn_bn_dropout", "", clean_cnn, detector="both"),
@@ -419,6 +432,20 @@ CASES: tuple[Case, ...] = (
         "validation with dropout/BN in train mode",
         validate_in_train_mode,
         ("model.train_eval_mode",),
+        "live",
+    ),
+    Case(
+        "constant_conv_init",
+        "first conv's filters all initialized to 0.1",
+        constant_conv_init,
+        ("model.first_layer_filters",),
+        "live",
+    ),
+    Case(
+        "conv_not_in_optimizer",
+        "the first conv is left out of the optimizer",
+        conv_not_in_optimizer,
+        ("model.first_layer_filters",),
         "live",
     ),
 )
