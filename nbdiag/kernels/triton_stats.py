@@ -14,7 +14,7 @@ import torch
 import triton
 import triton.language as tl
 
-from nbdiag.stats import HIST_EDGES, N_BINS, RAW_COUNTS, SATURATED, RawStats, saturation_thresholds
+from nbdiag.rawstats import HIST_EDGES, N_BINS, RAW_COUNTS, SATURATED, RawStats, saturation_thresholds
 
 BLOCK = 2048  # elements per tile
 MAX_PROGRAMS = 512  # programs per launch; each loops over its share of tiles
