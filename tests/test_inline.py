@@ -184,3 +184,13 @@ def test_monitor_dashboard_takes_display_and_selection(monkeypatch):
     assert traces(bundle)["selected"]  # drawn inline: the highlighted layer's lines
     with pytest.raises(ValueError, match="got display='live'"):
         mon.dashboard(display="live")
+
+
+@pytest.mark.parametrize(("front", "widget"), [("vscode", False), ("jupyter", True)])
+def test_labs_show_png_and_text_where_widgets_do_not_run(monkeypatch, front, widget):
+    recorder = simulate_kernel(monkeypatch, front)
+    nbdiag.labs.activations_lab()
+    (bundle,) = recorder.bundles("display")
+    assert bundle["image/png"].startswith(PNG_MAGIC)
+    assert ("application/vnd.jupyter.widget-view+json" in bundle) is widget
+    assert ("the lab's controls are its function's arguments" in bundle["text/plain"]) is not widget

@@ -66,3 +66,17 @@ def test_layer_step_and_log_controls_survive_the_front_end_echo():
     state = dashboard.state
     dashboard.close()
     assert (state.layer, state.index) == ("3", 5)
+
+
+def test_figure_widget_is_born_with_its_values_and_not_edited_before_it_is_shown():
+    """A FigureWidget edited before its first view exists comes up empty in JupyterLab and Notebook 7 (plotly
+    7.1): the dashboard's is created from the drawn figure and untouched until displayed."""
+    dashboard = Dashboard(synthetic_source(n_layers=6, n_steps=20))
+    bundle = dashboard._widget_bundle()
+    figure = dashboard.plot
+    edits = (figure._last_trace_edit_id, figure._last_layout_edit_id)
+    loss = figure.data[dashboard._widget.figure.slots[("loss", "loss")]]
+    dashboard.close()
+    assert "application/vnd.jupyter.widget-view+json" in bundle
+    assert edits == (0, 0)
+    assert len(loss.x) == 20

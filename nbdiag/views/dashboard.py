@@ -244,12 +244,15 @@ class Dashboard:
             png = static.png(panels, found, self.title())
             table = f"<b>Health</b>{findings_html(found)}"
             return inline_view.bundle(panels, self._heading(snap, found), summary_text(snap, found), table, png)
-        return self._widget_bundle()
+        bundle = self._widget_bundle()
+        self.renderer.start()
+        return bundle
 
     def _widget_bundle(self) -> dict[str, Any]:
-        self.start()
-        self.refresh()
+        """The widget view's bundle; the caller starts the renderer once it is displayed (edits before the first
+        view would leave it empty)."""
         controls = self._controls()
+        self.refresh()
         controls.figure.figure._repr_mimebundle_()  # a new view starts from the current figure
         bundle = {"text/plain": self.text(), "image/png": self.png()}
         bundle[WIDGET_MIME] = controls.box._repr_mimebundle_()[WIDGET_MIME]
@@ -269,6 +272,7 @@ class Dashboard:
             self._display = display(self._static_bundle(), raw=True, display_id=True)
         else:
             self._display = display(self._widget_bundle(), raw=True, display_id=True)
+            self.renderer.start()
 
     def _update_fallback(self) -> None:
         """When training went quiet, refresh the displayed PNG and text, so a saved notebook shows the last state."""

@@ -63,15 +63,18 @@ class PanelFigure:
         traces = [self._new_trace(panel, series) for panel in panels for series in panel.series]
         self._sent: list[dict[str, Any]] = [{} for _ in traces]
         self._sent_layout: dict[str, Any] = {}
-        self.figure = self._make(traces, layout, widget)
+        self.figure = self._make(traces, layout)
         self.update(panels)
+        if widget:
+            # Wrapped only now, with the values in: a FigureWidget edited before its first view exists comes up
+            # empty in JupyterLab and Notebook 7 (plotly 7.1; seen in the browser tests).
+            self.figure = _live(self.figure)
 
-    def _make(self, traces: list[dict], layout: dict, widget: bool) -> Any:
+    def _make(self, traces: list[dict], layout: dict) -> Any:
         """The plotly object the slots are drawn on (a subclass may draw on another with the same methods)."""
         import plotly.graph_objects as go
 
-        figure = go.Figure(data=traces, layout=layout)
-        return _live(figure) if widget else figure
+        return go.Figure(data=traces, layout=layout)
 
     def update(self, panels: list[Panel]) -> None:
         """Bring every panel up to date: one batched message carrying only what changed."""

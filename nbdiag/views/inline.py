@@ -147,7 +147,7 @@ class JsonFigure(PanelFigure):
     """The dashboard's figure as plain JSON data: the same slots and updates, without plotly's validation of
     every value (which costs more than the numbers themselves)."""
 
-    def _make(self, traces: list[dict], layout: dict, widget: bool) -> PlainFigure:
+    def _make(self, traces: list[dict], layout: dict) -> PlainFigure:
         return PlainFigure(traces, layout)
 
 

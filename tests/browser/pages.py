@@ -66,7 +66,7 @@ def open_notebook(page: Any, server: LabServer, name: str) -> None:
     page.wait_for_selector(".jp-Notebook .jp-CodeCell", timeout=60_000)
     wait_kernel_idle(server, name)
     if server.app == "notebook":  # no status bar, no side bar: the kernel indicator says idle
-        page.wait_for_selector(".jp-NotebookKernelStatus, .jp-Toolbar", timeout=30_000)
+        page.wait_for_selector(".jp-NotebookPanel-toolbar", timeout=30_000)
         return
     page.wait_for_selector(".jp-StatusBar-TextItem:has-text('| Idle')", timeout=30_000)
     if page.locator(".jp-FileBrowser").is_visible():

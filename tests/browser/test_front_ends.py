@@ -33,7 +33,7 @@ GROWTH_TIMEOUT_S = 30.0
 TRAIN_CELL = 1
 TALL_VIEWPORT = {"width": 1400, "height": 2200}
 INLINE_OUTPUT = '.jp-OutputArea-output[data-mime-type="text/html"]:has(.nbdiag-inline)'
-WIDGET_OUTPUT = '.jp-OutputArea-output[data-mime-type="application/vnd.jupyter.widget-view+json"]'
+WIDGET_DASHBOARD = ".jp-OutputArea-output .nbdiag-dashboard"  # the ipywidgets VBox (its class name)
 
 
 def loss_last_step(page) -> float:
@@ -100,7 +100,7 @@ def test_inline_path_is_live_without_a_widget_manager(server, page, artifacts):
     config = json.loads(page.locator("#jupyter-config-data").text_content())
     assert set(WIDGET_EXTENSIONS) <= set(config.get("disabledExtensions", [])), config.get("disabledExtensions")
     assert page.locator(INLINE_OUTPUT).count() == 1  # one output, updated in place
-    assert page.locator(WIDGET_OUTPUT).count() == 0
+    assert page.locator(WIDGET_DASHBOARD).count() == 0
     assert not error_texts(page), error_texts(page)
     problems = [text for text in cell_errors(page) if "Traceback" in text or "NbdiagWarning" in text]
     assert not problems, problems
@@ -111,6 +111,6 @@ def test_notebook7_widget_path_is_live(server, page, artifacts):
     notebook = server(app="notebook")
     steps = train_and_watch(page, notebook, artifacts, "widget-notebook7")
     assert steps[0] < steps[1] < steps[2]
-    assert page.locator(WIDGET_OUTPUT).count() == 1
-    assert page.locator(f"{WIDGET_OUTPUT} .widget-dropdown").count() == 1  # the controls are live widgets
+    assert page.locator(WIDGET_DASHBOARD).count() == 1
+    assert page.locator(f"{WIDGET_DASHBOARD} .widget-dropdown").count() == 1  # the controls are live widgets
     assert not error_texts(page), error_texts(page)
