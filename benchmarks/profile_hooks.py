@@ -3,9 +3,11 @@
     python benchmarks/profile_hooks.py --model cnn --steps 200      # cProfile of every=1 training, top nbdiag functions
     python benchmarks/profile_hooks.py --model cnn --ops             # torch.profiler: the aten ops nbdiag's hooks run
 
-Two figures per run: (1) interleaved plain / every=1 step times (median and spread over ``--rounds``), so the
-overhead of this build is read in one process; (2) the profile of ``--steps`` every=1 steps, restricted to nbdiag's
-own functions (cumulative time per step). cProfile inflates Python-heavy code, so read its figures as shares.
+Three figures per run: (1) interleaved plain / every=10 / every=1 CPU time per step (this thread's CPU time, one
+torch thread: robust to other processes loading the machine, unlike wall time), median and spread of the per-round
+ratios over ``--rounds``; (2) aten ops per sampled step inside nbdiag's hooks and parameter statistics (exact, from
+a dispatch mode); (3) the profile of ``--steps`` every=1 steps, restricted to nbdiag's own functions (cumulative
+time per step). cProfile inflates Python-heavy code, so read its figures as shares.
 Results per change are kept in ``benchmarks/results/cpu-profile.md``.
 """
 
@@ -30,8 +32,9 @@ import nbdiag  # noqa: E402
 
 
 def train(model, opt, batches, steps: int, mon=None) -> float:
-    """Mean seconds per step over ``steps`` steps."""
-    start = time.perf_counter()
+    """Mean CPU seconds of this thread per step over ``steps`` steps (with one torch thread, all of the step's
+    work; unlike wall time it does not count the time other processes hold the cores)."""
+    start = time.thread_time()
     for i in range(steps):
         x, y = batches[i % len(batches)]
         loss = torch.nn.functional.cross_entropy(model(x), y)
@@ -40,7 +43,7 @@ def train(model, opt, batches, steps: int, mon=None) -> float:
         opt.zero_grad(set_to_none=True)
         if mon is not None:
             mon.step(loss=loss)
-    return (time.perf_counter() - start) / steps
+    return (time.thread_time() - start) / steps
 
 
 def interleaved(case, rounds: int, steps: int) -> dict[str, list[float]]:
@@ -58,6 +61,50 @@ def interleaved(case, rounds: int, steps: int) -> dict[str, list[float]]:
     return {name: times for name, (*_, times) in runs.items()}
 
 
+def ops_per_step(case) -> int:
+    """aten ops dispatched inside nbdiag's hooks and parameter statistics during one sampled step."""
+    from torch.utils._python_dispatch import TorchDispatchMode
+
+    from nbdiag import capture, monitor
+
+    class Count(TorchDispatchMode):
+        depth = ops = 0
+
+        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+            self.ops += self.depth > 0
+            return func(*args, **(kwargs or {}))
+
+    counter = Count()
+
+    def counted(fn):
+        def run(*args, **kwargs):
+            counter.depth += 1
+            try:
+                return fn(*args, **kwargs)
+            finally:
+                counter.depth -= 1
+
+        return run
+
+    guard = capture.Capture._guard
+    name = next(n for n in ("weight_matrix", "weight_row", "weight_vector") if hasattr(monitor, n))  # older builds
+    weights = getattr(monitor, name)
+    capture.Capture._guard = lambda self, hook: counted(guard(self, hook))
+    setattr(monitor, name, counted(weights))
+    try:
+        model = copy.deepcopy(case.base)
+        opt = torch.optim.SGD(model.parameters(), lr=0.01)
+        mon = nbdiag.watch(model, opt, every=1, dense=0, display=False)
+        train(model, opt, case.batches, 1, mon)
+        with counter:
+            train(model, opt, case.batches, 1, mon)
+        mon.close()
+    finally:
+        capture.Capture._guard = guard
+        setattr(monitor, name, weights)
+    return counter.ops
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model", default="cnn", choices=("cnn", "mlp"))
@@ -73,11 +120,12 @@ def main() -> None:
     case.base = case.build()
     times = interleaved(case, args.rounds, 100)
     plain = statistics.median(times["plain"])
-    print(f"torch {torch.__version__}, {args.threads} thread(s), {args.model}: plain {plain * 1e3:.2f} ms/step")
+    print(f"torch {torch.__version__}, {args.threads} thread(s), {args.model}: plain {plain * 1e3:.2f} ms CPU/step")
     for name, values in times.items():
         ratios = sorted(v / p for v, p in zip(values, times["plain"], strict=True))
         spread = f"per-round {ratios[0]:.2f}..{ratios[-1]:.2f}"
         print(f"  {name:9s} median ratio {statistics.median(ratios):.3f}  ({spread})")
+    print(f"  aten ops per sampled step in nbdiag: {ops_per_step(case)}")
     model = copy.deepcopy(case.base)
     opt = torch.optim.SGD(model.parameters(), lr=0.01)
     mon = nbdiag.watch(model, opt, every=1, dense=0, display=False)

@@ -132,3 +132,28 @@ def test_sparse_tensor_is_described_by_its_stored_values():
     assert d["mean"] == pytest.approx(values.mean().item())
     assert d["norm"] == pytest.approx(torch.linalg.vector_norm(values).item())
     assert d["min"] == -2.0 and d["max"] == 3.0
+
+
+class AcceleratorTensor:
+    """Stands in for a flat MPS/XPU tensor at the flush: a device and a blocking ``.cpu()``, nothing CUDA."""
+
+    def __init__(self, values: torch.Tensor, device: str) -> None:
+        self.values, self.device, self.shape, self.dtype = values, torch.device(device), values.shape, values.dtype
+
+    def cpu(self) -> torch.Tensor:
+        return self.values
+
+
+@pytest.mark.parametrize("device", ["mps", "xpu"])
+def test_flush_copy_on_non_cuda_accelerators_uses_no_cuda_api(monkeypatch, device):
+    from nbdiag import buffer
+
+    def no_cuda(*args, **kwargs):
+        raise AssertionError("CUDA API called for a non-CUDA device")
+
+    monkeypatch.setattr(torch.cuda, "current_stream", no_cuda)
+    monkeypatch.setattr(torch, "empty", no_cuda)  # the pinned staging buffer is CUDA's
+    values = torch.arange(5, dtype=buffer.host_dtype(torch.device(device)))
+    np.testing.assert_array_equal(buffer.to_host(AcceleratorTensor(values, device)), values.numpy())
+    assert buffer.host_dtype(torch.device("mps")) == torch.float32  # MPS has no float64: counts exact to 2^24
+    assert buffer.host_dtype(torch.device("xpu")) == torch.float64
