@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import functools
 import traceback
+import weakref
 from collections.abc import Callable
 from typing import Any
 
@@ -20,6 +21,9 @@ from nbdiag.weights import UpdateTracker, grad_matrix, stored_values
 # More forward/backward passes than this between two mon.step() calls: mon.step() was probably forgotten. Nothing
 # is dropped (repeated calls of a layer merge exactly, in bounded memory); the monitor only warns.
 MAX_PASSES_PER_STEP = 64
+# The "model" kind, one row per sampled step: see _on_incoming_grad and _carried.
+MODEL_STATS = ("stale_grad_norm", "grad_carried")
+CARRIED_PROBES = 8  # gradients (of the first zeroed parameters) followed by weak reference from one sampled step on
 
 
 class Capture:
@@ -48,7 +52,8 @@ class Capture:
         self.buffer = StepBuffer()
         self.passes = 0  # forward passes in this step: a forward after a backward starts a new one
         self.param_grad_rows: dict[str, torch.Tensor] = {}
-        self.stale_grad_norm: torch.Tensor | None = None
+        self.stale_grad_norm: torch.Tensor | None = None  # (2,): stale norm, carried (1) / reset (0) / unknown (NaN)
+        self._held_grads: list[tuple[torch.Tensor, weakref.ref | None]] | None = None  # (param, its grad) at flush
         self.errors: list[str] = []
         self.failed = False
         self._bounds = {id(m): output_bounds(m) for _, m in leaves}  # also the set of modules we watch
@@ -121,17 +126,20 @@ class Capture:
         """Detach and drop every reference to the model, its parameters and the optimizer."""
         self.detach()
         self._registrations, self.model, self.params, self.leaves, self.optimizer = [], None, [], [], None
-        self._param_by_name, self._zeroed_params, self.updates = {}, [], None
+        self._param_by_name, self._zeroed_params, self.updates, self._held_grads = {}, [], None, None
         self._unit_specs, self.unit_counts = {}, {}
 
     def new_step(self) -> None:
-        """Forget per-step state (called after the step's statistics were flushed)."""
+        """Forget per-step state (called after the step's statistics were flushed); note which gradient tensors
+        the parameters hold now, by weak reference, to tell at the next sampled step whether they were kept."""
         self.param_grad_rows = {}
         self.unit_counts = {}
         self.stale_grad_norm = None
         self._grad_seen = False
         self._in_backward = False
         self.passes = 0
+        probes = self._zeroed_params[:CARRIED_PROBES]
+        self._held_grads = [(p, weakref.ref(p.grad) if p.grad is not None else None) for p in probes]
 
     # -- hooks ---------------------------------------------------------------------------------------------
     def _guard(self, hook: Callable) -> Callable:
@@ -193,8 +201,18 @@ class Capture:
         self._grad_seen = True
         grads = [stored_values(p.grad) for p in self._zeroed_params if p.grad is not None]
         if grads:
-            norms = torch._foreach_norm(grads, 2, dtype=torch.float32)
-            self.stale_grad_norm = torch.linalg.vector_norm(torch.stack(norms))
+            norm = torch.linalg.vector_norm(torch.stack(torch._foreach_norm(grads, 2, dtype=torch.float32)))
+            self.stale_grad_norm = torch.stack([norm, norm.new_tensor(self._carried())])
+
+    def _carried(self) -> float:
+        """1.0 when every probed parameter still holds the very gradient tensor it held at the previous sampled
+        step's end (nothing released it since: ``zero_grad()`` was not called, or zeroed in place with
+        ``set_to_none=False``), 0.0 when one was released or replaced (gradients were reset in between),
+        NaN when no probed parameter held a gradient then or now (before the first flushed step, unused ones)."""
+        known = [(param, held) for param, held in self._held_grads or () if held is not None or param.grad is not None]
+        if not known:
+            return float("nan")
+        return 0.0 if any(held is None or held() is not param.grad for param, held in known) else 1.0
 
     def _before_step(self, optimizer: Any, args: Any, kwargs: Any) -> None:
         if optimizer is not self.optimizer:  # a deep-copied optimizer inherits the hook too

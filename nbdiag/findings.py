@@ -128,6 +128,15 @@ CATALOG: dict[str, CatalogEntry] = {
         "Raise the learning rate, check that gradients reach the parameters, and check for dead units.",
         f"{_CS231N}, learning rate; {_LECTURE5}, babysitting",
     ),
+    "train.gan_discriminator_wins": CatalogEntry(
+        "The GAN's discriminator wins: D(x) -> 1, D(G(z)) -> 0",
+        "The generator gets no useful gradient. Train G on the non-saturating loss (maximize log D(G(z)): "
+        "BCE with real labels for G's step), soften D: one-sided label smoothing (real labels 0.9), noise on D's "
+        "inputs, a lower learning rate or fewer updates for D; check that G's step does not use a detached fake.",
+        "outside the seed texts (they do not treat GANs): Goodfellow et al., Generative Adversarial Nets (2014) "
+        "section 3; Chintala et al., How to Train a GAN? Tips and tricks to make GANs work (ganhacks): "
+        "Track failures early, Use Soft and Noisy Labels",
+    ),
     "train.exploding_gradients": CatalogEntry(
         "Gradient norms grow by orders of magnitude",
         "Lower the learning rate, clip gradients, use normalization layers or a better init.",

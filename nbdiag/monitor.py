@@ -11,12 +11,13 @@ import torch
 from torch import nn
 
 from nbdiag.activation_types import activation_kind
-from nbdiag.capture import MAX_PASSES_PER_STEP, Capture
+from nbdiag.capture import MAX_PASSES_PER_STEP, MODEL_STATS, Capture
 from nbdiag.environment import resolve_display
 from nbdiag.errors import NbdiagWarning
 from nbdiag.filters import GROUP as FILTERS_GROUP
 from nbdiag.filters import filters_block, first_filters
 from nbdiag.findings import findings_text
+from nbdiag.health.objective import check_objective
 from nbdiag.modes import mode_modules, training_flags
 from nbdiag.probe import (
     RESHAPE_ONLY,
@@ -56,6 +57,7 @@ def watch(
     run_dir: str | None = None,
     per_rank: bool | None = None,
     activations: bool | None = None,
+    objective: str | None = None,
 ) -> Monitor:
     """Attach nbdiag to a live model; statistics are recorded on sampled steps.
 
@@ -77,12 +79,18 @@ def watch(
             (None: the ``NBDIAG_PER_RANK`` environment variable).
         activations: record per-layer activations and output gradients (forward hooks). None: yes, except for a
             ``torch.compile``d model, where hooks would break the compiled graph (parameters only, with a warning).
+        objective: what the logged losses are meant to do, for the loss rules: "supervised" (the loss should
+            fall), "gan" (a game: discriminator/generator rules instead), "policy_gradient" or "custom" (no verdict
+            on the loss's trend). None: inferred from the scalar names given to ``step()`` (``loss_d``/``loss_g``,
+            ``errD``/``errG``, ``D_x``/``D_G_z`` mean a GAN; ``reward``/``return``/``policy`` policy gradient), else
+            supervised. See :mod:`nbdiag.health.objective`.
 
     Returns:
         The :class:`Monitor`; also a context manager that detaches every hook on exit.
 
     Raises:
-        TypeError, ValueError: for a model that is not a module; a bad ``every``, ``dense``, ``capacity``, ``display``.
+        TypeError, ValueError: for a model that is not a module; a bad ``every``, ``dense``, ``capacity``, ``display``,
+            ``objective``.
     """
     return Monitor(
         model,
@@ -97,6 +105,7 @@ def watch(
         run_dir=run_dir,
         per_rank=per_rank,
         activations=activations,
+        objective=objective,
     )
 
 
@@ -118,10 +127,12 @@ class Monitor(RecordReader):
         run_dir: str | None = None,
         per_rank: bool | None = None,
         activations: bool | None = None,
+        objective: str | None = None,
     ) -> None:
         optimizer = _usable_optimizer(unwrap_optimizer(optimizer))
         _check_inputs(model, optimizer, hist_sample)
         shown = resolve_display(display)
+        check_objective(objective)
         self.schedule = Schedule(every=every, dense=dense)
         self.record = Record(capacity=capacity)
         self._units = UnitWindow()
@@ -160,6 +171,7 @@ class Monitor(RecordReader):
             every=every,
             dense=dense,
             hist_sample=hist_sample,
+            objective=objective,
         )
         self._aggregate = _distributed_aggregator(self._model, per_rank)
         self._writer = _run_writer(run_dir, self)
@@ -348,7 +360,7 @@ class Monitor(RecordReader):
         for layer, counts in capture.unit_counts.items():
             capture.buffer.add_group(GROUP_PREFIX + layer, COUNT_ROWS, counts)
         if capture.stale_grad_norm is not None:
-            capture.buffer.add_group("model", ["(model)"], capture.stale_grad_norm.reshape(1, 1))
+            capture.buffer.add_group("model", ["(model)"], capture.stale_grad_norm.reshape(1, len(MODEL_STATS)))
         if self._filters is not None:
             capture.buffer.add_group(FILTERS_GROUP, self._filters.names, self._filters.rows())
 
@@ -534,7 +546,7 @@ def _blocks(vectors: dict, groups: dict, bounded: set[str]) -> dict[str, Block]:
         blocks["update"] = Block(tuple(names), UPDATE_STATS, values)
     if "model" in groups:
         names, values = groups["model"]
-        blocks["model"] = Block(tuple(names), ("stale_grad_norm",), values)
+        blocks["model"] = Block(tuple(names), MODEL_STATS, values)
     return blocks
 
 

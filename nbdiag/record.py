@@ -84,6 +84,7 @@ class Record:
         self._lock = threading.Lock()
         self._entries: list[StepEntry] = []
         self._scalars: dict[int, dict[str, float]] = {}
+        self._scalar_names: dict[str, None] = {}  # every name ever logged, in first-logged order
         self._layer_order: dict[str, dict[str, None]] = {}
         self.first_nonfinite: NonFinite | None = None
         self.version = 0  # bumped on every write; renderers poll it
@@ -128,6 +129,7 @@ class Record:
             return
         with self._lock:
             self._scalars.setdefault(step, {}).update(values)
+            self._scalar_names.update(dict.fromkeys(values))
             if len(self._scalars) > self.scalar_capacity:
                 kept = thin_older_half(list(self._scalars))
                 self._scalars = {s: self._scalars[s] for s in kept}
@@ -207,6 +209,11 @@ class Record:
             return np.zeros(0, np.int64), np.zeros(0, np.float64)
         steps, values = zip(*pairs, strict=True)
         return np.asarray(steps, np.int64), np.asarray(values, np.float64)
+
+    def scalar_names(self) -> list[str]:
+        """The names of every scalar logged, in first-logged order."""
+        with self._lock:
+            return list(self._scalar_names)
 
     def scalars(self) -> pd.DataFrame:
         """Logged scalars, one row per step, one column per name."""

@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from nbdiag.capture import MODEL_STATS
 from nbdiag.findings import SEVERITY_COLOURS, Findings, findings_text, make_finding
 from nbdiag.health import _one_per_place, activations, evaluate, gradients, loss, updates
 from nbdiag.health.window import BASELINE_ENTRIES, WINDOW_ENTRIES
@@ -18,7 +19,7 @@ STATS = {
     "gradient": GRADIENT_STATS,
     "weight": WEIGHT_STATS,
     "update": UPDATE_STATS,
-    "model": ("stale_grad_norm",),
+    "model": MODEL_STATS,
     "units": UNIT_STATS,
 }
 Spec = dict[str, dict[str, dict[str, float]]]  # kind -> layer -> stat -> value
@@ -76,9 +77,16 @@ def test_diverging_names_the_first_nonfinite_loss_and_ignores_losses_that_start_
 
 @pytest.mark.parametrize(
     ("drop", "logged", "expected"),
-    [(0.0099, 50, "warn"), (0.0101, 50, None), (0.0, loss.STALL_MIN_STEPS - 1, None), (-0.5, 60, "warn")],
+    [
+        (0.0099, 50, "warn"),
+        (0.0101, 50, None),
+        (0.0, loss.STALL_MIN_STEPS - 1, None),
+        (-0.0099, 60, "warn"),
+        (-0.29, 60, None),  # an actor-critic loss that rose 29%: it moves, so it is not stalled
+        (-0.5, 60, None),
+    ],
 )
-def test_stalled_below_1_percent_drop_after_50_steps(drop, logged, expected):
+def test_stalled_below_1_percent_change_either_way_after_50_steps(drop, logged, expected):
     rec = record([], losses=[2.0] * 5 + [2.0 * (1 - drop)] * (logged - 5))
     assert found(rec, "train.stalled").get("train.stalled") == expected
 
@@ -122,10 +130,23 @@ def test_total_gradient_norm_growing_1e3_over_time(growth, expected):
     assert found(rec, "train.exploding_gradients").get("train.exploding_gradients") == expected
 
 
-@pytest.mark.parametrize(("stale_norms", "expected"), [([2.0] * 5, "warn"), ([2.0, 2.0, 0.0, 2.0, 2.0], None)])
-def test_grad_accumulation_needs_stale_gradients_at_every_sampled_step(stale_norms, expected):
-    specs = [{}] + [{"model": {"(model)": {"stale_grad_norm": norm}}} for norm in stale_norms]  # step 0: no model block
-    assert found(record(specs), "train.grad_accumulation").get("train.grad_accumulation") == expected
+@pytest.mark.parametrize(
+    ("stale_norms", "carried", "spacing", "expected"),
+    [
+        ([2.0] * 5, [1.0] * 5, 10, "warn"),
+        ([2.0] * 5, [np.nan] * 5, 10, "warn"),  # nothing known about the tensors: stale everywhere decides
+        ([2.0, 2.0, 0.0, 2.0, 2.0], [1.0] * 5, 10, None),  # one clean sampled step
+        ([2.0] * 5, [1.0, 1.0, 0.0, 1.0, 1.0], 10, None),  # gradients released in between: zero_grad() ran
+        ([2.0] * 5, [1.0] * 5, 7, None),  # 28 steps: a 32-micro-batch accumulation may not have reset yet
+    ],
+)
+def test_grad_accumulation_needs_gradients_never_reset_over_the_window(stale_norms, carried, spacing, expected):
+    specs = [{}] + [  # step 0: no model block
+        {"model": {"(model)": {"stale_grad_norm": norm, "grad_carried": kept}}}
+        for norm, kept in zip(stale_norms, carried, strict=True)
+    ]
+    rec = record(specs, steps=[spacing * i for i in range(len(specs))])
+    assert found(rec, "train.grad_accumulation").get("train.grad_accumulation") == expected
 
 
 # -- update/weight ratio -------------------------------------------------------------------------------------------

@@ -1,6 +1,6 @@
 """Live health rules: read a monitor's record, return findings. Never touches the model.
 
-One module per rule family (loss, gradients, updates, activations, nonfinite); each rule is a function
+One module per rule family (loss, gan, gradients, updates, activations, nonfinite); each rule is a function
 ``Window -> list[Finding]``. Every rule reads only the first and last few sampled steps (see
 :mod:`nbdiag.health.window`), so :func:`evaluate` stays cheap enough for a dashboard to call several times a second.
 """
@@ -11,7 +11,7 @@ from collections.abc import Callable
 from typing import Any
 
 from nbdiag.findings import SEVERITY_RANK, Finding, Findings
-from nbdiag.health import activations, filters, generalization, gradients, loss, mode, nonfinite, too_good, updates
+from nbdiag.health import activations, filters, gan, generalization, gradients, loss, mode, nonfinite, too_good, updates
 from nbdiag.health.causes import defer
 from nbdiag.health.window import Window
 
@@ -21,6 +21,7 @@ RULES: tuple[Rule, ...] = (
     nonfinite.nonfinite,
     loss.diverging,
     loss.stalled,
+    gan.discriminator_wins,
     gradients.across_depth,
     gradients.over_time,
     gradients.accumulation,

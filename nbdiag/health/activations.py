@@ -68,7 +68,8 @@ def dead_units(window: Window) -> list[Finding]:
 
 def saturation(window: Window) -> list[Finding]:
     """act.saturation: bounded activations (not the model's output) with ``SATURATION_WARN_FRAC`` of units pinned."""
-    output = layers_of(window.recent[-1], "activation")[-1:] if window.recent else ()
+    layers = layers_of(window.recent[-1], "activation") if window.recent else ()
+    output = set(layers) - set(window.hidden_layers(layers))  # the outputs (a GAN's D and G each have one)
     findings = []
     for layer, row, entry in _unit_rows(window, "saturated_units"):
         frac = row["saturated_unit_frac"]
@@ -131,7 +132,8 @@ def _depth_change(window: Window, entries: tuple[StepEntry, ...]) -> dict[str, t
     """id -> (first activation layer, worst deeper layer, their median stds) where the depth trend fires."""
     if not entries:
         return {}
-    layers = _of_types(window, layers_of(entries[-1], "activation"), ACTIVATION_TYPES)
+    hidden = window.hidden_layers(layers_of(entries[-1], "activation"))  # a GAN's D(x) -> 0.5 is not a collapse
+    layers = _of_types(window, hidden, ACTIVATION_TYPES)
     if len(layers) < 2:
         return {}
     std = np.median(stat_matrix(entries, "activation", "std", layers), axis=0)

@@ -21,6 +21,7 @@ from nbdiag.record import stat_matrix
 DEPTH_RATIO_WARN = 1e3  # first/last layer gradient norm beyond 1e3 (or below 1e-3): "orders of magnitude"
 DEPTH_RATIO_FAIL = 1e6  # beyond 1e6: the far layers effectively do not train
 TIME_GROWTH_WARN = 1e3  # total gradient norm grew 1000x since the first sampled steps
+MIN_UNZEROED_SPAN = 32  # steps without a gradient reset before it counts: accumulating 32 micro-batches is normal
 
 
 def across_depth(window: Window) -> list[Finding]:
@@ -91,24 +92,33 @@ def _total_grad_norm(entries: tuple) -> float:
 
 
 def accumulation(window: Window) -> list[Finding]:
-    """train.grad_accumulation: stale gradients at the first forward of every sampled step in the window.
+    """train.grad_accumulation: gradients never reset over the recent window.
 
-    One sampled step with zeroed gradients clears it: deliberate accumulation over k micro-batches (with
-    ``mon.step()`` per micro-batch) leaves some sampled steps clean, a forgotten ``zero_grad()`` leaves none.
+    Fires when, at every sampled step of the window (after step 0), gradients were already there at the step's
+    first gradient accumulation (stale), none of them was released or replaced since the previous sampled step
+    (``grad_carried``: the very same gradient tensors, followed by weak reference), and the window spans at least
+    ``MIN_UNZEROED_SPAN`` steps. Deliberate accumulation over k micro-batches with ``mon.step()`` per micro-batch
+    resets the gradients every k steps: ``zero_grad()`` (set_to_none, the default) releases them, so some sampled
+    step sees new tensors, whatever k and the sampling cadence; a clean sampled step (no stale gradient) clears it
+    too. With ``zero_grad(set_to_none=False)`` the tensors are zeroed in place and only a clean sampled step tells
+    (a known gap: accumulating more micro-batches than ``every`` that way can still read as never zeroed).
+    A forgotten ``zero_grad()`` leaves every step stale and carried. The span keeps a run that has not reached its
+    first reset yet (accumulating 32 micro-batches: none before step 32) from looking like one that never resets.
     """
     entries = [e for e in window.recent if e.step > 0]  # step 0 has no earlier step to leak from
-    if len(entries) < MIN_WINDOW_ENTRIES:
+    if len(entries) < MIN_WINDOW_ENTRIES or entries[-1].step - entries[0].step < MIN_UNZEROED_SPAN:
         return []
     stale = stat_matrix(tuple(entries), "model", "stale_grad_norm", ("(model)",))[:, 0]
-    if not (np.nan_to_num(stale, nan=0.0) > 0).all():
+    carried = stat_matrix(tuple(entries), "model", "grad_carried", ("(model)",))[:, 0]
+    if not (np.nan_to_num(stale, nan=0.0) > 0).all() or (carried == 0).any():
         return []
     return [
         make_finding(
             "train.grad_accumulation",
             "warn",
-            f"gradients from earlier steps were still there at the first forward of every sampled step in "
-            f"{steps_text(entries)} (stale gradient norm {stale[-1]:.3g} at step {entries[-1].step}): "
-            "optimizer.zero_grad() seems to be missing",
+            f"gradients from earlier steps were still there at the first backward of every sampled step in "
+            f"{steps_text(entries)}, never reset in between (stale gradient norm {stale[-1]:.3g} at step "
+            f"{entries[-1].step}): optimizer.zero_grad() seems to be missing",
             step=entries[-1].step,
             evidence={"stale_grad_norm": float(stale[-1]), "sampled_steps": len(entries)},
         )

@@ -1,11 +1,13 @@
 """Loss-curve rules: the loss explodes (train.diverging) or does not move (train.stalled).
 
-Both compare where the loss is now (median of the last ``LOSS_TAIL`` logged losses) with where it started (median
-of the first ``LOSS_HEAD``); medians ignore single noisy batches. Ratios need a positive starting loss, so losses
-that start at or below zero (log-likelihoods, GAN losses) are judged only for non-finite values.
-Source: seeds/002 (CS231n training recipes) "Learning rate schedules" (very high LR: loss exploding; low LR: loss
-barely falls) and "Choosing hyperparameters" step 2 ("loss not going down: LR too low; loss explodes: LR too
-high"); seeds/004 (CS231n lecture 5) "babysitting the learning process".
+They judge only a loss that is meant to fall (objective "supervised", see :mod:`nbdiag.health.objective`): a GAN's
+generator loss, a policy-gradient loss or a declared custom objective get no verdict on their trend, only on
+non-finite values (NaN/Inf is wrong for every objective). Both compare where the loss is now (median of the last
+``LOSS_TAIL`` logged losses) with where it started (median of the first ``LOSS_HEAD``); medians ignore single noisy
+batches. Ratios need a positive starting loss, so losses that start at or below zero (log-likelihoods, GAN losses)
+are judged only for non-finite values. Source: seeds/002 (CS231n training recipes) "Learning rate schedules" (very
+high LR: loss exploding; low LR: loss barely falls) and "Choosing hyperparameters" step 2 ("loss not going down: LR
+too low; loss explodes: LR too high"); seeds/004 (CS231n lecture 5) "babysitting the learning process".
 """
 
 from __future__ import annotations
@@ -22,13 +24,14 @@ STALL_MIN_DROP = 0.01  # the loss fell by less than 1% of its start: it does not
 
 
 def diverging(window: Window) -> list[Finding]:
-    """train.diverging: the recent loss is non-finite (fail) or far above its start (warn/fail)."""
+    """train.diverging: a recent loss is non-finite (fail, any objective) or far above its start (warn/fail,
+    supervised only)."""
+    nonfinite = [_nonfinite_loss(name, *window.series(name)) for name in _judged_losses(window)]
+    nonfinite = [finding for finding in nonfinite if finding is not None]
     loss, steps = window.loss, window.loss_steps
-    if len(loss) == 0:
-        return []
+    if nonfinite or len(loss) == 0 or not window.objective.loss_should_fall:
+        return nonfinite[:1]
     tail = loss[-LOSS_TAIL:]
-    if not np.isfinite(tail).all():
-        return [_nonfinite_loss(loss, steps)]
     start, now = _diverging_start(loss), float(np.median(tail))
     if not start > 0 or now < DIVERGING_WARN_FACTOR * start:
         return []
@@ -46,15 +49,18 @@ def diverging(window: Window) -> list[Finding]:
 
 
 def stalled(window: Window) -> list[Finding]:
-    """train.stalled: after ``STALL_MIN_STEPS`` logged losses, the loss fell by less than ``STALL_MIN_DROP``."""
+    """train.stalled: after ``STALL_MIN_STEPS`` logged losses, the loss moved by less than ``STALL_MIN_DROP`` of its
+    start, either way (a loss that rose is not stalled: it moves, in the wrong direction). Supervised only."""
     loss, steps = window.loss, window.loss_steps
+    if not window.objective.loss_should_fall:
+        return []
     if len(loss) < STALL_MIN_STEPS or not np.isfinite(loss[-LOSS_TAIL:]).all():
         return []
     start, now = _start(loss), float(np.median(loss[-LOSS_TAIL:]))
     if not start > 0:
         return []
     drop = (start - now) / start
-    if drop >= STALL_MIN_DROP or now >= DIVERGING_WARN_FACTOR * start:
+    if abs(drop) >= STALL_MIN_DROP:
         return []
     return [
         make_finding(
@@ -81,14 +87,24 @@ def _diverging_start(loss: np.ndarray) -> float:
     return float(min(first, _start(loss)))
 
 
-def _nonfinite_loss(loss: np.ndarray, steps: np.ndarray) -> Finding:
+def _judged_losses(window: Window) -> list[str]:
+    """The scalars judged for NaN/Inf: ``loss`` and, for a GAN, the discriminator's and generator's losses."""
+    roles = window.objective.roles
+    return list(dict.fromkeys(["loss", *(roles[r] for r in ("d_loss", "g_loss") if r in roles)]))
+
+
+def _nonfinite_loss(name: str, steps: np.ndarray, loss: np.ndarray) -> Finding | None:
+    """train.diverging (fail) when the last ``LOSS_TAIL`` values of the scalar ``name`` are not all finite."""
+    if len(loss) == 0 or np.isfinite(loss[-LOSS_TAIL:]).all():
+        return None
     first_bad = int(np.flatnonzero(~np.isfinite(loss))[0])
     before = f" after {loss[first_bad - 1]:.4g} at step {steps[first_bad - 1]}" if first_bad else ""
+    what = "the loss" if name == "loss" else f"the loss {name!r}"
     return make_finding(
         "train.diverging",
         "fail",
-        f"the loss became {loss[first_bad]} at step {steps[first_bad]}{before} and is still non-finite "
-        f"(first loss {loss[0]:.4g})",
+        f"{what} became {loss[first_bad]} at step {steps[first_bad]}{before} and is still non-finite "
+        f"(first value {loss[0]:.4g})",
         step=int(steps[first_bad]),
-        evidence={"first_nonfinite_step": int(steps[first_bad]), "first_loss": float(loss[0])},
+        evidence={"scalar": name, "first_nonfinite_step": int(steps[first_bad]), "first_loss": float(loss[0])},
     )

@@ -12,6 +12,7 @@ from typing import Any
 
 import numpy as np
 
+from nbdiag.health.objective import Objective, resolve
 from nbdiag.record import StepEntry
 
 WINDOW_ENTRIES = 10  # the last sampled steps judged: with every=10, about the last 100 training steps
@@ -31,6 +32,7 @@ class Window:
         recent: the last ``WINDOW_ENTRIES`` sampled steps, oldest first.
         loss_steps: steps that logged a loss (int64), in order.
         loss: the loss at each of them (float64); NaN/Inf kept.
+        objective: what the losses are meant to do (:mod:`nbdiag.health.objective`).
     """
 
     record: Any
@@ -38,18 +40,42 @@ class Window:
     recent: tuple[StepEntry, ...]
     loss_steps: np.ndarray
     loss: np.ndarray
+    objective: Objective
 
     @classmethod
     def of(cls, record: Any) -> Window:
         """Read the window of ``record`` (a :class:`nbdiag.record.Record` or anything with its reading API)."""
         entries = record.entries()
         loss_steps, loss = record.scalar_series("loss")  # NaN kept: a NaN loss is the clearest sign of divergence
-        return cls(record, tuple(entries[:BASELINE_ENTRIES]), tuple(entries[-WINDOW_ENTRIES:]), loss_steps, loss)
+        objective = resolve(record.meta.get("objective"), record.scalar_names())
+        baseline, recent = tuple(entries[:BASELINE_ENTRIES]), tuple(entries[-WINDOW_ENTRIES:])
+        return cls(record, baseline, recent, loss_steps, loss, objective)
+
+    def series(self, name: str) -> tuple[np.ndarray, np.ndarray]:
+        """``(steps, values)`` of the scalar ``name`` (empty arrays when it was never logged)."""
+        return self.record.scalar_series(name)
+
+    def hidden_layers(self, layers: tuple[str, ...]) -> tuple[str, ...]:
+        """``layers`` without the model's outputs, whose scale and confidence are the task's, not a sign of bad init:
+        the last one, and when one monitor watches several models (a ``ModuleDict``, as for a GAN's G and D) the
+        last registered leaf of each (``D.3``, D's sigmoid)."""
+        outputs = {_module_of(layer) for layer in layers[-1:]}
+        if self.record.meta.get("model") == "ModuleDict":
+            last_of_root: dict[str, str] = {}
+            for name in self.record.meta.get("layer_types", {}):
+                last_of_root[name.split(".", 1)[0]] = name
+            outputs.update(last_of_root.values())
+        return tuple(layer for layer in layers if _module_of(layer) not in outputs)
 
     def label(self, layer: str) -> str:
         """``'layer 3 · ReLU'``: the layer's name and module type, for messages."""
         kind = self.record.layer_type(layer)
         return f"layer {layer} · {kind}" if kind else f"layer {layer}"
+
+
+def _module_of(layer: str) -> str:
+    """``'lstm/1/0@rank1'`` -> ``'lstm'``: the module a recorded row belongs to."""
+    return layer.split("@rank", 1)[0].split("/", 1)[0]
 
 
 def steps_text(entries: tuple[StepEntry, ...] | list[StepEntry]) -> str:
