@@ -11,17 +11,22 @@ from nbdiag.findings import Finding, make_finding
 from nbdiag.probe import model_device
 from nbdiag.rng import forked_rng
 
+GRADFLOW_BATCHES = 4  # batches whose gradients are summed before judging
+
 
 def check_gradient_flow(
     model: nn.Module, data: object, loss_fn: object, optimizer: torch.optim.Optimizer | None = None
 ) -> list[Finding]:
     """Parameters that never receive a gradient (``model.frozen``).
 
-    One forward/backward of a train-mode copy on the first batch. Reported per parameter group of causes:
+    One forward/backward of a train-mode copy on each of the first ``GRADFLOW_BATCHES`` (4) batches, gradients
+    summed: a parameter that gets a gradient in any of them is reached (a top-1 mixture-of-experts router leaves
+    some experts out of one batch, not out of all). Reported per parameter group of causes:
     ``requires_grad=False`` ('warn'; 'info' when an optimizer is given and holds none of them, which looks like
-    deliberate freezing), no gradient at all (cut by ``.detach()``, an unused branch: 'warn'), a gradient that is
-    exactly zero over the batch (dead units upstream: 'warn'), and trainable parameters missing from ``optimizer``
-    ('warn'). Source: seeds/003 (37 reasons) 3.8 "layers frozen by accident".
+    deliberate freezing), no gradient although their module ran (cut by ``.detach()``: 'warn'), no gradient because
+    their module never ran on these batches (experts a router did not pick, or a layer never called: 'info'), a
+    gradient that is exactly zero over the batches (dead units upstream: 'warn'), and trainable parameters missing
+    from ``optimizer`` ('warn'). Source: seeds/003 (37 reasons) 3.8 "layers frozen by accident".
 
     Args:
         model: the model; a copy of it runs.
@@ -32,25 +37,33 @@ def check_gradient_flow(
     Returns:
         One finding per cause that occurs, naming the parameters.
     """
-    x, y = collect_batches(data)[0]
+    batches = collect_batches(data)[:GRADFLOW_BATCHES]
     in_optimizer = optimized_names(optimizer, model) if optimizer is not None else None
     with forked_rng(seed=CHECK_SEED):
         clone = model_copy(model, train=True)
-        x, y = to_device((x, y), model_device(clone))
-        loss = loss_fn(clone(x), y)
-        if loss.requires_grad:
-            loss.backward()
-        groups = _classify(clone, in_optimizer)
-    return _flow_findings(groups, in_optimizer)
+        called: set[int] = set()
+        hooks = [m.register_forward_hook(lambda m, *_: called.add(id(m))) for m in clone.modules()]
+        try:
+            for batch in batches:
+                x, y = to_device(batch, model_device(clone))
+                loss = loss_fn(clone(x), y)
+                if loss.requires_grad:
+                    loss.backward()
+        finally:
+            for hook in hooks:
+                hook.remove()
+        groups = _classify(clone, in_optimizer, called)
+    return _flow_findings(groups, in_optimizer, len(batches))
 
 
-def _classify(clone: nn.Module, in_optimizer: set[str] | None) -> dict[str, list[str]]:
-    groups: dict[str, list[str]] = {"frozen": [], "no_grad": [], "zero_grad": [], "not_in_optimizer": []}
+def _classify(clone: nn.Module, in_optimizer: set[str] | None, called: set[int]) -> dict[str, list[str]]:
+    groups: dict[str, list[str]] = {"frozen": [], "unused": [], "no_grad": [], "zero_grad": [], "not_in_optimizer": []}
+    owner = {id(p): module for module in clone.modules() for p in module.parameters(recurse=False)}
     for name, parameter in clone.named_parameters():
         if not parameter.requires_grad:
             groups["frozen"].append(name)
         elif parameter.grad is None:
-            groups["no_grad"].append(name)
+            groups["no_grad" if id(owner[id(parameter)]) in called else "unused"].append(name)
         elif not bool(parameter.grad.any()):
             groups["zero_grad"].append(name)
         if in_optimizer is not None and parameter.requires_grad and name not in in_optimizer:
@@ -58,7 +71,7 @@ def _classify(clone: nn.Module, in_optimizer: set[str] | None) -> dict[str, list
     return groups
 
 
-def _flow_findings(groups: dict[str, list[str]], in_optimizer: set[str] | None) -> list[Finding]:
+def _flow_findings(groups: dict[str, list[str]], in_optimizer: set[str] | None, batches: int = 1) -> list[Finding]:
     findings = []
     frozen = groups["frozen"]
     if frozen:
@@ -66,9 +79,16 @@ def _flow_findings(groups: dict[str, list[str]], in_optimizer: set[str] | None) 
         severity = "info" if deliberate else "warn"
         note = " and are not in the optimizer (deliberate freezing?)" if deliberate else ""
         findings.append(_finding(severity, f"{len(frozen)} parameter(s) have requires_grad=False{note}", frozen))
+    if groups["unused"]:
+        message = (
+            f"{len(groups['unused'])} parameter(s) belong to modules the forward did not call on any of {batches} "
+            "batch(es): data-dependent routing (a mixture-of-experts router that picked other experts) or a layer "
+            "defined but never used"
+        )
+        findings.append(_finding("info", message, groups["unused"]))
     causes = {
-        "no_grad": "receive no gradient (cut by .detach() or not on the loss's path)",
-        "zero_grad": "receive a gradient that is exactly zero on the whole batch (dead units upstream?)",
+        "no_grad": f"receive no gradient in any of {batches} batch(es) (cut by .detach() or not on the loss's path)",
+        "zero_grad": f"receive a gradient that is exactly zero on all {batches} batch(es) (dead units upstream?)",
         "not_in_optimizer": "are trainable but not in the optimizer, so they never update",
     }
     for group, text in causes.items():

@@ -16,7 +16,7 @@ from nbdiag.rng import forked_rng
 
 # Initial loss (Karpathy 2 "verify loss @ init"; 37 reasons 3.2 "look for correct loss at chance"):
 # class and binary losses are flagged beyond +-30% of -ln(1/C) (C = 10: outside [1.61, 2.99]);
-# MSE beyond a factor 3 of the target variance (the loss of predicting the mean).
+# MSE beyond a factor 3 of Var y + Var f (a fresh model f: the loss without a mean offset, see expected_initial_loss).
 CLASS_LOSS_TOLERANCE = 0.3
 MSE_LOSS_FACTOR = 3.0
 INITIAL_LOSS_BATCHES = 4
@@ -30,14 +30,20 @@ def expected_initial_loss(kind: LossKind, output: torch.Tensor, y: torch.Tensor,
     """The loss a well-initialized model gives before training, or None when nbdiag has no closed form.
 
     Class indices: -ln(1/C) = ln C (uniform prediction), C = ``num_classes`` or the output width. Binary: ln 2.
-    MSE: the variance of the targets (per output dimension, averaged), the loss of predicting their mean.
+    MSE: the variance of the targets plus the variance of the fresh model's outputs (per output dimension,
+    averaged): E[(f - y)^2] = Var f + Var y + (E f - E y)^2 when a fresh model's outputs do not yet covary with the
+    targets, so what is judged is the mean offset (seeds/001 "init well": a final bias far from the targets' mean),
+    not the spread a fresh model is born with. ``output`` holds the outputs for the samples of ``y``.
     """
     if kind.task == "classes" and uses_class_indices(kind, output, y) and output.ndim >= 2:
         return math.log(num_classes if num_classes is not None else output.shape[1])
     if kind.task == "binary":
         return math.log(2.0)
     if kind.name in ("MSELoss", "mse_loss"):
-        return float(y.reshape(len(y), -1).double().var(dim=0, unbiased=False).mean())
+        spread = y.reshape(len(y), -1).double().var(dim=0, unbiased=False).mean()
+        if output.shape[0] == y.shape[0]:
+            spread = spread + output.reshape(len(output), -1).double().var(dim=0, unbiased=False).mean()
+        return float(spread)
     return None
 
 
@@ -48,7 +54,7 @@ def check_initial_loss(
 
     Measured on a fresh copy in train mode, without updates, averaged over up to ``INITIAL_LOSS_BATCHES`` batches.
     Expected: ln C for class losses (:func:`expected_initial_loss`), flagged when off by more than
-    ``CLASS_LOSS_TOLERANCE`` (30%) of it; the target variance for MSE, flagged beyond a factor ``MSE_LOSS_FACTOR``
+    ``CLASS_LOSS_TOLERANCE`` (30%) of it; Var y + Var f for MSE, flagged beyond a factor ``MSE_LOSS_FACTOR``
     (3); 'fail' when the loss is already NaN/Inf. Source: seeds/001 (Karpathy) 2 "verify loss @ init";
     seeds/003 (37 reasons) 3.2; seeds/004 (CS231n lecture 5) babysitting, sanity check of the loss.
 
@@ -69,7 +75,10 @@ def check_initial_loss(
         results = [(clone(x), y) for x, y in (to_device(batch, device) for batch in batches)]
         losses = [float(loss_fn(output, y)) for output, y in results]
     measured = sum(losses) / len(losses)
-    expected = expected_initial_loss(kind, first_tensor(results[0][0]), concat(batches)[1], num_classes)
+    outputs = [first_tensor(output).detach().cpu() for output, _ in results]
+    if kind.task == "regression" and len({tuple(o.shape[1:]) for o in outputs}) == 1:
+        outputs = [torch.cat(outputs)]  # every sample's output, to go with every sample's target
+    expected = expected_initial_loss(kind, outputs[0], concat(batches)[1], num_classes)
     if expected is None:
         return []
     evidence = {"loss": measured, "expected": expected, "loss_fn": kind.name}
@@ -79,7 +88,7 @@ def check_initial_loss(
         return []
     reduction = getattr(loss_fn, "reduction", "mean")
     hint = " (reduction='sum' scales it by the batch size)" if reduction == "sum" else ""
-    reference = "ln C" if kind.task == "classes" else "ln 2" if kind.task == "binary" else "the target variance"
+    reference = "ln C" if kind.task == "classes" else "ln 2" if kind.task == "binary" else "Var y + Var of the outputs"
     message = f"initial loss {measured:.4g}, expected about {expected:.4g} ({reference}){hint}"
     return [make_finding("loss.initial_mismatch", "warn", message, evidence=evidence)]
 

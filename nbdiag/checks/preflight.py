@@ -88,7 +88,7 @@ CHECKS: tuple[_Check, ...] = (
     _Check("loss_input", lambda c: check_loss_input(c.model, c.batches, c.loss_fn), 1, True),
     _Check("output_activation", lambda c: check_output_activation(c.model, c.batches, c.loss_fn), 1, True),
     _Check("initial_loss", lambda c: check_initial_loss(c.model, c.batches, c.loss_fn, c.num_classes), 4, True, True),
-    _Check("gradient_flow", lambda c: check_gradient_flow(c.model, c.batches, c.loss_fn, c.optimizer), 2, True, True),
+    _Check("gradient_flow", lambda c: check_gradient_flow(c.model, c.batches, c.loss_fn, c.optimizer), 4, True, True),
     _Check("batch_mixing", lambda c: check_batch_mixing(c.model, c.batches), 2, True),
     _Check(
         "overfit",

@@ -49,10 +49,10 @@ def _names_by_id(model: nn.Module) -> dict[int, str]:
 
 
 def optimized_names(optimizer: torch.optim.Optimizer, model: nn.Module) -> set[str]:
-    """Names (as in ``model.named_parameters()``) of the model's parameters that ``optimizer`` updates."""
-    by_id = _names_by_id(model)
+    """Names of the model's parameters that ``optimizer`` updates, every alias of a tied parameter included
+    (GPT-2's ``transformer.wte.weight`` is ``lm_head.weight``: holding one holds both)."""
     held = {id(p) for group in optimizer.param_groups for p in group["params"]}
-    return {name for pid, name in by_id.items() if pid in held}
+    return {name for name, p in model.named_parameters(remove_duplicate=False) if id(p) in held}
 
 
 @torch.no_grad()
