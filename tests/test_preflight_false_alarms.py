@@ -101,6 +101,28 @@ def test_experts_a_batch_did_not_route_to_are_not_frozen():
     ]
 
 
+class Difference(nn.Module):
+    """A head on |f(a) - f(b)|: the tower's last bias cancels in the difference, exactly."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.tower, self.head = nn.Linear(4, 8), nn.Linear(8, 3)
+
+    def forward(self, x):
+        return self.head(torch.abs(self.tower(x[:, :4]) - self.tower(x[:, 4:])))
+
+
+def test_a_bias_cancelled_by_the_model_is_info_and_dead_units_upstream_stay_warn():
+    x, y = torch.randn(32, 8), torch.randint(0, 3, (32,))
+    (cancelled,) = check_gradient_flow(Difference(), (x, y), nn.CrossEntropyLoss())
+    assert cancelled.severity == "info" and cancelled.evidence["parameters"] == ["tower.bias"]
+    dead = nn.Sequential(nn.Linear(8, 16), nn.ReLU(), nn.Linear(16, 16), nn.ReLU(), nn.Linear(16, 3))
+    with torch.no_grad():
+        dead[0].bias.fill_(-100.0)  # planted: every first-layer ReLU is off, nothing upstream of it learns
+    (finding,) = serious(check_gradient_flow(dead, (x, y), nn.CrossEntropyLoss()))
+    assert finding.evidence["parameters"] == ["0.weight", "0.bias"]
+
+
 # -- data.no_signal: padded token models ---------------------------------------------------------------------------
 class PooledTokenClassifier(nn.Module):
     """Embeddings averaged over the non-padding tokens (id 0 is padding), then a linear classifier."""
@@ -201,6 +223,14 @@ def test_vae_overfits_to_its_own_floor_and_a_detached_decoder_does_not():
     assert serious(check_overfit(TinyVAE(), (x, x), vae_loss)) == []
     (finding,) = check_overfit(TinyVAE(detached=True), (x, x), vae_loss)  # planted: KL falls, recon cannot
     assert finding.id == "train.cannot_overfit"
+
+
+def test_vae_beats_its_input_independent_baseline_and_a_detached_decoder_does_not():
+    x, _ = grey_digits()
+    batches = [(x[i : i + 16], x[i : i + 16]) for i in range(0, 64, 16)]
+    assert check_baseline(TinyVAE(), batches, vae_loss) == []
+    (finding,) = check_baseline(TinyVAE(detached=True), batches, vae_loss)  # planted: recon cannot use the input
+    assert finding.id == "data.no_signal" and finding.evidence["floor"] is None
 
 
 def test_known_floors_still_fail_a_loss_that_cannot_reach_them():

@@ -6,9 +6,10 @@ import torch
 from torch import nn
 
 from nbdiag.checks.batches import collect_batches
+from nbdiag.checks.calls import prediction, run_model
 from nbdiag.checks.sandbox import CHECK_SEED, model_copy
 from nbdiag.findings import Finding, make_finding
-from nbdiag.probe import first_tensor, model_device
+from nbdiag.probe import model_device
 from nbdiag.rng import forked_rng
 
 MIXING_SAMPLES = 8  # batch size of the probe
@@ -34,14 +35,17 @@ def check_batch_mixing(model: nn.Module, data: object) -> list[Finding]:
         At most one finding: 'fail' for a leak, 'info' (check.skipped) for integer inputs (token ids), a single
         sample, or outputs that do not depend on the input at all.
     """
-    x = collect_batches(data)[0][0][:MIXING_SAMPLES]
+    x = collect_batches(data)[0][0]
+    if not isinstance(x, torch.Tensor):
+        return [make_finding("check.skipped", "info", "batch mixing not checked: the inputs are a tuple or dict")]
+    x = x[:MIXING_SAMPLES]
     if not x.is_floating_point() or len(x) < 2:
         reason = "integer inputs have no gradient" if not x.is_floating_point() else "one sample cannot leak"
         return [make_finding("check.skipped", "info", f"batch mixing not checked: {reason}")]
     with forked_rng(seed=CHECK_SEED):
         clone = model_copy(model, train=False)
         x = x.to(model_device(clone)).requires_grad_(True)
-        output = first_tensor(clone(x))
+        output = prediction(run_model(clone, x))
         leaks = [_leak(output, x, i) for i in (0, len(x) - 1)]
     return _mixing_findings(leaks, len(x), tuple(output.shape))
 

@@ -7,7 +7,9 @@ from itertools import islice
 
 import torch
 
-Batch = tuple[torch.Tensor, torch.Tensor]  # (inputs (N, ...), targets (N, ...))
+from nbdiag.checks.calls import LABEL_KEYS, Inputs, map_inputs, tensors
+
+Batch = tuple[Inputs, torch.Tensor]  # (inputs: a tensor, or a tuple/dict of tensors, (N, ...); targets (N, ...))
 
 SAMPLE_BATCHES = 8  # batches read from a loader: enough for batch statistics, cheap for any dataset
 
@@ -20,7 +22,9 @@ def collect_batches(data: object, max_batches: int = SAMPLE_BATCHES) -> list[Bat
 
     Args:
         data: a ``torch.utils.data.DataLoader``, one ``(x, y)`` batch, or any iterable of ``(x, y)`` batches
-            (extra items after ``y`` in a batch, such as sample indices, are ignored).
+            (extra items after ``y`` in a batch, such as sample indices, are ignored). ``x`` may be a tuple of
+            tensors (a two-input model, called ``model(*x)``) or a dict (``model(**x)``); a dict batch as Hugging
+            Face datasets give it (``{"input_ids", "attention_mask", "labels"}``) is split into inputs and labels.
         max_batches: read at most this many batches.
 
     Returns:
@@ -50,31 +54,59 @@ def collect_batches(data: object, max_batches: int = SAMPLE_BATCHES) -> list[Bat
 
 
 def _is_batch(data: object) -> bool:
-    return isinstance(data, (tuple, list)) and len(data) >= 2 and isinstance(data[0], torch.Tensor)
+    if isinstance(data, dict):
+        return any(isinstance(data.get(key), torch.Tensor) for key in LABEL_KEYS)
+    pair = isinstance(data, (tuple, list)) and len(data) >= 2
+    return pair and isinstance(data[1], torch.Tensor) and _is_inputs(data[0])
+
+
+def _is_inputs(x: object) -> bool:
+    if isinstance(x, torch.Tensor):
+        return True
+    values = x.values() if isinstance(x, dict) else x if isinstance(x, (tuple, list)) else ()
+    return bool(values) and all(isinstance(value, torch.Tensor) for value in values)
 
 
 def _as_batch(item: object, index: int) -> Batch:
     if not _is_batch(item):
         raise TypeError(
-            f"batch {index} is a {type(item).__name__}, expected an (inputs, targets) pair of tensors; "
-            "wrap the dataset so each item is (x, y)"
+            f"batch {index} is a {type(item).__name__}, expected an (inputs, targets) pair (inputs a tensor or a "
+            "tuple/dict of tensors) or a dict with 'labels'; wrap the dataset so each item is (x, y)"
         )
-    x, y = item[0], item[1]
+    if isinstance(item, dict):
+        label_key = next(key for key in LABEL_KEYS if isinstance(item.get(key), torch.Tensor))
+        x, y = {key: value for key, value in item.items() if key != label_key}, item[label_key]
+    else:
+        x, y = item[0], item[1]
     if not isinstance(y, torch.Tensor):
         raise TypeError(f"batch {index} has targets of type {type(y).__name__}, expected a tensor")
-    if x.ndim == 0 or y.ndim == 0 or x.shape[0] != y.shape[0]:
+    sizes = {int(t.shape[0]) if t.ndim else -1 for t in tensors(x)}
+    if y.ndim == 0 or sizes != {y.shape[0]}:
+        shapes = [tuple(t.shape) for t in tensors(x)]
         raise ValueError(
-            f"batch {index} has inputs {tuple(x.shape)} and targets {tuple(y.shape)}, expected the same batch "
-            "size N as the first dimension of both"
+            f"batch {index} has inputs {shapes[0] if len(shapes) == 1 else shapes} and targets {tuple(y.shape)}, "
+            "expected the same batch size N as the first dimension of every tensor"
         )
-    return x.detach().cpu(), y.detach().cpu()
+    return map_inputs(x, lambda t: t.detach().cpu()), y.detach().cpu()
 
 
 def concat(batches: list[Batch]) -> Batch:
-    """All samples of ``batches`` as one ``(x, y)`` batch."""
-    return torch.cat([x for x, _ in batches]), torch.cat([y for _, y in batches])
+    """All samples of ``batches`` as one ``(x, y)`` batch (inputs of the same structure, tensor by tensor)."""
+    first = batches[0][0]
+    if isinstance(first, torch.Tensor):
+        x = torch.cat([x for x, _ in batches])
+    elif isinstance(first, dict):
+        x = {key: torch.cat([x[key] for x, _ in batches]) for key in first}
+    else:
+        x = type(first)(torch.cat(parts) for parts in zip(*(x for x, _ in batches), strict=True))
+    return x, torch.cat([y for _, y in batches])
+
+
+def select(x: Inputs, rows: slice | torch.Tensor) -> Inputs:
+    """The samples ``rows`` of every tensor of ``x``."""
+    return map_inputs(x, lambda t: t[rows])
 
 
 def to_device(batch: Batch, device: torch.device) -> Batch:
     """``batch`` moved to ``device``."""
-    return batch[0].to(device), batch[1].to(device)
+    return map_inputs(batch[0], lambda t: t.to(device)), batch[1].to(device)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import torch
 
 from nbdiag.checks.batches import SAMPLE_BATCHES, collect_batches, concat
+from nbdiag.checks.calls import features
 from nbdiag.findings import Finding, make_finding
 
 # Scale: standardized inputs have a root mean square of ~1 (37 reasons 2.1; CS231n data preprocessing).
@@ -28,6 +29,7 @@ def check_nonfinite(data: object, max_batches: int = SAMPLE_BATCHES) -> list[Fin
         One 'fail' finding per tensor role ('inputs', 'targets') holding non-finite values.
     """
     x, y = concat(collect_batches(data, max_batches))
+    x = features(x)
     findings = []
     for role, tensor in (("inputs", x), ("targets", y)):
         if not tensor.is_floating_point():
@@ -61,7 +63,7 @@ def check_constant_inputs(data: object, max_batches: int = SAMPLE_BATCHES) -> li
     Returns:
         At most one finding.
     """
-    x, _ = concat(collect_batches(data, max_batches))
+    x = features(concat(collect_batches(data, max_batches))[0])
     values = x.reshape(len(x), -1).double()  # (N, D) features as columns
     low, high = values.min(), values.max()
     if low == high:
@@ -105,7 +107,7 @@ def check_input_scale(data: object, max_batches: int = SAMPLE_BATCHES) -> list[F
     Returns:
         At most one 'warn' finding; integer inputs (token ids) and constant inputs are not judged here.
     """
-    x, _ = concat(collect_batches(data, max_batches))
+    x = features(concat(collect_batches(data, max_batches))[0])
     if not x.is_floating_point():
         return []
     values = x[torch.isfinite(x)].double()

@@ -7,6 +7,7 @@ import hashlib
 import torch
 
 from nbdiag.checks.batches import SAMPLE_BATCHES, Batch, collect_batches
+from nbdiag.checks.calls import features
 from nbdiag.findings import Finding, make_finding
 
 # Duplicate samples within the sampled training data: a note below this fraction, a warning from it on.
@@ -21,12 +22,12 @@ def _digest(tensor: torch.Tensor) -> bytes:
 
 
 def _batch_digest(batch: Batch) -> bytes:
-    x, y = batch
+    x, y = features(batch[0]), batch[1]
     return _digest(x) + _digest(y) + repr((tuple(x.shape), tuple(y.shape))).encode()
 
 
 def _sample_digests(batches: list[Batch]) -> list[bytes]:
-    return [_digest(row) for x, _ in batches for row in x]  # one digest per input sample
+    return [_digest(row) for x, _ in batches for row in features(x)]  # one digest per input sample
 
 
 def check_repeated_batches(data: object, max_batches: int = SAMPLE_BATCHES) -> list[Finding]:

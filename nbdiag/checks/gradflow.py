@@ -6,6 +6,7 @@ import torch
 from torch import nn
 
 from nbdiag.checks.batches import collect_batches, to_device
+from nbdiag.checks.calls import loss_of, run_model
 from nbdiag.checks.sandbox import CHECK_SEED, model_copy, optimized_names
 from nbdiag.findings import Finding, make_finding
 from nbdiag.probe import model_device
@@ -25,8 +26,9 @@ def check_gradient_flow(
     ``requires_grad=False`` ('warn'; 'info' when an optimizer is given and holds none of them, which looks like
     deliberate freezing), no gradient although their module ran (cut by ``.detach()``: 'warn'), no gradient because
     their module never ran on these batches (experts a router did not pick, or a layer never called: 'info'), a
-    gradient that is exactly zero over the batches (dead units upstream: 'warn'), and trainable parameters missing
-    from ``optimizer`` ('warn'). Source: seeds/003 (37 reasons) 3.8 "layers frozen by accident".
+    gradient that is exactly zero over the batches (dead units upstream: 'warn'; 'info' when the rest of the module
+    does learn, so the model cancels the parameter: a bias inside a difference f(a) - f(b)), and trainable
+    parameters missing from ``optimizer`` ('warn'). Source: seeds/003 (37 reasons) 3.8 "layers frozen by accident".
 
     Args:
         model: the model; a copy of it runs.
@@ -46,7 +48,7 @@ def check_gradient_flow(
         try:
             for batch in batches:
                 x, y = to_device(batch, model_device(clone))
-                loss = loss_fn(clone(x), y)
+                loss = loss_of(loss_fn, run_model(clone, x), y)
                 if loss.requires_grad:
                     loss.backward()
         finally:
@@ -57,7 +59,14 @@ def check_gradient_flow(
 
 
 def _classify(clone: nn.Module, in_optimizer: set[str] | None, called: set[int]) -> dict[str, list[str]]:
-    groups: dict[str, list[str]] = {"frozen": [], "unused": [], "no_grad": [], "zero_grad": [], "not_in_optimizer": []}
+    groups: dict[str, list[str]] = {
+        "frozen": [],
+        "unused": [],
+        "cancelled": [],
+        "no_grad": [],
+        "zero_grad": [],
+        "not_in_optimizer": [],
+    }
     owner = {id(p): module for module in clone.modules() for p in module.parameters(recurse=False)}
     for name, parameter in clone.named_parameters():
         if not parameter.requires_grad:
@@ -65,7 +74,9 @@ def _classify(clone: nn.Module, in_optimizer: set[str] | None, called: set[int])
         elif parameter.grad is None:
             groups["no_grad" if id(owner[id(parameter)]) in called else "unused"].append(name)
         elif not bool(parameter.grad.any()):
-            groups["zero_grad"].append(name)
+            module = owner[id(parameter)]
+            siblings = [p.grad for p in module.parameters(recurse=False) if p is not parameter and p.grad is not None]
+            groups["cancelled" if any(bool(g.any()) for g in siblings) else "zero_grad"].append(name)
         if in_optimizer is not None and parameter.requires_grad and name not in in_optimizer:
             groups["not_in_optimizer"].append(name)
     return groups
@@ -86,6 +97,13 @@ def _flow_findings(groups: dict[str, list[str]], in_optimizer: set[str] | None, 
             "defined but never used"
         )
         findings.append(_finding("info", message, groups["unused"]))
+    if groups["cancelled"]:
+        message = (
+            f"{len(groups['cancelled'])} parameter(s) get an exactly zero gradient while the rest of their module "
+            "learns: the model cancels them (a bias in a difference |f(a) - f(b)|, as in a siamese head); they "
+            "cannot train, but nothing else is wrong"
+        )
+        findings.append(_finding("info", message, groups["cancelled"]))
     causes = {
         "no_grad": f"receive no gradient in any of {batches} batch(es) (cut by .detach() or not on the loss's path)",
         "zero_grad": f"receive a gradient that is exactly zero on all {batches} batch(es) (dead units upstream?)",

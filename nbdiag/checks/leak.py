@@ -10,6 +10,7 @@ import numpy as np
 import torch
 
 from nbdiag.checks.batches import SAMPLE_BATCHES, Batch, collect_batches, concat
+from nbdiag.checks.calls import features as input_features
 from nbdiag.checks.duplicates import _sample_digests
 from nbdiag.checks.losskind import loss_kind
 from nbdiag.findings import Finding, make_finding
@@ -49,6 +50,7 @@ def check_target_leak(data: object, loss_fn: object, val_data: object | None = N
 
 def _feature_leak(batches: list[Batch], loss_fn: object) -> list[Finding]:
     x, y = concat(batches)
+    x = input_features(x)
     if loss_kind(loss_fn).task not in ("classes", "binary") or not _class_labels(y) or len(y) < MIN_SAMPLES:
         return []
     labels = y.reshape(-1).long().numpy()

@@ -8,10 +8,11 @@ import torch
 from torch import nn
 
 from nbdiag.checks.batches import collect_batches, concat, to_device
+from nbdiag.checks.calls import loss_of, prediction, run_model
 from nbdiag.checks.losskind import LossKind, loss_kind, uses_class_indices
 from nbdiag.checks.sandbox import CHECK_SEED, forward_copy, model_copy
 from nbdiag.findings import Finding, make_finding
-from nbdiag.probe import first_tensor, model_device
+from nbdiag.probe import model_device
 from nbdiag.rng import forked_rng
 
 # Initial loss (Karpathy 2 "verify loss @ init"; 37 reasons 3.2 "look for correct loss at chance"):
@@ -72,10 +73,10 @@ def check_initial_loss(
     with forked_rng(seed=CHECK_SEED), torch.no_grad():
         clone = model_copy(model, train=True)
         device = model_device(clone)
-        results = [(clone(x), y) for x, y in (to_device(batch, device) for batch in batches)]
-        losses = [float(loss_fn(output, y)) for output, y in results]
+        results = [(run_model(clone, x), y) for x, y in (to_device(batch, device) for batch in batches)]
+        losses = [float(loss_of(loss_fn, output, y)) for output, y in results]
     measured = sum(losses) / len(losses)
-    outputs = [first_tensor(output).detach().cpu() for output, _ in results]
+    outputs = [prediction(output).detach().cpu() for output, _ in results]
     if kind.task == "regression" and len({tuple(o.shape[1:]) for o in outputs}) == 1:
         outputs = [torch.cat(outputs)]  # every sample's output, to go with every sample's target
     expected = expected_initial_loss(kind, outputs[0], concat(batches)[1], num_classes)
@@ -130,7 +131,7 @@ def check_loss_input(model: nn.Module, data: object, loss_fn: object) -> list[Fi
     """
     kind = loss_kind(loss_fn)
     with forked_rng(seed=CHECK_SEED):
-        output = first_tensor(forward_copy(model, collect_batches(data)[0][0], train=False)).float().cpu()
+        output = prediction(forward_copy(model, collect_batches(data)[0][0], train=False)).float().cpu()
     if kind.task == "classes" and output.ndim >= 2 and output.shape[1] >= 2:
         return _class_input_findings(kind, output)
     if kind.task == "binary":

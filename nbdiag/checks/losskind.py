@@ -1,4 +1,5 @@
-"""What a loss function expects: class indices, binary targets or regression targets, and in which output form."""
+"""What a loss function expects: class indices, binary targets or regression targets, in which output form, and the
+lowest value it can reach."""
 
 from __future__ import annotations
 
@@ -74,3 +75,30 @@ def valid_class_targets(kind: LossKind, target: torch.Tensor) -> torch.Tensor:
     if kind.ignore_index is not None:
         flat = flat[flat != kind.ignore_index]
     return flat
+
+
+def loss_floor(loss_fn: object, y: torch.Tensor) -> float | None:
+    """The lowest value ``loss_fn`` can reach on targets ``y``, or None when nbdiag does not know it.
+
+    Cross-entropy on class indices: 0 (with label smoothing: unknown here, the smoothed target's entropy needs the
+    model's C); on per-class probabilities: their entropy (the floor of a cross-entropy). Binary
+    cross-entropy on 0/1 targets: 0; on soft targets: their binary entropy. Regression losses: 0. ``reduction``
+    'mean' or 'sum' is followed; anything else (weights, ``pos_weight``, unknown losses) gives None.
+    """
+    kind = loss_kind(loss_fn)
+    reduction = getattr(loss_fn, "reduction", "mean")
+    weighted = getattr(loss_fn, "weight", None) is not None or getattr(loss_fn, "pos_weight", None) is not None
+    if kind.task == "regression":
+        return 0.0
+    if kind.task not in ("classes", "binary") or weighted or reduction not in ("mean", "sum"):
+        return None
+    if kind.task == "binary":
+        if not y.is_floating_point():
+            return None
+        p = y.double().clamp(0, 1)
+        entropy = -(torch.xlogy(p, p) + torch.xlogy(1 - p, 1 - p))
+        return float(entropy.mean() if reduction == "mean" else entropy.sum())
+    if y.is_floating_point():  # per-class probabilities (N, C, ...)
+        entropy = -torch.xlogy(y.double(), y.double()).sum(dim=1)
+        return float(entropy.mean() if reduction == "mean" else entropy.sum())
+    return 0.0 if float(getattr(loss_fn, "label_smoothing", 0.0)) == 0 else None  # smoothed: C is the model's

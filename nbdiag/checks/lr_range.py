@@ -13,6 +13,7 @@ import torch
 from torch import nn
 
 from nbdiag.checks.batches import collect_batches, to_device
+from nbdiag.checks.calls import loss_of, run_model
 from nbdiag.checks.progress import progress_bar
 from nbdiag.checks.sandbox import CHECK_SEED, clone_optimizer, model_copy
 from nbdiag.findings import Finding, make_finding
@@ -131,7 +132,7 @@ def _run(clone, optimizer, batches, loss_fn, lrs, deadline, progress) -> list[fl
             for group in optimizer.param_groups:
                 group["lr"] = float(lr)
             x, y = to_device(batches[step % len(batches)], device)
-            loss = loss_fn(clone(x), y)
+            loss = loss_of(loss_fn, run_model(clone, x), y)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()

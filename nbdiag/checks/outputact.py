@@ -11,10 +11,11 @@ import torch
 from torch import nn
 
 from nbdiag.checks.batches import collect_batches
+from nbdiag.checks.calls import Inputs, map_inputs, prediction, run_model
 from nbdiag.checks.losskind import loss_kind
 from nbdiag.checks.sandbox import CHECK_SEED, model_copy
 from nbdiag.findings import Finding, make_finding
-from nbdiag.probe import first_tensor, model_device
+from nbdiag.probe import model_device
 from nbdiag.rng import forked_rng
 
 # What each activation does to logits, for the message.
@@ -61,7 +62,7 @@ def check_output_activation(model: nn.Module, data: object, loss_fn: object) -> 
 
 
 @torch.no_grad()
-def _output_module(model: nn.Module, x: torch.Tensor) -> tuple[str, nn.Module | None]:
+def _output_module(model: nn.Module, x: Inputs) -> tuple[str, nn.Module | None]:
     """The last-run leaf module whose output shares storage with the model's output. Outputs are kept alive until
     the end, so the allocator cannot hand a freed intermediate's address to the final output."""
     clone = model_copy(model, train=False)
@@ -71,7 +72,8 @@ def _output_module(model: nn.Module, x: torch.Tensor) -> tuple[str, nn.Module | 
         if not list(module.children()):
             handles.append(module.register_forward_hook(_recorder(name, outputs)))
     try:
-        result = first_tensor(clone(x.to(model_device(clone))))
+        device = model_device(clone)
+        result = prediction(run_model(clone, map_inputs(x, lambda t: t.to(device))))
     finally:
         for handle in handles:
             handle.remove()

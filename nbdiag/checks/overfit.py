@@ -4,11 +4,10 @@ from __future__ import annotations
 
 import math
 
-import torch
 from torch import nn
 
-from nbdiag.checks.batches import collect_batches
-from nbdiag.checks.losskind import loss_kind
+from nbdiag.checks.batches import collect_batches, select
+from nbdiag.checks.losskind import loss_floor
 from nbdiag.checks.sandbox import CHECK_SEED, model_copy
 from nbdiag.checks.training import disable_dropout, train_copy
 from nbdiag.findings import Finding, make_finding
@@ -39,7 +38,7 @@ def check_overfit(
 
     A copy trains with Adam (``lr``, fresh state; the caller's optimizer is not used) on the first ``samples`` samples
     of the first batch, dropout off, batch norm in train mode, for up to ``steps`` steps. Overfit means reaching
-    what the loss can reach (:func:`loss_floor`), not a fixed fraction of the start:
+    what the loss can reach (:func:`~nbdiag.checks.losskind.loss_floor`), not a fixed fraction of the start:
 
     - a loss whose floor f is known (class indices without label smoothing, hard 0/1 binary targets, regression: 0;
       soft targets: their entropy) must close ``1 - OVERFIT_TARGET``
@@ -66,7 +65,7 @@ def check_overfit(
         At most one finding.
     """
     x, y = collect_batches(data)[0]
-    batch = (x[:samples], y[:samples])
+    batch = (select(x, slice(0, samples)), y[:samples])
     floor = loss_floor(loss_fn, batch[1])
     with forked_rng(seed=CHECK_SEED):
         clone = model_copy(model, train=True)
@@ -82,34 +81,7 @@ def check_overfit(
             progress=progress,
             desc="overfit one batch",
         )
-    return _overfit_findings(trace.losses, trace.finished, len(batch[0]), floor)
-
-
-def loss_floor(loss_fn: object, y: torch.Tensor) -> float | None:
-    """The lowest value ``loss_fn`` can reach on targets ``y``, or None when nbdiag does not know it.
-
-    Cross-entropy on class indices: 0 (with label smoothing: unknown here, the smoothed target's entropy needs the
-    model's C); on per-class probabilities: their entropy (the floor of a cross-entropy). Binary
-    cross-entropy on 0/1 targets: 0; on soft targets: their binary entropy. Regression losses: 0. ``reduction``
-    'mean' or 'sum' is followed; anything else (weights, ``pos_weight``, unknown losses) gives None.
-    """
-    kind = loss_kind(loss_fn)
-    reduction = getattr(loss_fn, "reduction", "mean")
-    weighted = getattr(loss_fn, "weight", None) is not None or getattr(loss_fn, "pos_weight", None) is not None
-    if kind.task == "regression":
-        return 0.0
-    if kind.task not in ("classes", "binary") or weighted or reduction not in ("mean", "sum"):
-        return None
-    if kind.task == "binary":
-        if not y.is_floating_point():
-            return None
-        p = y.double().clamp(0, 1)
-        entropy = -(torch.xlogy(p, p) + torch.xlogy(1 - p, 1 - p))
-        return float(entropy.mean() if reduction == "mean" else entropy.sum())
-    if y.is_floating_point():  # per-class probabilities (N, C, ...)
-        entropy = -torch.xlogy(y.double(), y.double()).sum(dim=1)
-        return float(entropy.mean() if reduction == "mean" else entropy.sum())
-    return 0.0 if float(getattr(loss_fn, "label_smoothing", 0.0)) == 0 else None  # smoothed: C is the model's
+    return _overfit_findings(trace.losses, trace.finished, len(batch[1]), floor)
 
 
 def _reached(losses: list[float], floor: float | None) -> bool:

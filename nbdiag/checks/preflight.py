@@ -11,7 +11,8 @@ from torch import nn
 
 from nbdiag.checks.backprop import check_batch_mixing
 from nbdiag.checks.baseline import BASELINE_STEPS, check_baseline
-from nbdiag.checks.batches import Batch, collect_batches
+from nbdiag.checks.batches import Batch, collect_batches, to_device
+from nbdiag.checks.calls import Calls, loss_of, prediction, run_model, using
 from nbdiag.checks.data import check_constant_inputs, check_input_scale, check_nonfinite
 from nbdiag.checks.duplicates import check_duplicates, check_repeated_batches
 from nbdiag.checks.frozen import check_frozen_init
@@ -26,7 +27,7 @@ from nbdiag.checks.report import CheckTiming, Report
 from nbdiag.checks.sandbox import CHECK_SEED, model_copy
 from nbdiag.checks.targets import check_batch_labels, check_class_balance, check_targets
 from nbdiag.findings import Finding, make_finding
-from nbdiag.probe import first_tensor, model_device
+from nbdiag.probe import model_device
 from nbdiag.rng import forked_rng
 
 # Data problems after which checks that evaluate the loss cannot say anything (they would crash or give NaN).
@@ -123,6 +124,8 @@ def preflight(
     budget_s: float = 60,
     val_data: object | None = None,
     progress: bool = True,
+    forward_fn: Callable[[nn.Module, object], object] | None = None,
+    output_fn: Callable[[object], torch.Tensor] | None = None,
 ) -> Report:
     """Run the recipe checks before training: data, targets, initial loss, gradient flow, overfit one batch, ...
 
@@ -136,7 +139,12 @@ def preflight(
     Args:
         model: the model about to train.
         data: a DataLoader, an ``(x, y)`` batch, or any iterable of ``(x, y)`` batches; up to 8 batches are read.
-        loss_fn: the loss, called as ``loss_fn(model(x), y)``.
+            ``x`` may be a tuple of tensors (a two-input model: ``model(*x)``) or a dict (``model(**x)``); dict
+            batches as Hugging Face datasets give them (``{"input_ids", "attention_mask", "labels"}``) are split
+            into the inputs and ``labels``.
+        loss_fn: the loss, called as ``loss_fn(output, y)``. A torch loss gets the model's prediction: the output
+            itself, its ``.logits`` (``ModelOutput``), or its first tensor; any other callable gets the output as
+            the model returns it (a VAE's ``(recon, mu, logvar)``).
         optimizer: the optimizer that will train ``model``, or None (the LR range test and the
             "not in the optimizer" part of the gradient-flow check need it).
         num_classes: the number of classes of a classifier; inferred from the output width when None.
@@ -145,6 +153,10 @@ def preflight(
         budget_s: the time budget in seconds.
         val_data: validation data in the same forms, for the train/validation overlap check and as the held-out
             set of the input-independent baseline.
+        forward_fn: ``forward_fn(model, x) -> output``, how to call the model when ``model(x)`` /
+            ``model(*x)`` / ``model(**x)`` is not it.
+        output_fn: ``output_fn(output) -> tensor``, the prediction the loss and the checks judge (then every
+            loss receives it), e.g. ``lambda out: out["scores"]``.
         progress: show progress bars (tqdm) for the multi-step checks.
 
     Returns:
@@ -161,8 +173,9 @@ def preflight(
     with forked_rng(seed=CHECK_SEED):
         batches = collect_batches(data)
     ctx = _Context(model, batches, loss_fn, optimizer, num_classes, val_data, progress, start + budget_s)
-    _calibrate(ctx, uses_model=any(check.runs_model for check in selected))
-    timings = [_run_check(check, ctx) for check in selected]
+    with using(Calls(forward_fn, output_fn)):
+        _calibrate(ctx, uses_model=any(check.runs_model for check in selected))
+        timings = [_run_check(check, ctx) for check in selected]
     return Report(ctx.findings, timings, time.perf_counter() - start, ctx.lr_range)
 
 
@@ -190,22 +203,41 @@ def _validate(model: object, loss_fn: object, budget_s: float) -> None:
 
 
 def _calibrate(ctx: _Context, uses_model: bool) -> None:
-    """Time one forward + backward of a copy on the first batch; a model that cannot run blocks the model checks."""
+    """Time one forward + backward of a copy on the first batch. A model that cannot run (or whose output has no
+    tensor to judge) blocks the checks that run it, a loss that cannot take the output blocks those that need the
+    loss: one finding says what is needed, instead of one error per check."""
     if not uses_model:
         return
-    try:
-        with forked_rng(seed=CHECK_SEED):
-            clone = model_copy(ctx.model)
-            x = ctx.batches[0][0].to(model_device(clone))
+    with forked_rng(seed=CHECK_SEED):
+        clone = model_copy(ctx.model)
+        x, y = to_device(ctx.batches[0], model_device(clone))
+        try:
             begin = time.perf_counter()
-            output = first_tensor(clone(x))
-            if output.requires_grad:
-                output.float().sum().backward()
+            output = run_model(clone, x)
+            predicted = prediction(output)
+            if predicted.requires_grad:
+                predicted.float().sum().backward()
             ctx.step_s = time.perf_counter() - begin
-    except Exception as error:  # noqa: BLE001 - the user's model raised; report it, never crash
-        message = f"the model's forward/backward on the first batch raised {type(error).__name__}: {error}"
-        ctx.findings.append(make_finding("check.error", "warn", message, evidence={"check": "setup"}))
-        ctx.model_error = "the model could not run on the first batch (see check.error)"
+        except Exception as error:  # noqa: BLE001 - the user's model raised; report it, never crash
+            message = (
+                f"the model's forward/backward on the first batch raised {type(error).__name__}: {error}. "
+                "Preflight calls model(x), model(*x) for a tuple x, model(**x) for a dict x; pass "
+                "forward_fn=lambda model, x: ... (and output_fn=lambda output: prediction) when that is not it"
+            )
+            ctx.findings.append(make_finding("check.error", "warn", message, evidence={"check": "setup"}))
+            ctx.model_error = "the model could not run on the first batch (see check.error)"
+            return
+        try:
+            with torch.no_grad():
+                loss_of(ctx.loss_fn, run_model(clone, x), y)
+        except Exception as error:  # noqa: BLE001 - the user's loss raised
+            message = (
+                f"the loss on the model's output for the first batch raised {type(error).__name__}: {error}. A torch "
+                f"loss gets the prediction ({type(predicted).__name__} {tuple(predicted.shape)} here), any other "
+                "callable the raw output; pass output_fn=lambda output: ... to choose what the loss receives"
+            )
+            ctx.findings.append(make_finding("check.error", "warn", message, evidence={"check": "setup"}))
+            ctx.data_error = "the loss could not be computed on the first batch (see check.error)"
 
 
 def _run_check(check: _Check, ctx: _Context) -> CheckTiming:

@@ -7,6 +7,7 @@ import copy
 import torch
 from torch import nn
 
+from nbdiag.checks.calls import Inputs, map_inputs, run_model
 from nbdiag.probe import model_device
 
 CHECK_SEED = 0  # every check runs under nbdiag.rng.forked_rng(seed=CHECK_SEED), so a report is reproducible
@@ -56,7 +57,8 @@ def optimized_names(optimizer: torch.optim.Optimizer, model: nn.Module) -> set[s
 
 
 @torch.no_grad()
-def forward_copy(model: nn.Module, x: torch.Tensor, train: bool = True) -> object:
+def forward_copy(model: nn.Module, x: Inputs, train: bool = True) -> object:
     """The output of a fresh copy of ``model`` (train or eval mode) on ``x``, without gradients."""
     clone = model_copy(model, train=train)
-    return clone(x.to(model_device(clone)))
+    device = model_device(clone)
+    return run_model(clone, map_inputs(x, lambda t: t.to(device)))

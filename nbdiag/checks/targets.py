@@ -6,10 +6,10 @@ import torch
 from torch import nn
 
 from nbdiag.checks.batches import SAMPLE_BATCHES, collect_batches, concat
+from nbdiag.checks.calls import prediction
 from nbdiag.checks.losskind import LossKind, loss_kind, uses_class_indices, valid_class_targets
 from nbdiag.checks.sandbox import CHECK_SEED, forward_copy
 from nbdiag.findings import Finding, make_finding
-from nbdiag.probe import first_tensor
 from nbdiag.rng import forked_rng
 
 _INDEX_DTYPES = (torch.int64, torch.uint8)  # what cross_entropy / nll_loss accept as class indices
@@ -45,7 +45,7 @@ def check_targets(model: nn.Module, data: object, loss_fn: object, num_classes: 
         return []
     batches = collect_batches(data)
     with forked_rng(seed=CHECK_SEED):
-        output = first_tensor(forward_copy(model, batches[0][0])).cpu()
+        output = prediction(forward_copy(model, batches[0][0])).cpu()
     y = concat(batches)[1]
     if kind.task == "classes":
         return _class_target_findings(kind, output, y, num_classes)

@@ -10,6 +10,7 @@ import torch
 from torch import nn
 
 from nbdiag.checks.batches import Batch, to_device
+from nbdiag.checks.calls import loss_of, run_model
 from nbdiag.checks.progress import progress_bar
 from nbdiag.probe import model_device
 
@@ -72,7 +73,7 @@ def train_copy(
                 trace.finished = False
                 break
             x, y = to_device(batches[step % len(batches)], device)
-            loss = loss_fn(model(x), y)
+            loss = loss_of(loss_fn, run_model(model, x), y)
             trace.losses.append(float(loss.detach()))
             bar.update()
             if stop is not None and stop(trace.losses):
@@ -91,4 +92,4 @@ def evaluate(model: nn.Module, batch: Batch, loss_fn: Callable) -> float:
     """The loss of ``model`` in eval mode on ``batch``."""
     model.eval()
     x, y = to_device(batch, model_device(model))
-    return float(loss_fn(model(x), y))
+    return float(loss_of(loss_fn, run_model(model, x), y))

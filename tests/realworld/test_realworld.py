@@ -14,15 +14,8 @@ from tests.realworld.programs import PROGRAMS
 
 # program -> reason, for the live (watch) and preflight halves
 KNOWN_LIVE: dict[str, str] = {
-    "grad_accumulation_x16": "warn train.grad_accumulation with mon.step() per micro-batch (h16b, issue 16 item 5)",
-    "grad_accumulation_x32": "warn train.grad_accumulation with mon.step() per micro-batch (h16b, issue 16 item 5)",
 }
 KNOWN_PREFLIGHT: dict[str, str] = {
-    "lstm_lm_tied": "warn model.frozen names the tied alias encoder.weight (h16b, issue 16 item 4)",
-    "packed_lstm": "check.error: the zeroed baseline input is all padding, zero lengths (h16b, issue 16 item 4)",
-    "vae": "fail train.cannot_overfit on a VAE whose floor is far above 10% (h16b, issue 16 item 4)",
-    "gpt2_tied": "warn model.frozen names the tied alias transformer.wte.weight (h16b, issue 16 item 4)",
-    "siamese": "a two-input model cannot be checked: preflight calls model(x) (h16b, issue 16 item 6)",
 }
 
 
