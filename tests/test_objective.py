@@ -93,15 +93,17 @@ def test_a_nan_gan_loss_still_fails():
     assert finding.id == "train.diverging" and finding.severity == "fail" and "'errD'" in finding.message
 
 
-def _gan(steps: int, g_lr: float, d_lr: float) -> nbdiag.Monitor:
-    """A pytorch/examples-dcgan-style loop (D step on real + detached fake, then G step) on 2-D points."""
+def _gan(steps: int, g_lr: float, d_lr: float, objective: str | None = "gan") -> tuple[nbdiag.Monitor, ...]:
+    """A pytorch/examples-dcgan-style loop (D step on real + detached fake, then G step) on 2-D points, one monitor
+    per model: D's logs both losses and D's outputs (so the run is inferred to be a GAN), G's logs its loss."""
     net_g = nn.Sequential(nn.Linear(4, 32), nn.ReLU(), nn.Linear(32, 2))
     net_d = nn.Sequential(nn.Linear(2, 32), nn.LeakyReLU(0.2), nn.Linear(32, 1), nn.Sigmoid())
     criterion = nn.BCELoss()
     optimizer_d = torch.optim.Adam(net_d.parameters(), lr=d_lr, betas=(0.5, 0.999))
     optimizer_g = torch.optim.Adam(net_g.parameters(), lr=g_lr, betas=(0.5, 0.999))
     center = torch.tensor([2.0, -1.0])
-    with nbdiag.watch(nn.ModuleDict({"G": net_g, "D": net_d}), optimizer_d, display=False) as mon:
+    mon_g = nbdiag.watch(net_g, optimizer_g, objective=objective, display=False)
+    with nbdiag.watch(net_d, optimizer_d, display=False) as mon_d, mon_g:
         for _ in range(steps):
             real = torch.randn(64, 2) * 0.5 + center
             net_d.zero_grad()
@@ -124,17 +126,24 @@ def _gan(steps: int, g_lr: float, d_lr: float) -> nbdiag.Monitor:
             err_g = criterion(output, label)
             err_g.backward()
             optimizer_g.step()
-            mon.step(errD=err_d, errG=err_g, D_x=d_x, D_G_z1=d_g_z1, D_G_z2=output.mean().item())
-    return mon
+            mon_d.step(errD=err_d, errG=err_g, D_x=d_x, D_G_z1=d_g_z1, D_G_z2=output.mean().item())
+            mon_g.step(loss=err_g)
+    return mon_d, mon_g
+
+
+def serious(findings) -> set[str]:
+    return {f.id for f in findings if f.severity != "info"}
 
 
 def test_healthy_gan_raises_nothing_and_a_frozen_generator_lets_the_discriminator_win():
-    healthy = _gan(120, g_lr=2e-3, d_lr=2e-3)
-    assert [f for f in healthy.findings() if f.severity != "info"] == []
-    losing = _gan(120, g_lr=0.0, d_lr=1e-2)  # planted: the generator never learns
-    found = {f.id: f for f in losing.findings()}
+    mon_d, mon_g = _gan(120, g_lr=2e-3, d_lr=2e-3)
+    assert serious(mon_d.findings()) == set() and serious(mon_g.findings()) == set()
+    mon_d, mon_g = _gan(120, g_lr=0.0, d_lr=1e-2)  # planted: the generator never learns
+    found = {f.id: f for f in mon_d.findings()}
     assert found["train.gan_discriminator_wins"].evidence["d_real"] >= gan.D_REAL_WINS
-    assert "train.diverging" not in found
+    assert serious(mon_g.findings()) == {"train.update_ratio"}  # lr=0: G's weights never move; no "diverging"
+    _, undeclared = _gan(120, g_lr=0.0, d_lr=1e-2, objective=None)
+    assert "train.diverging" in serious(undeclared.findings())  # before: G's rising loss read as divergence
 
 
 # -- policy gradient -----------------------------------------------------------------------------------------------
@@ -151,3 +160,13 @@ def test_custom_objective_silences_the_trend_rules_but_not_a_flat_supervised_los
     flat = [2.0] * 60
     assert ids(scalar_record("custom", loss=flat)) == {}
     assert ids(scalar_record(loss=flat)) == {"train.stalled": "warn"}
+
+
+def test_declared_objective_travels_with_the_run_directory(tmp_path):
+    model = nn.Linear(2, 1)
+    with nbdiag.watch(model, objective="policy_gradient", run_dir=str(tmp_path / "run"), display=False) as mon:
+        for value in np.linspace(1.0, 30.0, 40):  # a loss that grows: no verdict for RL
+            model(torch.randn(4, 2)).sum().backward()
+            mon.step(loss=float(value))
+    assert nbdiag.open_run(str(tmp_path / "run")).record.meta["objective"] == "policy_gradient"
+    assert [f.id for f in nbdiag.open_run(str(tmp_path / "run")).findings() if f.id.startswith("train.")] == []
