@@ -1,4 +1,5 @@
-"""Labs for teaching and for your own model: init, preprocessing, activations (each a widget and a data function).
+"""Labs for teaching and for your own model: init, preprocessing, activations, random vs grid search (each a widget
+and a data function).
 
 ``nbdiag.compare_inits`` lives in :mod:`nbdiag.labs.compare_inits`.
 """
@@ -14,6 +15,7 @@ from nbdiag.labs.preprocessing import (
     preprocessing_steps,
     split_leakage,
 )
+from nbdiag.labs.search import random_vs_grid, search_lab, search_summary
 
 __all__ = [
     "activation_curves",
@@ -27,5 +29,8 @@ __all__ = [
     "init_lab",
     "preprocessing_lab",
     "preprocessing_steps",
+    "random_vs_grid",
+    "search_lab",
+    "search_summary",
     "split_leakage",
 ]

@@ -1,0 +1,89 @@
+"""Random vs grid search lab: the trainer against autograd, and the seeded expectation that random search tries
+more distinct values of the hyperparameter that matters than a grid of the same size."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import torch
+
+import nbdiag
+from nbdiag.labs.search import (
+    DECAY_RANGE,
+    LR_RANGE,
+    digits_split,
+    grid_points,
+    loss_and_gradient,
+    random_points,
+    random_vs_grid,
+    search_summary,
+)
+
+
+def test_loss_and_gradient_match_autograd():
+    rng = np.random.default_rng(0)
+    x = np.hstack([rng.normal(size=(20, 5)), np.ones((20, 1))])
+    y = rng.integers(0, 3, 20)
+    w = rng.normal(size=(6, 3))
+    loss, grad = loss_and_gradient(w.copy(), x, y, decay=0.1)
+    wt = torch.tensor(w, requires_grad=True)
+    expected = torch.nn.functional.cross_entropy(torch.tensor(x) @ wt, torch.tensor(y)) + 0.05 * (wt[:-1] ** 2).sum()
+    expected.backward()
+    assert loss == pytest.approx(float(expected.detach()), rel=1e-10)
+    np.testing.assert_allclose(grad, wt.grad.numpy(), rtol=1e-9)
+
+
+def test_grid_is_square_and_log_spaced_random_is_log_uniform_inside_the_ranges():
+    grid = np.array(grid_points(16, LR_RANGE, DECAY_RANGE))
+    assert len(grid) == 16 and len(np.unique(grid[:, 0])) == 4
+    np.testing.assert_allclose(np.diff(np.log10(np.unique(grid[:, 0]))), 4 / 3)  # 1e-3 .. 1e1 in 3 steps
+    points = np.array(random_points(2000, LR_RANGE, DECAY_RANGE, np.random.default_rng(0)))
+    logs = np.log10(points[:, 0])
+    assert LR_RANGE[0] <= points[:, 0].min() and points[:, 0].max() <= LR_RANGE[1]
+    assert abs(np.median(logs) + 1.0) < 0.1  # log-uniform on [-3, 1]: the median exponent is -1
+    assert abs(np.mean(logs < -1) - 0.5) < 0.05
+
+
+def test_random_search_covers_more_learning_rates_than_a_grid_of_the_same_size():
+    frame = random_vs_grid(budget=16, seed=0)
+    assert len(frame) == 64 and set(frame["stage"]) == {"coarse", "fine"}
+    coarse = frame[frame["stage"] == "coarse"]
+    distinct = coarse.groupby("strategy")["lr"].nunique()
+    assert distinct["grid"] == math.isqrt(16) and distinct["random"] == 16  # sqrt(budget) vs budget
+    best = coarse.groupby("strategy")["val_acc"].max()
+    assert best["random"] >= best["grid"]  # seed 0: random's coarse stage already finds the better learning rate
+    summary = search_summary(frame)
+    assert summary.loc["random", "distinct_lr"] > summary.loc["grid", "distinct_lr"]
+    assert summary["best_val_acc"].min() > 0.9  # softmax regression on digits reaches ~96-97%
+
+
+def test_fine_stage_searches_around_the_coarse_best():
+    frame = random_vs_grid(budget=4, seed=1, steps=10)
+    for strategy, group in frame.groupby("strategy"):
+        coarse, fine = group[group["stage"] == "coarse"], group[group["stage"] == "fine"]
+        best = coarse.loc[coarse["val_acc"].idxmax()]
+        assert (np.abs(np.log10(fine["lr"] / best["lr"])) <= 0.5 + 1e-9).all(), strategy
+
+
+def test_validation_accuracy_is_that_of_an_independent_training():
+    data = digits_split(0)
+    frame = random_vs_grid(budget=4, seed=0, steps=5)
+    row = frame.iloc[0]
+    w = torch.zeros(data.x_train.shape[1], 10, dtype=torch.float64, requires_grad=True)
+    x, y = torch.tensor(data.x_train), torch.tensor(data.y_train)
+    for _ in range(5):
+        loss = torch.nn.functional.cross_entropy(x @ w, y) + 0.5 * row["weight_decay"] * (w[:-1] ** 2).sum()
+        (grad,) = torch.autograd.grad(loss, w)
+        with torch.no_grad():
+            w -= row["lr"] * grad
+    accuracy = float(((torch.tensor(data.x_val) @ w).argmax(1).numpy() == data.y_val).mean())
+    assert row["val_acc"] == pytest.approx(accuracy)
+
+
+def test_bad_budget_is_a_clear_error_and_the_lab_is_headless():
+    with pytest.raises(ValueError, match="budget"):
+        random_vs_grid(budget=3)
+    lab = nbdiag.labs.search_lab(budget=4, display=False)
+    assert "random vs grid" in repr(lab) and lab.png()[:4] == b"\x89PNG"
