@@ -157,3 +157,25 @@ def test_flush_copy_on_non_cuda_accelerators_uses_no_cuda_api(monkeypatch, devic
     np.testing.assert_array_equal(buffer.to_host(AcceleratorTensor(values, device)), values.numpy())
     assert buffer.host_dtype(torch.device("mps")) == torch.float32  # MPS has no float64: counts exact to 2^24
     assert buffer.host_dtype(torch.device("xpu")) == torch.float64
+
+
+def test_parameter_rows_match_torch_with_constant_and_nonfinite_parameters(monkeypatch):
+    from nbdiag import weights
+
+    monkeypatch.setattr(weights, "CHUNK_ELEMENTS", 300)  # several chunks
+    torch.manual_seed(0)
+    bad = torch.randn(50)
+    bad[[3, 7, 9]] = torch.tensor([float("nan"), float("inf"), -float("inf")])
+    params = [torch.randn(20, 10) * 3 + 1, torch.ones(64), bad, torch.randn(400).bfloat16(), torch.tensor([2.5])]
+    rows = weights.weight_matrix(params).double()
+    for row, p in zip(rows, params, strict=True):
+        f = p.double().reshape(-1)
+        finite = f[f.isfinite()]
+        assert row[3] == (~f.isfinite()).sum()  # non-finite count, exact
+        if len(finite) == len(f):
+            assert row[0].item() == pytest.approx(torch.linalg.vector_norm(f).item(), rel=1e-5)
+            assert row[1].item() == pytest.approx(f.mean().item(), rel=1e-5, abs=1e-7)
+            assert row[2].item() == pytest.approx(f.std(correction=0).item(), rel=1e-4, abs=1e-7)
+    assert rows[1, 2] == 0.0  # a constant parameter (LayerNorm's ones) has std exactly 0
+    grads = weights.grad_matrix(params).double()
+    assert grads[0, 1] == params[0].abs().max() and grads[2, 2] == 3
