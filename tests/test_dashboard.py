@@ -78,7 +78,9 @@ def test_selected_layer_and_step_follow_the_controls():
     step_4 = source.record.entries()[4]
     mean = step_4.blocks["activation"].values[:, ACTIVATION_STATS.index("mean")]
     np.testing.assert_allclose(trace(dashboard, "act_depth", "mean").y, mean)
-    assert dashboard._widget.step.value == 4 and dashboard._widget.layer.value == "3"
+    assert dashboard._widget.step.value == 40 and dashboard._widget.layer.value == "3"  # the slider shows steps
+    assert "showing step 40" in dashboard._widget.status.value
+    assert (dashboard._widget.step.min, dashboard._widget.step.max) == (0, 190)
 
 
 def test_loss_panel_draws_losses_and_chance_level():

@@ -140,3 +140,13 @@ def test_no_annotation_boxes_overlap_and_time_axes_end_at_the_data(fixed_batch):
     for key in ("grad_time", "update_time"):
         i = keys.index(key)
         assert tuple(figure.layout[f"xaxis{i + 1}"].range) == (0, 120)  # the first and last sampled step
+
+
+def test_grey_lines_have_a_legend_and_a_relu_highlights_the_weights_that_feed_it():
+    snap = data.snapshot(dead_relu_monitor())
+    update = panels.update_time_panel(snap, ViewState(layer="1"))  # the ReLU has no weights of its own
+    selected = series(update, "selected")
+    assert selected.label == "0.weight · Linear (feeds 1 · ReLU)" and np.isfinite(selected.y).any()
+    assert series(update, "all layers").legend and selected.legend
+    own = series(panels.update_time_panel(snap, ViewState(layer="2")), "selected")
+    assert own.label == "2.weight · Linear"

@@ -57,7 +57,7 @@ def test_layer_step_and_log_controls_survive_the_front_end_echo():
     echo(figure)  # the first draw's echo
     controls.layer.value = controls.layer.options[3][1]
     echo(figure)
-    controls.step.value = 5
+    controls.step.value = 52  # the slider runs over steps; the nearest sampled one is step 50, entry 5
     echo(figure)
     controls.loss_log.value = not controls.loss_log.value
     echo(figure)

@@ -77,10 +77,14 @@ class Controls:
                 self.layer.value = layer
             last = max(len(snap.entries) - 1, 0)
             index = state.index if state.index is not None and state.index < last else None
-            self.step.max = last
-            self.step.value = last if index is None else index
-            if snap.entries:
-                self.step_label.value = f"step {snap.entries[self.step.value].step}"
+            if snap.entries:  # the slider runs over steps (sampling is denser at the start), snapped to sampled ones
+                first_step, last_step = snap.entries[0].step, snap.entries[-1].step
+                shown = snap.entries[last if index is None else index].step
+                self.step.max = max(last_step, self.step.min)
+                self.step.min = first_step
+                self.step.max = last_step
+                self.step.value = shown
+                self.step_label.value = f"step {shown}" + ("" if index is None else f" (latest {last_step})")
         finally:
             self._syncing = False
         return dataclasses.replace(state, index=index)
@@ -136,7 +140,8 @@ class Controls:
         self._set(layer=change["new"])
 
     def _on_step(self, change: dict) -> None:
-        self._set(index=None if change["new"] >= self.step.max else change["new"])
+        if not self._syncing:
+            self.dashboard.select(step=change["new"])  # the nearest sampled step; the last one follows training
 
     def _on_pause(self, change: dict) -> None:
         paused = change["new"]

@@ -308,6 +308,8 @@ class Dashboard:
         if self.findings_error:
             paused += f" · <span style='color:#d62728'>health rules failed: {html.escape(self.findings_error)}</span>"
         latest = snap.entries[-1].step if snap.entries else "-"
+        if snap.entries and self.state.index is not None and self.state.index < len(snap.entries) - 1:
+            latest = f"{latest} · <b>showing step {snap.entries[self.state.index].step}</b>"
         return (
             f"<b>{self.title() or 'nbdiag'}</b> · latest sampled step {latest} · {len(snap.layers)} layers · "
             f"{self.renderer.refreshes} refreshes{cost} · {time.strftime('%H:%M:%S')}{paused}"

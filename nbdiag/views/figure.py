@@ -252,7 +252,9 @@ def _values(series: Series, digits: int | None = None) -> dict[str, Any]:
     if series.kind == "heatmap":
         low, high = series.zrange if series.zrange else (None, None)
         return {**_grid(series, digits), "zmin": low, "zmax": high}
-    values = {"x": _plain(series.x, digits), "y": _plain(series.y, digits)}
+    values = {"x": _plain(series.x, digits), "y": _plain(series.y, digits), "showlegend": series.legend}
+    if series.label is not None:
+        values["name"] = series.label
     if series.kind == "bar":
         values.update({"marker.color": _plain(series.color), "text": _plain(series.text)})
     else:

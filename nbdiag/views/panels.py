@@ -46,6 +46,7 @@ class Series:
     zrange: tuple[float, float] | None = None
     colorscale: str = "Viridis"
     legend: bool = False
+    label: str | None = None  # the legend's text when it differs from ``name`` (which keys the trace)
 
 
 @dataclass(frozen=True)
@@ -192,15 +193,28 @@ def depth_of(snap: Snapshot, name: str) -> float:
     return float("nan")
 
 
-def _layer_lines(snap: Snapshot, matrix: np.ndarray, names: list[str], chosen: set[str]) -> tuple[Series, Series]:
-    """All rows of an (L, S) matrix as one grey trace, the chosen rows as one coloured trace; hover shows depth."""
+def _layer_lines(
+    snap: Snapshot, matrix: np.ndarray, names: list[str], chosen: set[str], label: str = ""
+) -> tuple[Series, Series]:
+    """All rows of an (L, S) matrix as one grey trace, the chosen rows as one coloured trace (in the legend as
+    ``label``, default the chosen names); hover shows depth."""
     steps = snap.steps
     mask = np.array([name in chosen for name in names], dtype=bool)
     depths = np.array([depth_of(snap, name) for name in names])
     x_all, y_all = data.lines_with_gaps(steps, matrix)
     x_sel, y_sel = data.lines_with_gaps(steps, matrix[mask])
+    chosen_label = label or ", ".join(snap.label(name) for name in names if name in chosen)
     return (
-        Series("all layers", "line", x=x_all, y=y_all, color=OTHERS, width=1.0, text=np.repeat(depths, len(steps) + 1)),
+        Series(
+            "all layers",
+            "line",
+            x=x_all,
+            y=y_all,
+            color=OTHERS,
+            width=1.0,
+            text=np.repeat(depths, len(steps) + 1),
+            legend=True,
+        ),
         Series(
             "selected",
             "line",
@@ -209,8 +223,24 @@ def _layer_lines(snap: Snapshot, matrix: np.ndarray, names: list[str], chosen: s
             color=SELECTED,
             width=2.5,
             text=np.repeat(depths[mask], len(steps) + 1),
+            legend=bool(chosen_label),
+            label=chosen_label or None,
         ),
     )
+
+
+def weights_of(snap: Snapshot, layer: str | None, names: list[str]) -> tuple[set[str], str]:
+    """The parameters drawn for ``layer``: its own, or for a layer without any (a ReLU, a pooling layer) those of
+    the nearest layer before it that has some, with a legend label that says so."""
+    if layer is None or layer not in snap.layers:
+        return set(), ""
+    owners = {name.rsplit(".", 1)[0] for name in names}
+    for candidate in reversed(snap.layers[: snap.layers.index(layer) + 1]):
+        if candidate in owners:
+            chosen = {name for name in names if name.rsplit(".", 1)[0] == candidate}
+            label = ", ".join(snap.label(name) for name in sorted(chosen))
+            return chosen, label if candidate == layer else f"{label} (feeds {snap.label(layer)})"
+    return set(), ""
 
 
 def gradient_time_panel(snap: Snapshot, state: ViewState) -> Panel:
@@ -244,11 +274,11 @@ def update_time_panel(snap: Snapshot, state: ViewState) -> Panel:
     layer = selected_layer(snap, state)
     names = update_names(snap)
     marked = mark(stat_matrix(snap.timeline, "update", "update_ratio", names, data.MISSING).T, state.norm_log)
-    chosen = {name for name in names if name.rsplit(".", 1)[0] == layer}
+    chosen, label = weights_of(snap, layer, names)
     return Panel(
         "update_time",
         "update / weight ratio per weight",
-        _layer_lines(snap, marked.values, names, chosen)
+        _layer_lines(snap, marked.values, names, chosen, label)
         + nonfinite_series(snap.steps, marked.nonfinite, marked.top(state.norm_log)),
         xlabel="step",
         ylog=state.norm_log,

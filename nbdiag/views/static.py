@@ -86,9 +86,8 @@ def _draw_series(ax: Any, series: Series, categories: list[str] | None, bars: li
             ax.fill(xs, ys, color=series.color, alpha=0.5, linewidth=0.5)
     else:
         style = {"markers": "o-", "points": "x"}.get(series.kind, "-")
-        ax.plot(
-            x, series.y, style, color=series.color, lw=series.width, ms=3, label=series.name if series.legend else None
-        )
+        label = (series.label or series.name) if series.legend else None
+        ax.plot(x, series.y, style, color=series.color, lw=series.width, ms=3, label=label)
 
 
 def _draw_heatmap(ax: Any, series: Series) -> None:
