@@ -11,7 +11,7 @@ TORCH_SPEC ?= torch==2.13.0
 # CPU-only wheels when pip has to download PyTorch (never the multi-GB CUDA build).
 TORCH_INDEX ?= https://download.pytorch.org/whl/cpu
 
-.PHONY: demo test lab lint bench clean
+.PHONY: demo test lab lint bench hero clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -36,6 +36,10 @@ test: $(STAMP)
 
 bench: $(STAMP)
 	$(BIN)/python benchmarks/overhead.py
+
+# The README's dashboard images, from the quickstart notebook itself (--browser: the JupyterLab screenshot too).
+hero: $(STAMP)
+	$(BIN)/python docs/make_hero.py --browser
 
 clean:
 	rm -rf $(VENV) .pytest_cache test-artifacts

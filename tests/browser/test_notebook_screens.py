@@ -1,0 +1,60 @@
+"""Notebooks 01 and 02 run top to bottom in JupyterLab; every dashboard they show is screenshotted into
+test-artifacts/browser/ (the clean quickstart, a forgotten zero_grad, lr=50, dead ReLUs), and the dead-ReLU
+dashboard shows its dead units in the banner and in the units panel."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+
+from tests.browser.pages import cell_errors, figures, open_notebook, run_all_cells, screenshot, wait_all_cells_done
+
+pytestmark = pytest.mark.browser
+
+NOTEBOOKS = Path(__file__).resolve().parents[2] / "notebooks"
+DASHBOARD = ".jp-OutputArea-output:has(.nbdiag-dashboard)"
+TALL_VIEWPORT = {"width": 1400, "height": 1800}
+NOTEBOOK_02 = ("nb02-zero-grad.png", "nb02-lr50.png", "nb02-dead-relu.png")  # its displayed dashboards, in order
+
+
+def run_notebook(page, lab_server, name: str, timeout_s: float) -> None:
+    shutil.copy(NOTEBOOKS / name, lab_server.root / name)
+    page.set_viewport_size(TALL_VIEWPORT)
+    open_notebook(page, lab_server, name)
+    run_all_cells(page)
+    wait_all_cells_done(page, timeout_s)
+    assert cell_errors(page) == []
+
+
+def shoot_dashboards(page, artifacts: Path, names: tuple[str, ...]) -> list[str]:
+    """Screenshot each dashboard output (scrolled into view) as ``names``; return their texts."""
+    dashboards = page.locator(DASHBOARD)
+    assert dashboards.count() == len(names)
+    texts = []
+    for i, name in enumerate(names):
+        dashboard = dashboards.nth(i)
+        dashboard.scroll_into_view_if_needed()
+        page.wait_for_timeout(1500)  # plotly redraws after scrolling into view
+        dashboard.screenshot(path=str(artifacts / name))
+        texts.append(dashboard.inner_text())
+    return texts
+
+
+def test_quickstart_dashboard_is_clean_with_the_findings_on_top(page, lab_server, artifacts):
+    run_notebook(page, lab_server, "01_quickstart.ipynb", timeout_s=420)
+    (text,) = shoot_dashboards(page, artifacts, ("nb01-quickstart.png",))
+    assert "fail" not in text.split("\n")[:6]
+    screenshot(page, artifacts / "nb01-quickstart-page.png")
+
+
+def test_bugs_notebook_dashboards_show_their_bugs(page, lab_server, artifacts):
+    run_notebook(page, lab_server, "02_37_reasons_live.ipynb", timeout_s=600)
+    zero_grad, lr50, dead = shoot_dashboards(page, artifacts, NOTEBOOK_02)
+    assert "train.grad_accumulation" in zero_grad
+    assert "train.update_ratio" in lr50
+    assert "act.dead_units" in dead and "of 64 units (100%) never fired" in dead
+    dead_units = [t for t in figures(page)[2] if t["name"] == "dead units"]
+    assert max(v for v in json.loads(dead_units[0]["values"]) if v is not None) == 1.0  # the hidden ReLU: all dead
