@@ -51,7 +51,7 @@ class PanelFigure:
             font={"size": 11},
         )
         layout["annotations"] = [{**a, "font": {"size": 12}, "yshift": TITLE_SHIFT} for a in layout["annotations"]] + [
-            _note(*self.axes[key][2:]) for key in self.keys
+            _note(layout[self.axes[key][0]]["domain"], layout[self.axes[key][1]]["domain"]) for key in self.keys
         ]
         for i, key in enumerate(self.keys):
             x_name, y_name = self.axes[key][:2]
@@ -206,15 +206,17 @@ def _legend_position(x_domain: Any, y_domain: Any) -> dict:
     }
 
 
-def _note(x_ref: str, y_ref: str) -> dict:
-    """An empty centred annotation in a subplot, for "nothing to draw yet" hints."""
+def _note(x_domain: Any, y_domain: Any) -> dict:
+    """An empty annotation centred in a subplot, for "nothing to draw yet" hints. Placed in paper coordinates from
+    the subplot's domain: plotly.js draws no axes for a subplot without traces, and a note referring to them
+    ("x10 domain") lands at the figure's top left, on top of the loss panel."""
     return {
         "text": "",
         "showarrow": False,
-        "xref": f"{x_ref} domain",
-        "yref": f"{y_ref} domain",
-        "x": 0.5,
-        "y": 0.5,
+        "xref": "paper",
+        "yref": "paper",
+        "x": (x_domain[0] + x_domain[1]) / 2,
+        "y": (y_domain[0] + y_domain[1]) / 2,
         "font": {"color": "#888"},
     }
 

@@ -37,7 +37,8 @@ def shoot_dashboards(page, artifacts: Path, names: tuple[str, ...]) -> list[str]
     for i, name in enumerate(names):
         dashboard = dashboards.nth(i)
         dashboard.scroll_into_view_if_needed()
-        page.wait_for_timeout(1500)  # plotly redraws after scrolling into view
+        dashboard.locator(".js-plotly-plot .scatterlayer .trace").first.wait_for(state="attached", timeout=120_000)
+        page.wait_for_timeout(3000)  # the figure is fitted to the output area's width after its first draw
         dashboard.screenshot(path=str(artifacts / name))
         texts.append(dashboard.inner_text())
     return texts
@@ -55,6 +56,6 @@ def test_bugs_notebook_dashboards_show_their_bugs(page, lab_server, artifacts):
     zero_grad, lr50, dead = shoot_dashboards(page, artifacts, NOTEBOOK_02)
     assert "train.grad_accumulation" in zero_grad
     assert "train.update_ratio" in lr50
-    assert "act.dead_units" in dead and "of 64 units (100%) never fired" in dead
+    assert "act.dead_units" in dead and "64 of 64 units (100.0%) never fired" in dead
     dead_units = [t for t in figures(page)[2] if t["name"] == "dead units"]
     assert max(v for v in json.loads(dead_units[0]["values"]) if v is not None) == 1.0  # the hidden ReLU: all dead
