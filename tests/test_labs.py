@@ -167,8 +167,9 @@ def test_init_lab_widget_recomputes_on_control_change(tmp_path):
     np.testing.assert_allclose(lab.figure_widget.data[2].y, expected["std"])
     lab.controls["depth"].value = 4
     assert len(lab.figure_widget.data[1].x) == 4
+    assert lab.controls["std"].layout.display == "none"  # the custom-std slider only for init="custom"
     lab.controls["init"].value = "custom"
-    assert not lab.controls["std"].disabled
+    assert lab.controls["std"].layout.display is None
     assert lab.data.attrs["init"] == "N(0, 0.05^2)"
     assert lab.savefig(tmp_path / "init.png").read_bytes()[:4] == b"\x89PNG"
     assert "init lab" in repr(lab)
@@ -305,3 +306,18 @@ def test_preprocessing_lab_widget_follows_the_controls(tmp_path):
     np.testing.assert_allclose(lab.figure_widget.data[3 * 4 + 1].x, expected.test_stages["whitened"][:, 0])
     assert "all" in lab.table.value
     assert lab.savefig(tmp_path / "pre.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def test_activations_lab_colours_are_distinct_and_bars_have_their_own_legend():
+    from nbdiag.labs.activations_view import BAR_COLOURS, LINE_COLOURS
+
+    lab = activations_lab()
+    lab.widget  # noqa: B018 - build it
+    figure = lab.figure_widget
+    lines = [t for t in figure.data if t.type == "scatter" and t.name != "input density" and t.showlegend is not False]
+    bars = [t for t in figure.data if t.type == "bar"]
+    line_colours = [t.line.color for t in lines]
+    assert len(set(line_colours)) == len(line_colours)  # relu and leaky_relu no longer near-identical greens
+    assert not set(line_colours) & {t.marker.color for t in bars}  # "mean_grad" and "dead" apart from the lines
+    assert {t.legend for t in bars} == {"legend2"} and all(t.legend in (None, "legend") for t in lines)
+    assert len(set(BAR_COLOURS.values())) == len(BAR_COLOURS) and len(LINE_COLOURS) >= len(lines)

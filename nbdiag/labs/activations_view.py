@@ -11,6 +11,10 @@ if TYPE_CHECKING:  # the lab imports this module to draw itself; at run time onl
     from nbdiag.labs.activations import ActivationsLab
 
 STAT_COLUMNS = ("mean_grad", "saturated", "dead")
+# One distinct hue per activation function (lines), and other colours for the statistics' bars, which have a legend
+# of their own beside their panel: a line and a bar never share a colour or a legend.
+LINE_COLOURS = ("#1f77b4", "#d62728", "#2ca02c", "#ff7f0e", "#9467bd", "#8c564b", "#e377c2", "#17becf")
+BAR_COLOURS = {"mean_grad": "#393b79", "saturated": "#bcbd22", "dead": "#7f7f7f"}
 
 
 def input_density(lab: ActivationsLab) -> tuple[np.ndarray, np.ndarray]:
@@ -38,17 +42,22 @@ def build_widget(lab: ActivationsLab):
             col=col,
         )
     for i, (name, curve) in enumerate(lab.curves.groupby("activation", sort=False)):
-        color = f"hsl({i * 360 // 7}, 60%, 45%)"
+        color = LINE_COLOURS[i % len(LINE_COLOURS)]
         fig.add_trace(go.Scatter(x=curve["x"], y=curve["value"], name=name, line_color=color), row=1, col=1)
         fig.add_trace(
             go.Scatter(x=curve["x"], y=curve["grad"], name=name, line_color=color, showlegend=False), row=1, col=2
         )
     for column in STAT_COLUMNS:
-        fig.add_trace(go.Bar(name=column), row=1, col=3)
+        fig.add_trace(go.Bar(name=column, marker_color=BAR_COLOURS[column], legend="legend2"), row=1, col=3)
     fig.update_yaxes(range=[-2, 3], row=1, col=1)
     fig.update_yaxes(range=[-0.2, 1.3], row=1, col=2)
     fig.update_yaxes(range=[0, 1.1], row=1, col=3)
-    fig.update_layout(height=420, barmode="group", margin={"t": 40, "b": 40, "l": 40, "r": 20})
+    fig.update_layout(
+        height=420,
+        barmode="group",
+        margin={"t": 40, "b": 40, "l": 40, "r": 20},
+        legend2={"x": 1.0, "y": 1.0, "xanchor": "right", "bgcolor": "rgba(255,255,255,0.8)", "title": "statistic"},
+    )
     lab.figure_widget = responsive(go.FigureWidget(fig))
     lab.controls = {
         "mean": w.FloatSlider(value=lab.mean, min=-4, max=4, step=0.1, description="input mean"),
@@ -83,9 +92,10 @@ def draw(lab: ActivationsLab, fig) -> None:
     x, density = input_density(lab)
     for ax in (curve_ax, grad_ax):
         ax.fill_between(x, density, color="lightgray", label="input density")
-    for name, curve in lab.curves.groupby("activation", sort=False):
-        curve_ax.plot(curve["x"], curve["value"], label=name)
-        grad_ax.plot(curve["x"], curve["grad"], label=name)
+    for i, (name, curve) in enumerate(lab.curves.groupby("activation", sort=False)):
+        colour = LINE_COLOURS[i % len(LINE_COLOURS)]
+        curve_ax.plot(curve["x"], curve["value"], label=name, color=colour)
+        grad_ax.plot(curve["x"], curve["grad"], label=name, color=colour)
     curve_ax.set_ylim(-2, 3)
     curve_ax.set_title("f(x)")
     curve_ax.legend(fontsize=7)
@@ -93,7 +103,7 @@ def draw(lab: ActivationsLab, fig) -> None:
     positions = np.arange(len(lab.stats))
     bar_width = 0.8 / len(STAT_COLUMNS)
     for i, column in enumerate(STAT_COLUMNS):
-        stats_ax.bar(positions + i * bar_width, lab.stats[column], bar_width, label=column)
+        stats_ax.bar(positions + i * bar_width, lab.stats[column], bar_width, label=column, color=BAR_COLOURS[column])
     stats_ax.set_xticks(positions + 0.4 - bar_width / 2, lab.stats.index, rotation=45, fontsize=7)
     stats_ax.legend(fontsize=7)
     stats_ax.set_title(f"x ~ N({lab.mean:g}, {lab.std:g}^2)")

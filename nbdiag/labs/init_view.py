@@ -44,7 +44,7 @@ def build_widget(lab: InitLab):
         "depth": w.IntSlider(value=params["depth"], min=1, max=20, description="depth"),
         "batch_norm": w.Checkbox(value=params["batch_norm"], description="batch norm"),
     }
-    controls["std"].disabled = init != "custom"
+    controls["std"].layout.display = None if init == "custom" else "none"  # shown only for init="custom"
     fig = make_subplots(
         rows=2,
         cols=2,
@@ -66,7 +66,7 @@ def build_widget(lab: InitLab):
 
     def on_change(_change) -> None:
         custom = controls["init"].value == "custom"
-        controls["std"].disabled = not custom
+        controls["std"].layout.display = None if custom else "none"
         lab.update(
             activation=controls["activation"].value,
             init="xavier" if custom else controls["init"].value,
