@@ -166,7 +166,6 @@ class Monitor(RecordReader):
             not_recorded=_reshape_only(self._model),
             num_classes=num_classes,
             parameters=sum(p.numel() for _, p in params),
-            trainable_parameters=sum(p.numel() for _, p in params if p.requires_grad),
             filters=None if self._filters is None else self._filters.meta(),
             every=every,
             dense=dense,

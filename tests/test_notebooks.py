@@ -24,6 +24,8 @@ KERNEL_NAME = "nbdiag-test"
 PREFLIGHT_IDS = ("data.no_signal", "loss.probabilities_to_ce", "data.unnormalized", "model.frozen")
 # Bugs of the training loop that notebook 02 plants and the live health rules must report.
 LIVE_IDS = ("train.grad_accumulation", "train.update_ratio", "act.dead_units")
+# What notebook 08 plants (overfitting, a label leak, a ReLU before the loss, constant-init filters) and must show.
+RECIPE_IDS = ("train.overfitting", "data.target_leak", "loss.output_activation", "model.first_layer_filters")
 ANSI_ESCAPE = re.compile(r"\x1b\[[0-9;]*m")
 SOURCE_CITATION = re.compile(r"37 reasons|Karpathy's recipe|CS231n")
 
@@ -176,3 +178,11 @@ def test_learning_rates_runs_the_range_test(executed):
     text = output_text(executed("06_learning_rates.ipynb")[0])
     assert "LR range test over" in text
     assert "starting lr" in text
+
+
+@pytest.mark.timeout(NOTEBOOK_TIMEOUT_S + 60)
+def test_hyperparameter_search_notebook_shows_each_recipe_finding(executed):
+    text = output_text(executed("08_hyperparameter_search.ipynb")[0])
+    missing = [i for i in RECIPE_IDS if i not in text]
+    assert not missing, f"notebook 08 shows no {missing}"
+    assert re.search(r"grid\s+4\nrandom\s+16", text), "the coarse stage's distinct learning rates are not printed"

@@ -118,3 +118,26 @@ def test_dashboard_lays_out_the_gap_and_filters_panels_when_they_have_data():
     keys = [panel.key for panel in build_panels(snapshot(_train(_cnn(), 12, val_every=5)), ViewState())]
     assert keys[-3:-1] == ["gap", "filters"]
     assert not {"gap", "filters"} & {panel.key for panel in build_panels(snapshot(_train_mlp()), ViewState())}
+
+
+def test_the_dashboard_widget_is_laid_out_anew_when_the_gap_panel_appears():
+    pytest.importorskip("ipywidgets")
+    from nbdiag.views.dashboard import Dashboard
+
+    model = _cnn()
+    opt = torch.optim.SGD(model.parameters(), lr=0.05)
+    x, y = torch.randn(16, 3, 8, 8), torch.randint(0, 4, (16,))
+    with nbdiag.watch(model, opt, every=1, display=False) as mon:
+        dashboard = Dashboard(mon)
+        for _ in range(3):
+            nn.functional.cross_entropy(model(x), y).backward()
+            opt.step()
+            opt.zero_grad()
+            mon.step(loss=1.0)
+        dashboard.refresh()
+        assert "gap" not in dashboard._controls().figure.keys
+        mon.validate(val_loss=1.2)
+        dashboard.refresh()
+        figure = dashboard._controls().figure
+        assert "gap" in figure.keys and figure.figure in dashboard.widget.children
+    dashboard.close()

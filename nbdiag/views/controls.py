@@ -129,6 +129,16 @@ class Controls:
     def show_status(self, html: str) -> None:
         self.status.value = html
 
+    def draw(self, panels: list) -> None:
+        """Update the figure in place, or lay it out anew when the set of panels changed (one widget swapped)."""
+        if self.figure.fits(panels):
+            self.figure.update(panels)
+            return
+        old = self.figure.figure
+        self.figure = PanelFigure(panels)
+        self.box.children = tuple(self.figure.figure if child is old else child for child in self.box.children)
+        old.close()
+
     def close(self) -> None:
         self.box.close_all()
 

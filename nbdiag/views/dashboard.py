@@ -167,7 +167,7 @@ class Dashboard:
                 return
             snap = self.snapshot()
             self.state = self._widget.sync(snap, self.state)
-            self._widget.figure.update(build_panels(snap, self.state))
+            self._widget.draw(build_panels(snap, self.state))
             self._widget.show_findings(self.findings())
             self._widget.show_status(self._status(snap))
 

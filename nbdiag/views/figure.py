@@ -76,6 +76,11 @@ class PanelFigure:
 
         return go.Figure(data=traces, layout=layout)
 
+    def fits(self, panels: list[Panel]) -> bool:
+        """Whether ``panels`` are the ones this figure was laid out for (a panel that gets data later, such as
+        the train/validation gap, changes the layout: the figure is then built anew)."""
+        return [panel.key for panel in panels] == self.keys
+
     def update(self, panels: list[Panel]) -> None:
         """Bring every panel up to date: one batched message carrying only what changed."""
         for panel in panels:

@@ -100,7 +100,7 @@ class InlineView:
 
     def figure_json(self, panels: list[Panel]) -> dict[str, Any]:
         """Plotly's figure JSON (``data``, ``layout``): plain lists, no plotly validation per refresh."""
-        if self.figure is None:
+        if self.figure is None or not self.figure.fits(panels):
             self.figure = JsonFigure(panels, widget=False, digits=DIGITS)
         else:
             self.figure.update(panels)

@@ -320,12 +320,6 @@ def label_leak() -> Setup:
     return _classifier(x=_label_in_pixel(x, y), num_classes=10, val_data=(_label_in_pixel(x_val, y_val), y_val))
 
 
-def label_leak_live() -> Setup:
-    setup = label_leak()
-    setup.optimizer = torch.optim.Adam(setup.model.parameters(), lr=1e-2)
-    return setup
-
-
 def frozen_random_layer() -> Setup:
     model = _seeded(models.mlp)
     model[0].requires_grad_(False)  # frozen at its random init: looks like a fine-tune, but nothing was trained
@@ -415,7 +409,6 @@ CASES: tuple[Case, ...] = (
     Case("overfitting", "100 training samples, 256 hidden units", overfitting, ("train.overfitting",), "live"),
     Case("over_regularized", "AdamW weight_decay=30", over_regularized, ("train.underfitting",), "live"),
     Case("label_leak", "pixel 0 encodes the label", label_leak, ("data.target_leak",)),
-    Case("label_leak_live", "pixel 0 encodes the label", label_leak_live, ("train.too_good",), "live"),
     Case("frozen_random_layer", "first layer frozen at its random init", frozen_random_layer, ("model.frozen",)),
     Case("relu_before_ce", "head.act = ReLU before CrossEntropyLoss", relu_before_ce, ("loss.output_activation",)),
     Case(
