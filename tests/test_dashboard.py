@@ -98,9 +98,9 @@ def test_predictions_heatmap_equals_tracker():
     for step in (0, 10, 20):
         tracker.record(step)
     dashboard = Dashboard(synthetic_source(predictions=tracker))
-    heatmap = trace(dashboard, "pred_heatmap", "p(true)")  # grid form: one row of z per sample
-    np.testing.assert_allclose(np.asarray(heatmap.z), tracker.p_true().T)
-    np.testing.assert_array_equal(heatmap.x, [0, 10, 20])
+    heatmap = trace(dashboard, "pred_heatmap", "p(true)")  # column form: x, y, z flat, one entry per cell
+    np.testing.assert_allclose(np.asarray(heatmap.z).reshape(8, 3), tracker.p_true().T)
+    np.testing.assert_array_equal(np.asarray(heatmap.x).reshape(8, 3)[0], [0, 10, 20])
     bars = trace(dashboard, "pred_step", "p(true)")
     np.testing.assert_allclose(bars.y, tracker.p_true()[-1])
 

@@ -6,6 +6,7 @@ keeps what it last sent and passes plotly only the properties that changed.
 
 from __future__ import annotations
 
+import functools
 from typing import Any
 
 import numpy as np
@@ -59,6 +60,7 @@ class PanelFigure:
             for name in (x_name, y_name):
                 layout[name].update(tickfont={"size": 10}, title={"font": {"size": 11}, "standoff": 4})
         self.digits = digits
+        self.plain = not widget  # JSON lists for static figures; binary float arrays for the widget
         self.slots: dict[tuple[str, str], int] = {}
         traces = [self._new_trace(panel, series) for panel in panels for series in panel.series]
         self._sent: list[dict[str, Any]] = [{} for _ in traces]
@@ -112,7 +114,7 @@ class PanelFigure:
             for (key, name), index in self.slots.items():
                 if key == panel.key:
                     series = current.get(name)
-                    wanted[index] = _values(series, self.digits) if series is not None else _EMPTY
+                    wanted[index] = _values(series, self.digits, self.plain) if series is not None else _EMPTY
         changes = {}
         for index, values in wanted.items():
             changed = _changed(self._sent[index], values)
@@ -186,11 +188,57 @@ def _axes(fig: Any, i: int) -> tuple[str, str, str, str]:
 
 def _live(figure: Any) -> Any:
     """``figure`` as a FigureWidget that fills its output area's width."""
-    import plotly.graph_objects as go
-
     from nbdiag.views.sizing import responsive
 
-    return responsive(go.FigureWidget(figure))
+    return responsive(_figure_widget_class()(figure))
+
+
+@functools.cache
+def _figure_widget_class() -> type:
+    """``go.FigureWidget`` that survives the front end's echo of binary arrays.
+
+    After each edit plotly's widget JavaScript sends back what plotly.js holds (``createDeltaObject``); a float
+    array sent as a binary buffer is a typed array there, which that function walks like an object, so the echo
+    holds ``{"0": v0, "1": v1, ...}``. plotly 7.1's ``_remove_overlapping_props`` then raised "The truth value of
+    an array ... is ambiguous" on every interaction. Those entries only record plotly.js's defaults for values we
+    set ourselves: they are dropped before plotly reads the echo.
+    """
+    import plotly.graph_objects as go
+    from traitlets import observe
+
+    class FigureWidget(go.FigureWidget):
+        @observe("_js2py_traceDeltas")
+        def _handler_js2py_traceDeltas(self, change: dict) -> None:
+            message = change["new"]
+            if message:
+                props = {trace.uid: trace._props for trace in self.data}
+                deltas = [_without_array_echoes(d, props.get(d.get("uid"), {})) for d in message["trace_deltas"]]
+                change = {**change, "new": {**message, "trace_deltas": deltas}}
+            super()._handler_js2py_traceDeltas(change)
+
+        @observe("_js2py_layoutDelta")
+        def _handler_js2py_layoutDelta(self, change: dict) -> None:
+            message = change["new"]
+            if message:
+                layout = _without_array_echoes(message["layout_delta"], self._layout)
+                change = {**change, "new": {**message, "layout_delta": layout}}
+            super()._handler_js2py_layoutDelta(change)
+
+    return FigureWidget
+
+
+def _without_array_echoes(delta: dict, props: Any) -> dict:
+    """``delta`` without the objects that stand where ``props`` holds a numpy array (see
+    :func:`_figure_widget_class`); nested dicts are walked alike."""
+    if not isinstance(props, dict):
+        return delta
+    kept = {}
+    for key, value in delta.items():
+        mine = props.get(key)
+        if isinstance(value, dict) and isinstance(mine, np.ndarray):
+            continue
+        kept[key] = _without_array_echoes(value, mine) if isinstance(value, dict) else value
+    return kept
 
 
 def _legend_id(i: int) -> str:
@@ -254,12 +302,16 @@ def _static_props(series: Series) -> dict:
     return props
 
 
-def _values(series: Series, digits: int | None = None) -> dict[str, Any]:
-    """The properties that change between refreshes, as plain lists (see :func:`_plain`)."""
+def _values(series: Series, digits: int | None = None, plain: bool = True) -> dict[str, Any]:
+    """The properties that change between refreshes: plain lists (see :func:`_plain`), or for a FigureWidget
+    float arrays, which it sends as binary buffers (lists cost it 5x more: plotly validates them element by
+    element)."""
     if series.kind == "heatmap":
         low, high = series.zrange if series.zrange else (None, None)
-        return {**_grid(series, digits), "zmin": low, "zmax": high}
-    values = {"x": _plain(series.x, digits), "y": _plain(series.y, digits), "showlegend": series.legend}
+        cells = _grid(series, digits) if plain else _columns(series)
+        return {**cells, "zmin": low, "zmax": high}
+    numbers = (lambda v: _plain(v, digits)) if plain else _float
+    values = {"x": numbers(series.x), "y": numbers(series.y), "showlegend": series.legend}
     if series.label is not None:
         values["name"] = series.label
     if series.kind == "bar":
@@ -269,14 +321,24 @@ def _values(series: Series, digits: int | None = None) -> dict[str, Any]:
     return values
 
 
-def _plain(values: Any, digits: int | None = None) -> Any:
-    """Arrays as lists (floats rounded to ``digits`` significant digits), non-finite numbers as None (a gap).
+def _float(values: Any) -> Any:
+    """Numeric arrays as float64: plotly sends 1-D float arrays as binary buffers, int64 ones as JSON lists."""
+    if isinstance(values, np.ndarray) and values.dtype.kind in "iu":
+        return values.astype(np.float64)
+    return values
 
-    Never numpy arrays: a FigureWidget sends those as binary buffers, plotly.js keeps them as typed arrays, and
-    its widget then reports them back as index-keyed objects, on which plotly 7.1's
-    ``BaseFigureWidget._remove_overlapping_props`` raises "The truth value of an array ... is ambiguous" after
-    every interaction. Lists also make the figure plain JSON for the inline view.
-    """
+
+def _columns(series: Series) -> dict[str, np.ndarray]:
+    """A heatmap's (rows, columns) grid as three 1-D float arrays (plotly.js grids them again): binary buffers
+    instead of a nested JSON list, which ipywidgets would walk element by element."""
+    z = np.asarray(series.z, dtype=np.float64)  # (len(y), len(x))
+    x, y = np.asarray(series.x, dtype=np.float64), np.asarray(series.y, dtype=np.float64)
+    return {"x": np.tile(x, len(y)), "y": np.repeat(y, len(x)), "z": z.reshape(-1)}
+
+
+def _plain(values: Any, digits: int | None = None) -> Any:
+    """Arrays as lists (floats rounded to ``digits`` significant digits), non-finite numbers as None (a gap):
+    plain JSON, for the inline view."""
     if not isinstance(values, np.ndarray):
         return values
     if values.dtype.kind not in "fc":
