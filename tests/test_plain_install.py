@@ -41,6 +41,17 @@ def run(command: list[str], timeout_s: float, **kwargs) -> str:
     return output
 
 
+def test_every_notebook_opens_in_colab_and_installs_nbdiag_only_there():
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    for path in NOTEBOOKS:
+        link = f"https://colab.research.google.com/github/OWNER/nbdiag/blob/main/notebooks/{path.name}"
+        assert link in readme, f"README has no Open in Colab link for {path.name}"
+        first = json.loads(path.read_text(encoding="utf-8"))["cells"][0]
+        source = "".join(first["source"])
+        assert first["cell_type"] == "code" and "import google.colab" in source and "pip" in source, path.name
+        assert source.index("import google.colab") < source.index("pip"), f"{path.name} installs outside Colab"
+
+
 def test_notebook_imports_are_known():
     assert {"torch", "nbdiag", "sklearn", "mlxtend"} <= notebook_imports()
 
