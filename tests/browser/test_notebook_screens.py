@@ -12,7 +12,7 @@ import pytest
 
 from tests.browser.pages import cell_errors, figures, open_notebook, run_all_cells, screenshot, wait_all_cells_done
 
-pytestmark = pytest.mark.browser
+pytestmark = [pytest.mark.browser, pytest.mark.slow]  # each notebook runs for minutes in JupyterLab
 
 NOTEBOOKS = Path(__file__).resolve().parents[2] / "notebooks"
 DASHBOARD = ".jp-OutputArea-output:has(.nbdiag-dashboard)"
