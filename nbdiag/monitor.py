@@ -18,6 +18,8 @@ from nbdiag.filters import GROUP as FILTERS_GROUP
 from nbdiag.filters import filters_block, first_filters
 from nbdiag.findings import findings_text
 from nbdiag.health.objective import check_objective
+from nbdiag.inputs import GROUP as INPUTS_GROUP
+from nbdiag.inputs import InputSampler, inputs_block, latest_sample
 from nbdiag.modes import mode_modules, training_flags
 from nbdiag.probe import (
     RESHAPE_ONLY,
@@ -58,6 +60,7 @@ def watch(
     per_rank: bool | None = None,
     activations: bool | None = None,
     objective: str | None = None,
+    inputs: bool | None = None,
 ) -> Monitor:
     """Attach nbdiag to a live model; statistics are recorded on sampled steps.
 
@@ -77,6 +80,8 @@ def watch(
         run_dir: also write the record there as it grows (Parquet segments; see ``nbdiag.open_run``).
         per_rank: under torch.distributed, also keep each rank's activation/gradient rows as ``<layer>@rank<r>``
             (None: the ``NBDIAG_PER_RANK`` environment variable).
+        inputs: keep a few samples of the tensor entering ``model.forward`` on sampled steps (``mon.inputs()``);
+            None: yes, unless ``run_dir`` is given (samples of user data are not written to disk unless asked).
         activations: record per-layer activations and output gradients (forward hooks). None: yes, except for a
             ``torch.compile``d model, where hooks would break the compiled graph (parameters only, with a warning).
         objective: what the logged losses are meant to do, for the loss rules: "supervised" (the loss should
@@ -106,6 +111,7 @@ def watch(
         per_rank=per_rank,
         activations=activations,
         objective=objective,
+        inputs=inputs,
     )
 
 
@@ -128,6 +134,7 @@ class Monitor(RecordReader):
         per_rank: bool | None = None,
         activations: bool | None = None,
         objective: str | None = None,
+        inputs: bool | None = None,
     ) -> None:
         optimizer = _usable_optimizer(unwrap_optimizer(optimizer))
         _check_inputs(model, optimizer, hist_sample)
@@ -159,6 +166,8 @@ class Monitor(RecordReader):
         self.predictions = _prediction_tracker(self._model, fixed_batch)
         self._mode_modules = mode_modules(self._model)
         self._filters = first_filters(self._model)
+        keep_inputs = run_dir is None if inputs is None else bool(inputs)  # off in run directories unless asked
+        self._inputs = InputSampler(self._model) if keep_inputs else None
         self.record.meta.update(
             model=self.model_name,
             layer_types={name: layer_type(m) for name, m in self._capture.leaves},
@@ -211,6 +220,16 @@ class Monitor(RecordReader):
         self._step += 1
         self._sync_hooks()
 
+    def inputs(self):
+        """A few samples of the tensor that entered ``model.forward`` at the latest sampled step, or None.
+
+        Returns:
+            An :class:`nbdiag.inputs.InputSample`: ``values`` in the input's shape, its ``kind`` ('images',
+            'token ids', 'tabular'), ``value_range`` and ``features()`` (per-feature mean/std); printing it says
+            all that in a line.
+        """
+        return latest_sample(self.record)
+
     def validate(self, val_loss: Any = None, val_acc: Any = None, **scalars: Any) -> None:
         """Log validation results at the last trained step (call it after an evaluation pass, at any cadence).
 
@@ -243,6 +262,9 @@ class Monitor(RecordReader):
         if self._closed:
             return
         self._capture.detach()
+        if self._inputs is not None:
+            self._inputs.detach()
+            self._inputs.model = None
         self._read_pending_scalars()
         if self._writer is not None:
             self._writer.close()
@@ -315,6 +337,11 @@ class Monitor(RecordReader):
             self._capture.attach()
         else:
             self._capture.detach()
+        if self._inputs is not None:  # with capture: only on sampled steps, and gone once capture failed
+            if self.sampled(self._step) and not self._capture.failed:
+                self._inputs.attach()
+            else:
+                self._inputs.detach()
 
     def _flush(self, step: int) -> None:
         capture = self._capture
@@ -362,6 +389,10 @@ class Monitor(RecordReader):
             capture.buffer.add_group("model", ["(model)"], capture.stale_grad_norm.reshape(1, len(MODEL_STATS)))
         if self._filters is not None:
             capture.buffer.add_group(FILTERS_GROUP, self._filters.names, self._filters.rows())
+        sample = None if self._inputs is None else self._inputs.take()
+        if sample is not None:
+            self.record.meta["inputs"] = {"shape": list(self._inputs.shape), "dtype": self._inputs.dtype}
+            capture.buffer.add_group(INPUTS_GROUP, [f"sample {i}" for i in range(len(sample))], sample)
 
     def _recipe_blocks(self, groups: dict) -> dict[str, Block]:
         """The train/eval mode of dropout/batch norm (read now, on the host) and the first conv's filters."""
@@ -371,6 +402,8 @@ class Monitor(RecordReader):
             blocks["mode"] = Block(names, ("training",), training_flags(self._mode_modules))
         if FILTERS_GROUP in groups:
             blocks[FILTERS_GROUP] = filters_block(*groups.pop(FILTERS_GROUP))
+        if INPUTS_GROUP in groups:
+            blocks[INPUTS_GROUP] = inputs_block(*groups.pop(INPUTS_GROUP))
         return blocks
 
     def _read_pending_scalars(self) -> None:

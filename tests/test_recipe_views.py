@@ -116,8 +116,15 @@ def test_gap_panel_is_validation_minus_the_training_loss_since_the_last_validati
 
 def test_dashboard_lays_out_the_gap_and_filters_panels_when_they_have_data():
     keys = [panel.key for panel in build_panels(snapshot(_train(_cnn(), 12, val_every=5)), ViewState())]
-    assert keys[-3:-1] == ["gap", "filters"]
+    assert keys[-4:-1] == ["gap", "filters", "inputs"]
     assert not {"gap", "filters"} & {panel.key for panel in build_panels(snapshot(_train_mlp()), ViewState())}
+
+
+def test_inputs_panel_draws_images_as_tiles_and_prints_the_range():
+    mon = _train(_cnn(), 3)
+    panel = next(p for p in build_panels(snapshot(mon), ViewState()) if p.key == "inputs")
+    assert "images" in panel.title and "range [" in panel.title
+    assert np.asarray(panel.series[0].z).shape == (3 * 9 - 1, 3 * 9 - 1)  # 8 samples of 8x8 in a 3 x 3 grid
 
 
 def test_the_dashboard_widget_is_laid_out_anew_when_the_gap_panel_appears():

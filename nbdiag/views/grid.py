@@ -1,9 +1,9 @@
 """Where each panel sits: rows read as "over time", "across depth now", "one layer and stuck units", "predictions",
-then the train/validation gap and first-layer filters where recorded."""
+then the train/validation gap, first-layer filters and inputs where recorded."""
 
 from __future__ import annotations
 
-from nbdiag.views import filter_panels, generalization_panels, panels, prediction_panels
+from nbdiag.views import filter_panels, generalization_panels, input_panels, panels, prediction_panels
 from nbdiag.views.data import Snapshot
 from nbdiag.views.panels import Panel, PanelBuilder, ViewState
 
@@ -25,12 +25,13 @@ def grid(snap: Snapshot) -> tuple[tuple[PanelBuilder, ...], ...]:
 
 
 def recipe_row(snap: Snapshot) -> tuple[PanelBuilder, ...]:
-    """The train/validation gap and first-layer filters panels, those that have data (panels flow in ``COLS``
-    columns, so a shorter row is filled by the next)."""
+    """The train/validation gap, first-layer filters and sampled inputs panels, those that have data (panels flow
+    in ``COLS`` columns, so a shorter row is filled by the next)."""
     meta = snap.record.meta if snap.record is not None else {}
     has = (
         (generalization_panels.gap_panel, "val_loss" in snap.scalars.columns),
         (filter_panels.filters_panel, bool(meta.get("filters"))),
+        (input_panels.inputs_panel, bool(meta.get("inputs"))),
     )
     return tuple(build for build, shown in has if shown)
 
