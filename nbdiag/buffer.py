@@ -66,6 +66,17 @@ class StepBuffer:
             if len(raws) > MERGE_AT:
                 raws[:] = [merge_raw(raws)]
 
+    def mark(self) -> dict[tuple[str, str], list[RawStats]]:
+        """A snapshot to :meth:`rollback` to: the lists of raw statistics held now (not copies of the statistics,
+        which are never changed in place; a merge makes a new one)."""
+        with self._lock:
+            return {key: list(raws) for key, raws in self._pending.items()}
+
+    def rollback(self, mark: dict[tuple[str, str], list[RawStats]]) -> None:
+        """Forget the statistics added since ``mark`` (those of a pass that raised)."""
+        with self._lock:
+            self._pending = {key: list(raws) for key, raws in mark.items()}
+
     def add_group(self, group: str, names: list[str], values: torch.Tensor) -> None:
         """Add a (len(names), k) tensor of per-parameter scalars; a later group of the same name replaces it."""
         self._groups[group] = (names, values)

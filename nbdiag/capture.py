@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import functools
-import traceback
 import weakref
 from collections.abc import Callable
 from typing import Any
@@ -12,6 +11,7 @@ import torch
 from torch import nn
 
 from nbdiag.buffer import StepBuffer
+from nbdiag.errors import ErrorLog
 from nbdiag.probe import Hooks, module_outputs
 from nbdiag.probe import named_hook as _named
 from nbdiag.stats import output_bounds, raw_stats
@@ -29,8 +29,9 @@ CARRIED_PROBES = 8  # gradients (of the first zeroed parameters) followed by wea
 class Capture:
     """Owns the hooks of one model and the buffer they fill. ``attach()`` / ``detach()`` are idempotent.
 
-    Every hook body is guarded: an exception is stored in :attr:`errors`, capture switches itself off, and the
-    user's forward/backward continue untouched. KeyboardInterrupt and other BaseExceptions pass through.
+    Every hook body is guarded: an exception is logged in ``errors`` (source "capture", with its traceback),
+    capture switches itself off, and the user's forward/backward continue untouched. KeyboardInterrupt and other
+    BaseExceptions pass through.
     """
 
     def __init__(
@@ -41,6 +42,7 @@ class Capture:
         optimizer: torch.optim.Optimizer | None,
         tracked: list[tuple[str, nn.Parameter]],
         hist_sample: int | None,
+        errors: ErrorLog,
     ) -> None:
         self.model = model
         self.leaves = leaves
@@ -54,7 +56,8 @@ class Capture:
         self.param_grad_rows: dict[str, torch.Tensor] = {}
         self.stale_grad_norm: torch.Tensor | None = None  # (2,): stale norm, carried (1) / reset (0) / unknown (NaN)
         self._held_grads: list[tuple[torch.Tensor, weakref.ref | None]] | None = None  # (param, its grad) at flush
-        self.errors: list[str] = []
+        self.errors = errors
+        self.step: int | None = None  # the step being captured (for error reports)
         self.failed = False
         self._bounds = {id(m): output_bounds(m) for _, m in leaves}  # also the set of modules we watch
         self.bounded_layers: set[str] = set()
@@ -69,6 +72,11 @@ class Capture:
         self._attached = False
         self._in_backward = False
         self._output_grad_hooks: dict[str, Callable] = {}  # layer -> its guarded hook, made once
+        # A forward or backward pass that raised (or was interrupted) leaves partial statistics in the buffer:
+        # they are dropped at the next pass or at the flush, back to the mark taken when that pass began.
+        self._pass_mark: tuple[dict, dict] = ({}, {})  # (buffer mark, unit counts) when the pass began
+        self._forward_open = False
+        self._backward_open = False
         self._registrations = self._make_registrations()
 
     def _make_registrations(self) -> list[tuple[torch.Tensor | None, Callable[[], Any]]]:
@@ -81,6 +89,10 @@ class Capture:
         registrations: list[tuple[torch.Tensor | None, Callable[[], Any]]] = [
             (None, functools.partial(module.register_forward_hook, _named(on_forward, name)))
             for name, module in self.leaves
+        ]
+        registrations += [  # after the leaves' hooks: the root's forward hook then runs last
+            (None, functools.partial(self.model.register_forward_pre_hook, self._guard(self._on_pass_start))),
+            (None, functools.partial(self.model.register_forward_hook, self._guard(self._on_pass_end))),
         ]
         on_first_grad = self._guard(self._on_incoming_grad)
         registrations += [(p, functools.partial(p.register_hook, on_first_grad)) for p in self._zeroed_params]
@@ -113,8 +125,7 @@ class Capture:
         except Exception as error:
             self._hooks.remove()
             self.failed = True
-            trace = traceback.format_exc(limit=4)
-            self.errors.append(f"{type(error).__name__} while attaching hooks: {error}\n{trace}")
+            self.errors.add("capture", error, step=self.step, context="while attaching hooks")
             return
         self._attached = True
 
@@ -140,6 +151,18 @@ class Capture:
         self.passes = 0
         probes = self._zeroed_params[:CARRIED_PROBES]
         self._held_grads = [(p, weakref.ref(p.grad) if p.grad is not None else None) for p in probes]
+        self._pass_mark, self._forward_open, self._backward_open = ({}, {}), False, False
+
+    def drop_unfinished_pass(self) -> bool:
+        """Drop the statistics of a forward or backward pass that never finished (it raised, or was interrupted);
+        returns whether there was one. The monitor calls this before flushing; the next pass calls it too."""
+        unfinished = self._forward_open or self._backward_open
+        if unfinished:
+            buffer_mark, unit_counts_then = self._pass_mark
+            self.buffer.rollback(buffer_mark)
+            self.unit_counts = dict(unit_counts_then)
+            self._forward_open = self._backward_open = False
+        return unfinished
 
     # -- hooks ---------------------------------------------------------------------------------------------
     def _guard(self, hook: Callable) -> Callable:
@@ -151,7 +174,7 @@ class Capture:
                 hook(*args)
             except Exception as error:  # never let monitoring break training
                 self.failed = True
-                self.errors.append(f"{type(error).__name__}: {error}\n{traceback.format_exc(limit=4)}")
+                self.errors.add("capture", error, step=self.step)
             return None
 
         return guarded
@@ -187,7 +210,24 @@ class Capture:
 
     def _on_output_grad(self, layer: str, grad: torch.Tensor) -> None:
         self._in_backward = True
+        if not self._backward_open:  # the pass's first gradient: the engine calls back when the pass completes
+            self._backward_open = True
+            torch.autograd.Variable._execution_engine.queue_callback(self._on_backward_done)
         self.buffer.add(layer, "gradient", raw_stats(grad, None, self.hist_sample))
+
+    def _on_backward_done(self) -> None:
+        self._backward_open = False
+
+    def _on_pass_start(self, module: nn.Module, inputs: Any) -> None:
+        if not torch.is_grad_enabled() or module is not self.model:
+            return  # an evaluation pass, or a deep copy of the model that inherited the hook
+        self.drop_unfinished_pass()
+        self._pass_mark = (self.buffer.mark(), dict(self.unit_counts))
+        self._forward_open = True
+
+    def _on_pass_end(self, module: nn.Module, inputs: Any, output: Any) -> None:
+        if torch.is_grad_enabled() and module is self.model:
+            self._forward_open = False
 
     def _on_grad(self, name: str, param: torch.Tensor) -> None:
         if param.grad is not None and param is self._param_by_name.get(name):

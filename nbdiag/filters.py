@@ -23,7 +23,8 @@ MAX_WEIGHTS = 3 * 11 * 11  # weights kept per filter (AlexNet's 3x11x11 whole)
 
 @dataclass
 class FirstFilters:
-    """Where the first Conv2d's filters come from and how they are shaped.
+    """Where the first Conv2d's filters come from and how they are shaped: the monitor's ``filters`` step quantity
+    (see :mod:`nbdiag.quantity`).
 
     Attributes:
         layer: the module's name.
@@ -34,6 +35,7 @@ class FirstFilters:
     layer: str
     shape: tuple[int, int, int]
     weight: torch.Tensor | None
+    kind = GROUP
 
     @property
     def names(self) -> list[str]:
@@ -44,6 +46,18 @@ class FirstFilters:
         """(filters, C*kh*kw) detached device tensor of the kept weights (no host copy here)."""
         channels = self.shape[0]
         return self.weight.detach()[:MAX_FILTERS, :channels].reshape(min(len(self.weight), MAX_FILTERS), -1)
+
+    def capture(self) -> tuple[list[str], torch.Tensor] | None:
+        """``(filter names, rows())`` for this step; None once released."""
+        return None if self.weight is None else (self.names, self.rows())
+
+    def block(self, names: list[str], values: np.ndarray) -> Block:
+        """The record block of the host copy."""
+        return filters_block(names, values)
+
+    def release(self) -> None:
+        """Drop the weight (the monitor closes)."""
+        self.weight = None
 
     def meta(self) -> dict:
         """What views need to draw the filters (kept in ``record.meta['filters']``)."""

@@ -234,8 +234,9 @@ CATALOG: dict[str, CatalogEntry] = {
         f"{_CS231N}, learning rate schedules; {_LECTURE5}, babysitting (hyperparameter search)",
     ),
     "monitor.hook_error": CatalogEntry(
-        "A monitoring hook failed and was switched off",
-        "Training was not affected. Please report the message; the rest of the record is valid.",
+        "nbdiag's own monitoring failed",
+        "Training was not affected and what was recorded before is valid. Print mon.errors (or run.errors) for the "
+        "tracebacks and report them with your torch version and model type.",
         "nbdiag",
     ),
 }

@@ -13,14 +13,14 @@ from torch import nn
 from nbdiag.activation_types import activation_kind
 from nbdiag.capture import MAX_PASSES_PER_STEP, MODEL_STATS, Capture
 from nbdiag.environment import resolve_display
-from nbdiag.errors import NbdiagWarning
-from nbdiag.filters import GROUP as FILTERS_GROUP
-from nbdiag.filters import filters_block, first_filters
+from nbdiag.errors import ErrorReport, NbdiagWarning
+from nbdiag.filters import first_filters
 from nbdiag.findings import findings_text
 from nbdiag.health.objective import check_objective
 from nbdiag.inputs import GROUP as INPUTS_GROUP
 from nbdiag.inputs import InputSampler, inputs_block, latest_sample
 from nbdiag.modes import mode_modules, training_flags
+from nbdiag.predictions import PredictionHistory, PredictionProbe
 from nbdiag.probe import (
     RESHAPE_ONLY,
     can_hook_steps,
@@ -31,18 +31,28 @@ from nbdiag.probe import (
     unwrap_model,
     unwrap_optimizer,
 )
+from nbdiag.quantity import StepQuantity
 from nbdiag.record import Block, NonFinite, Record, StepEntry
 from nbdiag.record_reader import RecordReader
 from nbdiag.schedule import Schedule
 from nbdiag.stats import ACTIVATION_STATS, GRADIENT_STATS, derive, histogram_counts
 from nbdiag.units import COUNT_ROWS, GROUP_PREFIX, UnitWindow, split_groups
-from nbdiag.weights import UPDATE_STATS, WEIGHT_STATS, weight_matrix
+from nbdiag.weights import (
+    GRAD_ROW_STATS,
+    NONFINITE_STAT,
+    UPDATE_STATS,
+    WEIGHT_STATS,
+    group_column,
+    weight_matrix,
+)
 
 DEFAULT_HIST_SAMPLE = 4_096
 MAX_PENDING_SCALARS = 256  # accelerator scalars read in one copy at the latest after this many
 
 
-_WATCHED: weakref.WeakKeyDictionary[nn.Module, Monitor] = weakref.WeakKeyDictionary()
+# id(model) -> the open monitor watching it. Weak values: the registry never keeps a monitor (or, through it, the
+# model, optimizer and record) alive; a live monitor holds its model, so the id cannot be reused meanwhile.
+_WATCHED: weakref.WeakValueDictionary[int, Monitor] = weakref.WeakValueDictionary()
 
 
 def watch(
@@ -147,6 +157,7 @@ class Monitor(RecordReader):
         self._step = 0
         self._closed = False
         self._reported_errors = 0
+        self._warned_sources: set[str] = set()
         self._pending_scalars: list[tuple[int, str, torch.Tensor]] = []
         self._dashboard = None
         self._model: nn.Module | None = unwrap_model(model)
@@ -162,12 +173,14 @@ class Monitor(RecordReader):
             optimizer,
             _tracked_params(params, optimizer),
             hist_sample,
+            self.record.errors,
         )
-        self.predictions = _prediction_tracker(self._model, fixed_batch)
-        self._mode_modules = mode_modules(self._model)
         self._filters = first_filters(self._model)
         keep_inputs = run_dir is None if inputs is None else bool(inputs)  # off in run directories unless asked
         self._inputs = InputSampler(self._model) if keep_inputs else None
+        self._quantities = _quantities(self._model, fixed_batch, self._filters)
+        self.predictions = PredictionHistory(self.record) if fixed_batch is not None else None
+        self._mode_modules = mode_modules(self._model)
         self.record.meta.update(
             model=self.model_name,
             layer_types={name: layer_type(m) for name, m in self._capture.leaves},
@@ -183,6 +196,11 @@ class Monitor(RecordReader):
         )
         self._aggregate = _distributed_aggregator(self._model, per_rank)
         self._writer = _run_writer(run_dir, self)
+        # A monitor dropped without close() (a re-run notebook cell) still detaches its hooks and ends its writer;
+        # the callback holds the parts, never the monitor, so it cannot keep the monitor alive.
+        self._finalizer = weakref.finalize(
+            self, _release, self._capture, self._writer, self._quantities, self._inputs
+        )
         self._sync_hooks()
         self._report_errors()
         if shown:
@@ -266,22 +284,19 @@ class Monitor(RecordReader):
             self._inputs.detach()
             self._inputs.model = None
         self._read_pending_scalars()
-        if self._writer is not None:
-            self._writer.close()
+        self._finalizer()  # writer closed (queue drained), hooks and model references released
         if self._dashboard is not None:
             self._finish_dashboard()
         self._closed = True
-        if self._model is not None and _WATCHED.get(self._model) is self:
-            del _WATCHED[self._model]
+        if self._model is not None and _WATCHED.get(id(self._model)) is self:
+            del _WATCHED[id(self._model)]
         self._model, self._params, self._mode_modules, self._filters = None, [], [], None
-        self._capture.release()
-        if self.predictions is not None:
-            self.predictions.model = None
 
     def _finish_dashboard(self) -> None:
         try:
             self._dashboard.finish()
         except Exception as error:  # a view must never turn close() into a failure
+            self.record.errors.add("dashboard", error, context="the final redraw")
             warnings.warn(f"the dashboard could not show the final state: {error}", NbdiagWarning, stacklevel=3)
 
     @property
@@ -295,9 +310,10 @@ class Monitor(RecordReader):
         self.close()
 
     @property
-    def errors(self) -> list[str]:
-        """Failures inside nbdiag's own hooks (each switched capture off; training continued)."""
-        return list(self._capture.errors)
+    def errors(self) -> list[ErrorReport]:
+        """nbdiag's own failures, with tracebacks: hooks and flush (capture switched off), prediction probe, run
+        writer, dashboard renderer, health rules. Training continued through every one of them."""
+        return self.record.errors.reports()
 
     def save(self, path: str) -> None:
         """Write the record to a run directory at ``path`` (read it back with ``nbdiag.open_run``)."""
@@ -319,8 +335,8 @@ class Monitor(RecordReader):
 
     # -- internals -----------------------------------------------------------------------------------------
     def _claim(self, model: nn.Module) -> None:
-        previous = _WATCHED.get(model)
-        if previous is not None and not previous.closed:
+        previous = _WATCHED.get(id(model))
+        if previous is not None and previous._model is model and not previous.closed:
             warnings.warn(
                 f"{type(model).__name__} was already watched by another Monitor; that one is closed now so hooks "
                 "are not doubled (its record stays readable). Use one monitor per model.",
@@ -328,12 +344,13 @@ class Monitor(RecordReader):
                 stacklevel=4,
             )
             previous.close()
-        _WATCHED[model] = self
+        _WATCHED[id(model)] = self
 
     def _sync_hooks(self) -> None:
         if self._closed:
             return
         if self.sampled(self._step):
+            self._capture.step = self._step
             self._capture.attach()
         else:
             self._capture.detach()
@@ -349,7 +366,9 @@ class Monitor(RecordReader):
             capture.detach()
             return
         try:
+            capture.drop_unfinished_pass()  # an exception mid-step must not leak partial stats into this one
             self._queue_param_stats()
+            self._queue_quantities(step)
             pending, self._pending_scalars = self._pending_scalars, []
             if pending:
                 capture.buffer.add_group("scalars", [n for _, n, _ in pending], torch.stack([t for *_, t in pending]))
@@ -361,19 +380,39 @@ class Monitor(RecordReader):
             self._add_pending_scalars(pending, groups.pop("scalars", (None, None))[1])
             units = self._units.block(step, split_groups(groups), capture.unit_layers)
             blocks = _blocks(vectors, groups, capture.bounded_layers)
+            blocks.update(self._quantity_blocks(step, groups))
             if units is not None:
                 blocks["units"] = units
             blocks.update(self._recipe_blocks(groups))
             self.record.append(StepEntry(step, blocks))
             self._note_nonfinite(step, vectors, groups)
-            if self.predictions is not None:
-                self.predictions.record(step)
         except Exception as error:  # never break training
             capture.failed = True
-            capture.errors.append(f"{type(error).__name__} while flushing step {step}: {error}")
+            self.record.errors.add("flush", error, step=step)
             capture.detach()
         finally:
             capture.new_step()
+
+    def _queue_quantities(self, step: int) -> None:
+        """Each step quantity's device values join the step's one copy; a failing quantity skips this step only."""
+        for quantity in self._quantities:
+            try:
+                captured = quantity.capture()
+            except Exception as error:  # never break training (nor the other statistics)
+                self.record.errors.add(quantity.kind, error, step=step)
+                continue
+            if captured is not None:
+                self._capture.buffer.add_group(quantity.kind, *captured)
+
+    def _quantity_blocks(self, step: int, groups: dict) -> dict[str, Block]:
+        blocks = {}
+        for quantity in self._quantities:
+            if quantity.kind in groups:
+                try:
+                    blocks[quantity.kind] = quantity.block(*groups.pop(quantity.kind))
+                except Exception as error:
+                    self.record.errors.add(quantity.kind, error, step=step)
+        return blocks
 
     def _queue_param_stats(self) -> None:
         capture = self._capture
@@ -387,21 +426,17 @@ class Monitor(RecordReader):
             capture.buffer.add_group(GROUP_PREFIX + layer, COUNT_ROWS, counts)
         if capture.stale_grad_norm is not None:
             capture.buffer.add_group("model", ["(model)"], capture.stale_grad_norm.reshape(1, len(MODEL_STATS)))
-        if self._filters is not None:
-            capture.buffer.add_group(FILTERS_GROUP, self._filters.names, self._filters.rows())
         sample = None if self._inputs is None else self._inputs.take()
         if sample is not None:
             self.record.meta["inputs"] = {"shape": list(self._inputs.shape), "dtype": self._inputs.dtype}
             capture.buffer.add_group(INPUTS_GROUP, [f"sample {i}" for i in range(len(sample))], sample)
 
     def _recipe_blocks(self, groups: dict) -> dict[str, Block]:
-        """The train/eval mode of dropout/batch norm (read now, on the host) and the first conv's filters."""
+        """The train/eval mode of dropout/batch norm (read now, on the host) and the sampled model inputs."""
         blocks = {}
         if self._mode_modules:
             names = tuple(name for name, _ in self._mode_modules)
             blocks["mode"] = Block(names, ("training",), training_flags(self._mode_modules))
-        if FILTERS_GROUP in groups:
-            blocks[FILTERS_GROUP] = filters_block(*groups.pop(FILTERS_GROUP))
         if INPUTS_GROUP in groups:
             blocks[INPUTS_GROUP] = inputs_block(*groups.pop(INPUTS_GROUP))
         return blocks
@@ -426,9 +461,10 @@ class Monitor(RecordReader):
                 layers, values = vectors[kind]
                 if self._note_first_bad(step, kind, layers, derive(values, ("nonfinite",))[:, 0]):
                     return
-        for group, column, kind in (("param_grad", 2, "gradient"), ("weight", 3, "weight")):
+        for group, kind in (("param_grad", "gradient"), ("weight", "weight")):
             if group in groups:
                 names, values = groups[group]
+                column = group_column(group, NONFINITE_STAT[group])
                 if self._note_first_bad(step, kind, names, values[:, column]):
                     return
 
@@ -447,15 +483,16 @@ class Monitor(RecordReader):
         )
 
     def _report_errors(self) -> None:
-        errors = self._capture.errors
-        if len(errors) > self._reported_errors:
-            self._reported_errors = len(errors)
-            warnings.warn(
-                f"nbdiag switched monitoring off after an error in its own hooks; training is unaffected. "
-                f"Please report it: {errors[-1]}",
-                NbdiagWarning,
-                stacklevel=3,
-            )
+        """Warn (on the training thread, once per failing part) about failures logged since the last step."""
+        errors = self.record.errors
+        if len(errors) == self._reported_errors:
+            return
+        self._reported_errors = len(errors)
+        for report in errors.reports():
+            if report.source in self._warned_sources:
+                continue
+            self._warned_sources.add(report.source)
+            warnings.warn(_error_warning(report), NbdiagWarning, stacklevel=3)
 
 
 _COMPILED_PARAMS_ONLY = (
@@ -584,7 +621,7 @@ def _blocks(vectors: dict, groups: dict, bounded: set[str]) -> dict[str, Block]:
 
 def _weight_block(groups: dict) -> Block:
     names, weights = groups["weight"]
-    grads = np.full((len(names), 3), np.nan)
+    grads = np.full((len(names), len(GRAD_ROW_STATS)), np.nan)
     if "param_grad" in groups:
         row = {n: i for i, n in enumerate(names)}
         for name, values in zip(*groups["param_grad"], strict=True):
@@ -609,9 +646,33 @@ def _run_writer(run_dir: str | None, monitor: Monitor):
     return RunWriter(run_dir, monitor.record)
 
 
-def _prediction_tracker(model: nn.Module, fixed_batch: Any):
-    if fixed_batch is None:
-        return None
-    from nbdiag.predictions import PredictionTracker
+def _release(capture: Capture, writer: Any, quantities: list[StepQuantity], inputs: InputSampler | None) -> None:
+    """Detach every hook, finish the run directory and drop the model (close(), or a monitor collected unclosed)."""
+    capture.release()
+    if inputs is not None:
+        inputs.detach()
+        inputs.model = None
+    if writer is not None:
+        writer.close()
+    for quantity in quantities:
+        quantity.release()
 
-    return PredictionTracker(model, fixed_batch)
+
+def _quantities(model: nn.Module, fixed_batch: Any, filters: StepQuantity | None) -> list[StepQuantity]:
+    """The step quantities recorded beside the hooks' statistics (see :mod:`nbdiag.quantity`)."""
+    quantities: list[StepQuantity] = [] if filters is None else [filters]
+    if fixed_batch is not None:
+        quantities.append(PredictionProbe(model, fixed_batch))
+    return quantities
+
+
+def _error_warning(report: ErrorReport) -> str:
+    if report.source in ("capture", "flush"):
+        return (
+            "nbdiag switched monitoring off after an error in its own hooks; training is unaffected. "
+            f"Please report it (mon.errors holds the traceback): {report.message}"
+        )
+    return (
+        f"nbdiag's {report.source} failed: {report.message}; training is unaffected. mon.errors holds the "
+        "traceback: please report it"
+    )

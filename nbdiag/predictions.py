@@ -1,10 +1,15 @@
-"""Prediction evolution: the model's outputs on one fixed batch, recorded at chosen steps (seeds/001, "visualize
-prediction dynamics"). Holds only numpy on the host; never changes the model, its mode or the RNG.
+"""Prediction evolution as a record block: the model's outputs on one fixed batch at each sampled step
+(seeds/001, "visualize prediction dynamics").
+
+Block ``prediction`` (one per sampled step, like every other kind): rows are the batch's samples ``"0", "1", ...``;
+columns are ``target`` then ``p/0 .. p/C-1`` (classification: class probabilities), or ``target/0 ..`` then
+``output/0 ..`` (regression). The block carries its targets, so a run directory or another rank's record reads
+back without the batch. :class:`PredictionProbe` fills it (never changing the model, its mode or the RNG);
+:class:`PredictionHistory` reads it back as arrays.
 """
 
 from __future__ import annotations
 
-import warnings
 from typing import Any
 
 import numpy as np
@@ -12,79 +17,67 @@ import pandas as pd
 import torch
 from torch import nn
 
-from nbdiag.errors import NbdiagWarning
-from nbdiag.labs._widgets import LabView
 from nbdiag.probe import iter_tensors
-from nbdiag.record import thin_older_half
+from nbdiag.record import Block, Record, StepEntry
 
+KIND = "prediction"
 TASKS = ("classification", "regression")
 
 
-class PredictionTracker(LabView):
-    """Records ``model(x)`` on a fixed batch: class probabilities (classification) or predictions (regression).
+class PredictionProbe:
+    """Runs the model on a fixed batch (no grad, eval mode, RNG untouched): the monitor's ``prediction`` quantity.
 
-    Memory is bounded: past ``capacity`` recorded steps, the older half is thinned to every other step.
-    ``record`` never raises: a failure warns once (``NbdiagWarning``) and the step is skipped.
+    Args:
+        model: the model to run (not changed).
+        batch: ``(inputs, targets)``; inputs a tensor (or a tuple of tensors) with the batch first.
+        task: "classification" or "regression"; default inferred: integer targets -> classification.
+        max_samples: the first this many samples of the batch are tracked.
+
+    Raises:
+        ValueError: for a batch without targets, an unknown task, or a bad ``max_samples``.
     """
 
-    figsize = (13.0, 5.0)
+    kind = KIND
 
-    def __init__(
-        self,
-        model: nn.Module,
-        batch: Any,
-        *,
-        task: str | None = None,
-        capacity: int = 200,
-        max_samples: int = 64,
-    ) -> None:
-        """Args:
-            model: the model to run (not changed).
-            batch: ``(inputs, targets)``; inputs a tensor (or a tuple of tensors) with the batch first.
-            task: "classification" or "regression"; default inferred: integer targets -> classification.
-            capacity: recorded steps kept (>= 2).
-            max_samples: the first this many samples of the batch are tracked.
-
-        Raises:
-            ValueError: for a batch without targets, an unknown task, or a bad capacity / max_samples.
-        """
-        super().__init__()
+    def __init__(self, model: nn.Module, batch: Any, *, task: str | None = None, max_samples: int = 64) -> None:
         if not (isinstance(batch, (tuple, list)) and len(batch) == 2):
             raise ValueError(f"got a batch of type {type(batch).__name__}, expected (inputs, targets); try (xb, yb)")
-        if capacity < 2 or max_samples < 1:
-            raise ValueError(f"got capacity={capacity}, max_samples={max_samples}; expected >= 2 and >= 1")
+        if max_samples < 1:
+            raise ValueError(f"got max_samples={max_samples}; expected >= 1")
         inputs, targets = batch
-        self.model = model
+        self.model: nn.Module | None = model
         self.inputs = _head(inputs, max_samples)
-        self.targets = torch.as_tensor(targets)[:max_samples].detach().cpu().numpy()
+        targets = torch.as_tensor(targets)[:max_samples].detach()
+        self.targets = targets.cpu().numpy()
         inferred = "regression" if np.issubdtype(self.targets.dtype, np.floating) else "classification"
         self.task = task or inferred
         if self.task not in TASKS:
             raise ValueError(f"got task={task!r}, expected one of {TASKS}; try task=None to infer it")
-        self.capacity = capacity
-        self.images = _images(self.inputs)
-        self.errors: list[str] = []
-        self._records: list[tuple[int, np.ndarray]] = []  # (step, (N, C) probabilities or (N, K) predictions)
+        n = len(self.targets)
+        self.samples = [str(i) for i in range(n)]
+        device = _tensors(self.inputs)[0].device
+        self._targets = targets.reshape(n, -1).to(device=device, dtype=torch.float32)  # (N, Kt), copied once
 
-    def record(self, step: int) -> None:
-        """Run the model on the fixed batch (no grad, eval mode, RNG untouched) and keep the outputs on the host."""
-        model = self.model
-        if model is None:
-            return
-        try:
-            values = self._outputs(model)
-        except Exception as error:  # never break training
-            self.errors.append(f"step {step}: {type(error).__name__}: {error}")
-            if len(self.errors) == 1:
-                warnings.warn(f"prediction tracking failed and skips such steps: {error}", NbdiagWarning, stacklevel=2)
-            return
-        if self._records and self._records[-1][0] == step:
-            self._records.pop()
-        self._records.append((int(step), values))
-        if len(self._records) > self.capacity:
-            self._records = thin_older_half(self._records)
+    def capture(self) -> tuple[list[str], torch.Tensor] | None:
+        """``(samples, (N, Kt + C) device tensor)``: targets then probabilities (or predictions); None once released."""
+        if self.model is None:
+            return None
+        return self.samples, torch.cat([self._targets, self._outputs(self.model)], dim=1)
 
-    def _outputs(self, model: nn.Module) -> np.ndarray:
+    def block(self, names: list[str], values: np.ndarray) -> Block:
+        """The record block of one step's host ``values`` (as returned by :meth:`capture`)."""
+        targets, width = self._targets.shape[1], values.shape[1]
+        if self.task == "classification":
+            stats = ("target", *(f"p/{c}" for c in range(width - 1)))
+        else:
+            stats = (*(f"target/{j}" for j in range(targets)), *(f"output/{k}" for k in range(width - targets)))
+        return Block(tuple(names), stats, np.asarray(values, np.float64))
+
+    def release(self) -> None:
+        """Drop the model (the monitor calls this on close)."""
+        self.model = None
+
+    def _outputs(self, model: nn.Module) -> torch.Tensor:
         modes = [(module, module.training) for module in model.modules()]
         devices = sorted({t.device.index or 0 for t in _tensors(self.inputs) if t.is_cuda})
         try:
@@ -97,30 +90,75 @@ class PredictionTracker(LabView):
         logits = next(t for _, t in iter_tensors(output)).float()
         n = len(self.targets)
         if self.task == "regression":
-            return logits.reshape(n, -1).cpu().numpy()
+            return logits.reshape(n, -1)
         if logits.dim() == 1 or logits.shape[1] == 1:  # one logit: binary, p(class 1) = sigmoid
             positive = torch.sigmoid(logits.reshape(n))
-            return torch.stack([1 - positive, positive], dim=1).cpu().numpy()
-        return torch.softmax(logits, dim=1).cpu().numpy()
+            return torch.stack([1 - positive, positive], dim=1)
+        return torch.softmax(logits, dim=1)
+
+
+class PredictionHistory:
+    """The ``prediction`` blocks of a record read as arrays: ``mon.predictions``, ``run.predictions`` and the
+    standalone tracker share this API.
+
+    Args:
+        record: the record holding the blocks.
+        entries: a fixed list of entries to read instead of the record's live ones (see :meth:`frozen`).
+    """
+
+    def __init__(self, record: Record, entries: list[StepEntry] | None = None) -> None:
+        self._record = record
+        self._entries = entries
+
+    def frozen(self) -> PredictionHistory:
+        """A history over the entries held now: every read of it sees the same steps while training goes on."""
+        return PredictionHistory(self._record, self._record.entries())
+
+    def _blocks(self) -> list[tuple[int, Block]]:
+        entries = self._entries if self._entries is not None else self._record.entries()
+        return [(entry.step, entry.blocks[KIND]) for entry in entries if KIND in entry.blocks]
+
+    @property
+    def task(self) -> str | None:
+        """"classification" or "regression" (None before anything was recorded)."""
+        blocks = self._blocks()
+        if not blocks:
+            return None
+        return "classification" if "target" in blocks[-1][1].stats else "regression"
+
+    @property
+    def targets(self) -> np.ndarray:
+        """(N,) class targets (int64) or (N,) / (N, K) regression targets."""
+        blocks = self._blocks()
+        if not blocks:
+            return np.zeros(0)
+        block = blocks[-1][1]
+        columns = [j for j, stat in enumerate(block.stats) if stat.split("/")[0] == "target"]
+        targets = block.values[:, columns]
+        if self.task == "classification":
+            return targets[:, 0].astype(np.int64)
+        return targets[:, 0] if len(columns) == 1 else targets
 
     @property
     def steps(self) -> list[int]:
         """The recorded steps, ascending."""
-        return [step for step, _ in self._records]
+        return [step for step, _ in self._blocks()]
 
     def outputs(self) -> np.ndarray:
         """(S, N, C) probabilities (classification) or (S, N, K) predictions (regression), one slice per step."""
-        if not self._records:
-            return np.zeros((0, len(self.targets), 0), dtype=np.float32)
-        return np.stack([values for _, values in self._records])
+        blocks = self._blocks()
+        if not blocks:
+            return np.zeros((0, len(self.targets), 0))
+        first = [j for j, stat in enumerate(blocks[-1][1].stats) if stat.split("/")[0] != "target"]
+        return np.stack([block.values[:, first] for _, block in blocks])
 
     def probabilities(self) -> np.ndarray:
         """(S, N, C) class probabilities per recorded step.
 
         Raises:
-            ValueError: for a regression tracker.
+            ValueError: for a regression history.
         """
-        if self.task != "classification":
+        if self.task == "regression":
             raise ValueError("got a regression tracker, expected classification; use outputs() for predictions")
         return self.outputs()
 
@@ -133,23 +171,33 @@ class PredictionTracker(LabView):
         """(S, N) predicted class (classification) or (S, N, K) predictions (regression)."""
         return self.outputs().argmax(axis=2) if self.task == "classification" else self.outputs()
 
+    def heatmap_values(self) -> np.ndarray:
+        """(N, S): p(true class) for classification, prediction - target (first output) for regression."""
+        targets = self.targets
+        if not self.steps:
+            return np.zeros((len(targets), 0))
+        if self.task == "classification":
+            return self.p_true().T
+        return (self.outputs()[:, :, 0] - targets.reshape(len(targets), -1)[:, 0]).T
+
     def frame(self) -> pd.DataFrame:
         """Long table, one row per (step, sample): step, sample, target, pred and p_true (classification), or
         step, sample, output, target, pred (regression; ``output`` indexes the output dimension)."""
-        steps, n = self.steps, len(self.targets)
+        steps, targets = self.steps, self.targets
+        n = len(targets)
         if self.task == "classification":
             return pd.DataFrame(
                 {
                     "step": np.repeat(steps, n),
                     "sample": np.tile(np.arange(n), len(steps)),
-                    "target": np.tile(self.targets, len(steps)),
+                    "target": np.tile(targets, len(steps)),
                     "pred": self.predicted().reshape(-1),
                     "p_true": self.p_true().reshape(-1),
                 }
             )
         predictions = self.outputs()  # (S, N, K)
         k = predictions.shape[2] if len(steps) else 1
-        targets = self.targets.reshape(n, -1)
+        targets = targets.reshape(n, -1)
         return pd.DataFrame(
             {
                 "step": np.repeat(steps, n * k),
@@ -160,47 +208,22 @@ class PredictionTracker(LabView):
             }
         )
 
-    def refresh(self) -> None:
-        """Bring the widget (if built) up to date with the steps recorded since."""
-        if self._widget is not None:
-            from nbdiag.labs.predictions_view import refresh
-
-            refresh(self)
-
-    def _build_widget(self):
-        from nbdiag.labs.predictions_view import build_widget
-
-        return build_widget(self)
-
-    def _draw(self, fig) -> None:
-        from nbdiag.labs.predictions_view import draw
-
-        draw(self, fig)
-
     def summary_text(self) -> str:
-        head = f"prediction tracker ({self.task}, {len(self.targets)} samples, {len(self.steps)} steps recorded)"
-        if not self._records:
+        """One line on what is tracked, and the latest step's accuracy (or RMSE)."""
+        steps = self.steps
+        head = f"prediction tracker ({self.task}, {len(self.targets)} samples, {len(steps)} steps recorded)"
+        if not steps:
             return head
-        last = self.frame().query("step == @self.steps[-1]")
+        frame = self.frame()
+        last = frame[frame["step"] == steps[-1]]
         if self.task == "classification":
             accuracy = float((last["pred"] == last["target"]).mean())
-            return f"{head}\nstep {self.steps[-1]}: accuracy {accuracy:.1%}, mean p(true) {last['p_true'].mean():.3f}"
+            return f"{head}\nstep {steps[-1]}: accuracy {accuracy:.1%}, mean p(true) {last['p_true'].mean():.3f}"
         rmse = float(np.sqrt(((last["pred"] - last["target"]) ** 2).mean()))
-        return f"{head}\nstep {self.steps[-1]}: RMSE {rmse:.4g}"
+        return f"{head}\nstep {steps[-1]}: RMSE {rmse:.4g}"
 
-
-def track_predictions(model: nn.Module, batch: Any, **kwargs: Any) -> PredictionTracker:
-    """A :class:`PredictionTracker` on ``batch``; call ``tracker.record(step)`` (the monitor does on sampled steps).
-
-    Args:
-        model: the model.
-        batch: ``(inputs, targets)``.
-        **kwargs: ``task``, ``capacity``, ``max_samples`` of :class:`PredictionTracker`.
-
-    Returns:
-        The tracker; ``.show()`` or ``.widget`` for the view, ``.frame()`` for the data.
-    """
-    return PredictionTracker(model, batch, **kwargs)
+    def __repr__(self) -> str:
+        return self.summary_text()
 
 
 def _head(inputs: Any, n: int) -> Any:
@@ -213,13 +236,3 @@ def _head(inputs: Any, n: int) -> Any:
 
 def _tensors(inputs: Any) -> list[torch.Tensor]:
     return list(inputs) if isinstance(inputs, tuple) else [inputs]
-
-
-def _images(inputs: Any) -> np.ndarray | None:
-    """(N, H, W) first-channel images when the inputs look like images ((N, H, W) or (N, C, H, W), C <= 4)."""
-    if not isinstance(inputs, torch.Tensor) or inputs.dim() not in (3, 4):
-        return None
-    if inputs.dim() == 4 and inputs.shape[1] > 4:
-        return None
-    images = inputs if inputs.dim() == 3 else inputs[:, 0]
-    return images.float().cpu().numpy()

@@ -10,6 +10,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from nbdiag.errors import ErrorLog
 from nbdiag.stats import HIST_EDGES
 
 
@@ -90,11 +91,12 @@ class Record:
         self.version = 0  # bumped on every write; renderers poll it
         self.meta: dict[str, Any] = {}  # model name, layer -> module type, num_classes, every, ...
         self.listeners: list[Callable[[str, Any], None]] = []  # called after each write: ("entry"|"scalars"|...)
-        self.listener_errors: list[str] = []
+        self.errors = ErrorLog()  # nbdiag's own failures around this record (see nbdiag.errors)
 
     def subscribe(self, listener: Callable[[str, Any], None]) -> None:
         """Call ``listener(event, payload)`` after every write: ("entry", StepEntry), ("scalars", (step, values)),
-        ("nonfinite", NonFinite). A failing listener is recorded in :attr:`listener_errors` and never raises."""
+        ("nonfinite", NonFinite). A failing listener is logged in :attr:`errors` (source "listener") and never
+        raises."""
         self.listeners.append(listener)
 
     def _notify(self, event: str, payload: Any) -> None:
@@ -102,7 +104,7 @@ class Record:
             try:
                 listener(event, payload)
             except Exception as error:  # a writer must never break training
-                self.listener_errors.append(f"{type(error).__name__}: {error}")
+                self.errors.add("listener", error)
 
     def layer_type(self, layer: str) -> str | None:
         """Class name of the module behind ``layer`` (``lstm/0`` -> the LSTM's), if known."""
@@ -111,9 +113,13 @@ class Record:
 
     # -- writing -------------------------------------------------------------------------------------------
     def append(self, entry: StepEntry) -> None:
-        """Add one sampled step's statistics."""
+        """Add one sampled step's statistics; blocks for the step held last are merged into it (same kind: replaced)."""
         with self._lock:
-            self._entries.append(entry)
+            if self._entries and self._entries[-1].step == entry.step:
+                last = self._entries.pop()
+                self._entries.append(StepEntry(entry.step, {**last.blocks, **entry.blocks}))
+            else:
+                self._entries.append(entry)
             if len(self._entries) > self.capacity:
                 self._entries = thin_older_half(self._entries)
             for kind, block in entry.blocks.items():

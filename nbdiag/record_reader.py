@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -9,6 +10,7 @@ import numpy as np
 import pandas as pd
 
 from nbdiag.display import display_backend
+from nbdiag.errors import NbdiagWarning
 from nbdiag.findings import Finding
 from nbdiag.record import Record, StepEntry
 
@@ -93,7 +95,10 @@ class RecordReader:
         display_backend().savefig(self, str(path))
 
     def show(self, display: Any = None) -> None:
-        """Display the dashboard in a notebook (the text summary elsewhere).
+        """Display the dashboard in a notebook (the text summary elsewhere, or where the view packages are missing).
+
+        A failure of the dashboard itself never propagates (``watch`` calls this): it is logged in ``.errors``
+        (source "dashboard"), warned about, and the text summary is printed instead.
 
         Args:
             display: the render path, as for :meth:`dashboard`.
@@ -102,8 +107,24 @@ class RecordReader:
             from IPython.display import display as show
 
             show(self.dashboard(display=display))
-        except (ImportError, RuntimeError):
+        except ImportError:  # no IPython: a script
             print(self)
+        except RuntimeError as error:
+            if not isinstance(error.__cause__, ImportError):  # a bug, not a missing package
+                self._dashboard_failed(error)
+            print(self)
+        except Exception as error:
+            self._dashboard_failed(error)
+            print(self)
+
+    def _dashboard_failed(self, error: Exception) -> None:
+        report = self.record.errors.add("dashboard", error)
+        warnings.warn(
+            f"the dashboard failed ({report.message}); showing text instead. .errors holds the traceback: "
+            "please report it",
+            NbdiagWarning,
+            stacklevel=4,
+        )
 
 
 def summary_table(entry: StepEntry, record: Record | None = None) -> pd.DataFrame:

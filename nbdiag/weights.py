@@ -4,8 +4,17 @@ from __future__ import annotations
 
 import torch
 
-WEIGHT_STATS = ("norm", "mean", "std", "nonfinite", "grad_norm", "grad_max", "grad_nonfinite")
+WEIGHT_ROW_STATS = ("norm", "mean", "std", "nonfinite")  # the columns of weight_row (group "weight")
+GRAD_ROW_STATS = ("grad_norm", "grad_max", "grad_nonfinite")  # of grad_row / grad_matrix (group "param_grad")
+WEIGHT_STATS = WEIGHT_ROW_STATS + GRAD_ROW_STATS  # the record's "weight" block
 UPDATE_STATS = ("update_ratio", "update_norm")
+GROUP_STATS = {"weight": WEIGHT_ROW_STATS, "param_grad": GRAD_ROW_STATS, "update": UPDATE_STATS}
+NONFINITE_STAT = {"weight": "nonfinite", "param_grad": "grad_nonfinite"}  # per group: the column counting NaN/Inf
+
+
+def group_column(group: str, stat: str) -> int:
+    """The column of ``stat`` in the per-parameter ``group``'s (P, k) array (see :data:`GROUP_STATS`)."""
+    return GROUP_STATS[group].index(stat)
 
 
 # Parameters are reduced in chunks of at most this many elements: the foreach forms allocate a shifted copy of a

@@ -47,7 +47,7 @@ def test_a_failed_registration_leaves_no_hook_and_training_goes_on():
     with pytest.warns(nbdiag.NbdiagWarning, match="planted registration failure"):
         mon = nbdiag.watch(model, optimizer, every=1, display=False)
     assert hook_count(model, optimizer) == 0
-    assert "while attaching hooks" in mon.errors[0]
+    assert "while attaching hooks" in mon.errors[0].message
     losses = train(model, optimizer, 3, mon)  # no further warning, no exception, no hook
     assert hook_count(model, optimizer) == 0 and mon.record.steps() == []
     assert mon.scalars()["loss"].tolist() == losses.tolist()

@@ -141,7 +141,7 @@ def test_views_headless(tmp_path, batch):
     assert result.plot() is not None
     widget = result.widget
     assert type(widget).__name__ == "VBox"
-    act_traces = [t for t in result.figure_widget.data if t.type == "scatter" and t.xaxis == "x"]
+    act_traces = [t for t in result.view.figure_widget.data if t.type == "scatter" and t.xaxis == "x"]
     he = result.frame().query("scheme == 'he'")
     np.testing.assert_allclose(next(t.y for t in act_traces if t.name == "he"), he["act_std"])
     assert "compare_inits" in repr(result) and result.recommendation in repr(result)

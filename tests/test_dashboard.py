@@ -18,7 +18,7 @@ pytest.importorskip("plotly")
 pytest.importorskip("ipywidgets")
 
 from nbdiag.findings import SEVERITY_COLOURS, make_finding  # noqa: E402
-from nbdiag.predictions import PredictionTracker  # noqa: E402
+from nbdiag.labs.predictions import PredictionTracker  # noqa: E402
 from nbdiag.record import Record  # noqa: E402
 from nbdiag.stats import ACTIVATION_STATS  # noqa: E402
 from nbdiag.views import data  # noqa: E402

@@ -159,17 +159,17 @@ def test_bad_arguments_raise_helpful_errors():
 def test_init_lab_widget_recomputes_on_control_change(tmp_path):
     assert not in_kernel()
     lab = init_lab(width=100, n_samples=200)
-    assert lab._widget is None  # headless: nothing displayed or built
+    assert lab._view is None  # headless: nothing displayed or built
     widget = lab.widget
     assert type(widget).__name__ == "VBox"
-    lab.controls["activation"].value = "relu"
+    lab.view.controls["activation"].value = "relu"
     expected = deep_net_activations(width=100, n_samples=200, activation="relu", init="xavier")
-    np.testing.assert_allclose(lab.figure_widget.data[2].y, expected["std"])
-    lab.controls["depth"].value = 4
-    assert len(lab.figure_widget.data[1].x) == 4
-    assert lab.controls["std"].layout.display == "none"  # the custom-std slider only for init="custom"
-    lab.controls["init"].value = "custom"
-    assert lab.controls["std"].layout.display is None
+    np.testing.assert_allclose(lab.view.figure_widget.data[2].y, expected["std"])
+    lab.view.controls["depth"].value = 4
+    assert len(lab.view.figure_widget.data[1].x) == 4
+    assert lab.view.controls["std"].layout.display == "none"  # the custom-std slider only for init="custom"
+    lab.view.controls["init"].value = "custom"
+    assert lab.view.controls["std"].layout.display is None
     assert lab.data.attrs["init"] == "N(0, 0.05^2)"
     assert lab.savefig(tmp_path / "init.png").read_bytes()[:4] == b"\x89PNG"
     assert "init lab" in repr(lab)
@@ -224,10 +224,10 @@ def test_tanh_mean_gradient_matches_scipy_quad():
 def test_activations_lab_sliders_update_the_bars(tmp_path):
     lab = activations_lab()
     lab.widget  # noqa: B018 - build it
-    lab.controls["mean"].value = 2.0
-    bars = {trace.name: trace for trace in lab.figure_widget.data if trace.type == "bar"}
+    lab.view.controls["mean"].value = 2.0
+    bars = {trace.name: trace for trace in lab.view.figure_widget.data if trace.type == "bar"}
     np.testing.assert_allclose(bars["mean_grad"].y, activation_stats(2.0, 1.0)["mean_grad"])
-    assert lab.figure_widget.data[0].x[np.argmax(lab.figure_widget.data[0].y)] == pytest.approx(2.0, abs=0.03)
+    assert lab.view.figure_widget.data[0].x[np.argmax(lab.view.figure_widget.data[0].y)] == pytest.approx(2.0, abs=0.03)
     assert lab.savefig(tmp_path / "act.png").stat().st_size > 1000
     with pytest.raises(ValueError, match="positive"):
         activation_stats(0.0, 0.0)
@@ -294,17 +294,17 @@ def test_image_preprocessing_per_channel():
 def test_preprocessing_lab_widget_follows_the_controls(tmp_path):
     lab = preprocessing_lab()
     lab.widget  # noqa: B018 - build it
-    lab.controls["fit_on"].value = "all"
-    lab.controls["correlation"].value = 0.3
+    lab.view.controls["fit_on"].value = "all"
+    lab.view.controls["correlation"].value = 0.3
     expected = preprocessing_steps(
         correlated_cloud(correlation=0.3),
         correlated_cloud(n=200, correlation=0.3, seed=1, shift=(lab.test_shift, 0.0)),
         fit_on="all",
     )
-    heat = lab.figure_widget.data[3 * 2 + 2]  # the normalized stage's covariance
+    heat = lab.view.figure_widget.data[3 * 2 + 2]  # the normalized stage's covariance
     np.testing.assert_allclose(np.asarray(heat.z), covariance(expected.stages["normalized"]))
-    np.testing.assert_allclose(lab.figure_widget.data[3 * 4 + 1].x, expected.test_stages["whitened"][:, 0])
-    assert "all" in lab.table.value
+    np.testing.assert_allclose(lab.view.figure_widget.data[3 * 4 + 1].x, expected.test_stages["whitened"][:, 0])
+    assert "all" in lab.view.table.value
     assert lab.savefig(tmp_path / "pre.png").read_bytes()[:4] == b"\x89PNG"
 
 

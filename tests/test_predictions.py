@@ -8,8 +8,8 @@ import torch
 from torch import nn
 
 import nbdiag
+from nbdiag.labs.predictions import PredictionTracker
 from nbdiag.monitor import NbdiagWarning
-from nbdiag.predictions import PredictionTracker
 
 
 def classifier() -> nn.Module:
@@ -127,14 +127,14 @@ def test_views_headless(tmp_path):
         model[1].weight.add_(1.0)
     tracker.record(10)
     tracker.refresh()
-    heat = tracker.figure_widget.data[0]
+    heat = tracker.view.figure_widget.data[0]
     np.testing.assert_allclose(np.asarray(heat.z), tracker.p_true().T)
-    tracker.slider.value = 0
-    labels_shown = [a.text for a in tracker.figure_widget.layout.annotations[2:]]
+    tracker.view.slider.value = 0
+    labels_shown = [a.text for a in tracker.view.figure_widget.layout.annotations[2:]]
     expected = [f"{p}/{t}" for p, t in zip(tracker.predicted()[0], labels.numpy(), strict=True)]
     assert labels_shown == expected
     assert tracker.savefig(tmp_path / "pred.png").read_bytes()[:4] == b"\x89PNG"
     regression = nbdiag.track_predictions(nn.Linear(2, 1), (torch.randn(5, 2), torch.randn(5)))
     regression.record(0)
     regression.widget  # noqa: B018
-    np.testing.assert_allclose(regression.figure_widget.data[2].y, regression.outputs()[0, :, 0])
+    np.testing.assert_allclose(regression.view.figure_widget.data[2].y, regression.outputs()[0, :, 0])

@@ -58,7 +58,8 @@ def train(run_dir=None, steps=40, every=2, nan_at=None):  # 22 sampled steps: >=
     model = nn.Sequential(nn.Flatten(), nn.Linear(64, 32), nn.Tanh(), nn.Linear(32, 10), nn.ReLU())
     opt = torch.optim.SGD(model.parameters(), lr=0.1)
     x, y = torch.randn(32, 1, 8, 8), torch.randint(0, 10, (32,))
-    with nbdiag.watch(model, opt, every=every, dense=4, run_dir=run_dir, num_classes=10) as mon:
+    batch = (x[:6], y[:6])  # predictions on it are a record block like any other: written and read back
+    with nbdiag.watch(model, opt, every=every, dense=4, run_dir=run_dir, num_classes=10, fixed_batch=batch) as mon:
         for step in range(steps):
             loss = F.cross_entropy(model(x * float("nan") if step == nan_at else x), y)
             loss.backward()
@@ -78,6 +79,9 @@ def assert_same_record(run, mon):
         np.testing.assert_array_equal(edges, live_edges)
         pd.testing.assert_frame_equal(counts, live_counts)
     assert run.layers == mon.layers
+    assert (run.predictions is None) == (mon.predictions is None)
+    if mon.predictions is not None:
+        pd.testing.assert_frame_equal(run.predictions.frame(), mon.predictions.frame())
 
 
 @pytest.fixture(scope="module")
@@ -109,7 +113,27 @@ def test_live_run_dir_roundtrips_exactly(live):
     assert len(segment_files(run_dir)) > 1  # written as it went, not only on close
     assert_same_record(run, mon)
     assert run.finished and run.model_name == "Sequential" and run.num_classes == 10
-    assert mon.record.listener_errors == []
+    assert mon.errors == []
+
+
+def test_predictions_are_a_record_block_equal_to_the_model_output(live):
+    mon, run_dir = live
+    predictions = nbdiag.open_run(run_dir).predictions
+    assert predictions.steps == mon.record.steps() and predictions.task == "classification"
+    torch.manual_seed(0)  # the monitor released its model: train a copy to the last sampled step independently
+    model = nn.Sequential(nn.Flatten(), nn.Linear(64, 32), nn.Tanh(), nn.Linear(32, 10), nn.ReLU())
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    x, y = torch.randn(32, 1, 8, 8), torch.randint(0, 10, (32,))
+    for _ in range(predictions.steps[-1] + 1):  # predictions of a step are taken after its update
+        F.cross_entropy(model(x), y).backward()
+        opt.step()
+        opt.zero_grad()
+    with torch.no_grad():
+        expected = torch.softmax(model(x[:6]), dim=1).numpy()
+    np.testing.assert_allclose(predictions.probabilities()[-1], expected, rtol=1e-6)
+    np.testing.assert_array_equal(predictions.targets, y[:6].numpy())
+    frame = mon.frame(kind="prediction")
+    assert set(frame["layer"]) == {str(i) for i in range(6)} and "p/9" in set(frame["stat"])
 
 
 def test_save_after_the_fact_roundtrips_exactly_and_replaces_an_earlier_run(live, tmp_path):
@@ -200,7 +224,7 @@ def test_a_damaged_segment_is_skipped_with_a_warning(live, tmp_path):
         run = nbdiag.open_run(tmp_path / "run")
     assert 0 < len(run.record.steps()) < len(mon.record.steps())
     assert run.refresh() == 0  # not tried again, not warned again, while the file is unchanged
-    assert run.errors and damaged.name in run.errors[0]
+    assert run.errors and damaged.name in run.errors[0].message
 
 
 def test_run_dir_refuses_a_folder_that_is_not_a_run(tmp_path):

@@ -11,13 +11,26 @@ from collections.abc import Callable
 from typing import Any
 
 from nbdiag.findings import SEVERITY_RANK, Finding, Findings
-from nbdiag.health import activations, filters, gan, generalization, gradients, loss, mode, nonfinite, too_good, updates
+from nbdiag.health import (
+    activations,
+    filters,
+    gan,
+    generalization,
+    gradients,
+    loss,
+    mode,
+    nonfinite,
+    own_errors,
+    too_good,
+    updates,
+)
 from nbdiag.health.causes import defer
 from nbdiag.health.window import Window
 
 Rule = Callable[[Window], list[Finding]]
 
 RULES: tuple[Rule, ...] = (
+    own_errors.own_errors,
     nonfinite.nonfinite,
     loss.diverging,
     loss.stalled,

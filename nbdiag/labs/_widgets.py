@@ -1,5 +1,5 @@
-"""Shared by the labs: a base class that is data first, widget and PNG on demand, shown along the render path
-that :mod:`nbdiag.environment` chooses."""
+"""Shared by the labs: a base class that is data first (widget and PNG on demand, shown along the render path
+that :mod:`nbdiag.environment` chooses), and the view objects that own a lab's widgets (the lab holds none)."""
 
 from __future__ import annotations
 
@@ -14,10 +14,24 @@ WIDGET_MIME = "application/vnd.jupyter.widget-view+json"
 NO_WIDGETS = "no widgets here: the lab's controls are its function's arguments (see help() of the lab function)"
 
 
-class LabView:
-    """A lab's result: the data (attributes of the subclass), a widget built on first use, a PNG on request.
+class WidgetView:
+    """The widgets of one lab result: built from the data, redrawn by :meth:`refresh`; ``box`` is the container.
 
-    Subclasses implement ``_build_widget()`` (an ipywidgets container), ``_draw(fig)`` (matplotlib) and
+    A view only reads its lab and calls the lab's own update methods from its controls; the lab keeps no widget.
+    """
+
+    box: Any
+
+    def refresh(self) -> None:
+        """Redraw from the lab's current data."""
+        raise NotImplementedError
+
+
+class LabView:
+    """A lab's result: the data (attributes of the subclass), a :class:`WidgetView` built on first use, a PNG on
+    request.
+
+    Subclasses implement ``_make_view()`` (their :class:`WidgetView`), ``_draw(fig)`` (matplotlib) and
     ``summary_text()`` (plain text). In a notebook the lab shows its widget beside a PNG and text fallback, so a
     saved notebook still shows something where no widget front end runs.
     """
@@ -25,19 +39,29 @@ class LabView:
     figsize: tuple[float, float] = (12.0, 6.0)
 
     def __init__(self) -> None:
-        self._widget: Any = None
+        self._view: WidgetView | None = None
         self._shown_in_cell: int | None = None
         self.mode: Display | None = None  # the render path; None: chosen for this front end when displayed
 
     @property
+    def view(self) -> WidgetView:
+        """The object owning the widgets (built on first access): figure widgets, controls, status line."""
+        if self._view is None:
+            self._view = self._make_view()
+        return self._view
+
+    @property
     def widget(self) -> Any:
         """The interactive ipywidgets container (built on first access)."""
-        if self._widget is None:
-            self._widget = self._build_widget()
-        return self._widget
+        return self.view.box
 
-    def _build_widget(self) -> Any:
+    def _make_view(self) -> WidgetView:
         raise NotImplementedError
+
+    def _refresh_view(self) -> None:
+        """Redraw the view if one was built (call after the data changed)."""
+        if self._view is not None:
+            self._view.refresh()
 
     def _draw(self, fig: Any) -> None:
         raise NotImplementedError

@@ -111,16 +111,13 @@ class ActivationsLab(LabView):
         self.mean = self.mean if mean is None else mean
         self.std = self.std if std is None else std
         self.stats = activation_stats(self.mean, self.std)
-        if self._widget is not None:
-            from nbdiag.labs.activations_view import refresh
-
-            refresh(self)
+        self._refresh_view()
         return self.stats
 
-    def _build_widget(self):
-        from nbdiag.labs.activations_view import build_widget
+    def _make_view(self):
+        from nbdiag.labs.activations_view import ActivationsLabView
 
-        return build_widget(self)
+        return ActivationsLabView(self)
 
     def _draw(self, fig) -> None:
         from nbdiag.labs.activations_view import draw

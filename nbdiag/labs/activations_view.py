@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import math
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
+
+from nbdiag.labs._widgets import WidgetView
 
 if TYPE_CHECKING:  # the lab imports this module to draw itself; at run time only that direction exists
     from nbdiag.labs.activations import ActivationsLab
@@ -24,66 +26,68 @@ def input_density(lab: ActivationsLab) -> tuple[np.ndarray, np.ndarray]:
     return x, density / max(density.max(), math.ulp(1.0))
 
 
-def build_widget(lab: ActivationsLab):
+class ActivationsLabView(WidgetView):
     """Mean/std sliders above one FigureWidget: f(x), f'(x) (with the input density), and the statistics."""
-    import ipywidgets as w
-    import plotly.graph_objects as go
-    from plotly.subplots import make_subplots
 
-    from nbdiag.views.sizing import FitWidth, responsive
+    def __init__(self, lab: ActivationsLab) -> None:
+        import ipywidgets as w
+        import plotly.graph_objects as go
+        from plotly.subplots import make_subplots
 
-    fig = make_subplots(
-        rows=1, cols=3, subplot_titles=("f(x)", "f'(x)", "for x ~ N(mean, std^2)"), horizontal_spacing=0.06
-    )
-    for col in (1, 2):
-        fig.add_trace(
-            go.Scatter(name="input density", fill="tozeroy", line_color="lightgray", showlegend=col == 1),
-            row=1,
-            col=col,
+        from nbdiag.views.sizing import FitWidth, responsive
+
+        self.lab = lab
+        fig = make_subplots(
+            rows=1, cols=3, subplot_titles=("f(x)", "f'(x)", "for x ~ N(mean, std^2)"), horizontal_spacing=0.06
         )
-    for i, (name, curve) in enumerate(lab.curves.groupby("activation", sort=False)):
-        color = LINE_COLOURS[i % len(LINE_COLOURS)]
-        fig.add_trace(go.Scatter(x=curve["x"], y=curve["value"], name=name, line_color=color), row=1, col=1)
-        fig.add_trace(
-            go.Scatter(x=curve["x"], y=curve["grad"], name=name, line_color=color, showlegend=False), row=1, col=2
+        for col in (1, 2):
+            fig.add_trace(
+                go.Scatter(name="input density", fill="tozeroy", line_color="lightgray", showlegend=col == 1),
+                row=1,
+                col=col,
+            )
+        for i, (name, curve) in enumerate(lab.curves.groupby("activation", sort=False)):
+            color = LINE_COLOURS[i % len(LINE_COLOURS)]
+            fig.add_trace(go.Scatter(x=curve["x"], y=curve["value"], name=name, line_color=color), row=1, col=1)
+            fig.add_trace(
+                go.Scatter(x=curve["x"], y=curve["grad"], name=name, line_color=color, showlegend=False), row=1, col=2
+            )
+        for column in STAT_COLUMNS:
+            fig.add_trace(go.Bar(name=column, marker_color=BAR_COLOURS[column], legend="legend2"), row=1, col=3)
+        fig.update_yaxes(range=[-2, 3], row=1, col=1)
+        fig.update_yaxes(range=[-0.2, 1.3], row=1, col=2)
+        fig.update_yaxes(range=[0, 1.1], row=1, col=3)
+        fig.update_layout(
+            height=420,
+            barmode="group",
+            margin={"t": 40, "b": 40, "l": 40, "r": 20},
+            legend2={"x": 1.0, "y": 1.0, "xanchor": "right", "bgcolor": "rgba(255,255,255,0.8)", "title": "statistic"},
         )
-    for column in STAT_COLUMNS:
-        fig.add_trace(go.Bar(name=column, marker_color=BAR_COLOURS[column], legend="legend2"), row=1, col=3)
-    fig.update_yaxes(range=[-2, 3], row=1, col=1)
-    fig.update_yaxes(range=[-0.2, 1.3], row=1, col=2)
-    fig.update_yaxes(range=[0, 1.1], row=1, col=3)
-    fig.update_layout(
-        height=420,
-        barmode="group",
-        margin={"t": 40, "b": 40, "l": 40, "r": 20},
-        legend2={"x": 1.0, "y": 1.0, "xanchor": "right", "bgcolor": "rgba(255,255,255,0.8)", "title": "statistic"},
-    )
-    lab.figure_widget = responsive(go.FigureWidget(fig))
-    lab.controls = {
-        "mean": w.FloatSlider(value=lab.mean, min=-4, max=4, step=0.1, description="input mean"),
-        "std": w.FloatLogSlider(value=lab.std, base=10, min=-1.5, max=1, description="input std"),
-    }
-    lab.table = w.HTML()
+        self.figure_widget = responsive(go.FigureWidget(fig))
+        self.controls = {
+            "mean": w.FloatSlider(value=lab.mean, min=-4, max=4, step=0.1, description="input mean"),
+            "std": w.FloatLogSlider(value=lab.std, base=10, min=-1.5, max=1, description="input std"),
+        }
+        self.table = w.HTML()
+        for control in self.controls.values():
+            control.observe(self._on_change, names="value")
+        self.refresh()
+        self.box = w.VBox([w.HBox(list(self.controls.values())), self.figure_widget, FitWidth(), self.table])
 
-    def on_change(_change) -> None:
-        lab.update(mean=lab.controls["mean"].value, std=lab.controls["std"].value)
+    def _on_change(self, _change: Any) -> None:
+        self.lab.update(mean=self.controls["mean"].value, std=self.controls["std"].value)
 
-    for control in lab.controls.values():
-        control.observe(on_change, names="value")
-    refresh(lab)
-    return w.VBox([w.HBox(list(lab.controls.values())), lab.figure_widget, FitWidth(), lab.table])
-
-
-def refresh(lab: ActivationsLab) -> None:
-    """Move the density and the bars to ``lab.stats`` (one batched message), and refill the table."""
-    x, density = input_density(lab)
-    fig = lab.figure_widget
-    with fig.batch_update():
-        fig.data[0].update(x=x, y=density)
-        fig.data[1].update(x=x, y=density)
-        for trace in fig.data[-len(STAT_COLUMNS) :]:
-            trace.update(x=lab.stats.index.to_list(), y=lab.stats[trace.name].to_numpy())
-    lab.table.value = lab.stats.to_html(float_format=lambda v: f"{v:.3f}")
+    def refresh(self) -> None:
+        """Move the density and the bars to ``lab.stats`` (one batched message), and refill the table."""
+        lab = self.lab
+        x, density = input_density(lab)
+        fig = self.figure_widget
+        with fig.batch_update():
+            fig.data[0].update(x=x, y=density)
+            fig.data[1].update(x=x, y=density)
+            for trace in fig.data[-len(STAT_COLUMNS) :]:
+                trace.update(x=lab.stats.index.to_list(), y=lab.stats[trace.name].to_numpy())
+        self.table.value = lab.stats.to_html(float_format=lambda v: f"{v:.3f}")
 
 
 def draw(lab: ActivationsLab, fig) -> None:

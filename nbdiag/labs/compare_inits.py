@@ -215,10 +215,10 @@ class InitComparison(LabView):
 
         draw(self, fig)
 
-    def _build_widget(self):
-        from nbdiag.labs.compare_inits_view import build_widget
+    def _make_view(self):
+        from nbdiag.labs.compare_inits_view import InitComparisonView
 
-        return build_widget(self)
+        return InitComparisonView(self)
 
     def summary_text(self) -> str:
         """Plain-text table and recommendation."""

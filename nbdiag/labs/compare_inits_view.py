@@ -6,17 +6,35 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from nbdiag.labs._widgets import WidgetView
+
 if TYPE_CHECKING:  # the lab imports this module to draw itself; at run time only that direction exists
     from nbdiag.labs.compare_inits import InitComparison
 
 
-def build_widget(comparison: InitComparison):
+class InitComparisonView(WidgetView):
+    """The recommendation above one FigureWidget, and the summary table; the data never changes."""
+
+    def __init__(self, comparison: InitComparison) -> None:
+        import ipywidgets as w
+
+        from nbdiag.views.sizing import FitWidth
+
+        self.figure_widget = _figure_widget(comparison)
+        table = comparison.summary.to_html(float_format=lambda v: f"{v:.3g}")
+        recommendation = w.HTML(f"<b>{comparison.recommendation}</b>")
+        self.box = w.VBox([recommendation, self.figure_widget, FitWidth(), w.HTML(table)])
+
+    def refresh(self) -> None:
+        """Nothing to redraw: a comparison is computed once."""
+
+
+def _figure_widget(comparison: InitComparison):
     """Activation std and gradient std per layer (one line per scheme, log scale), initial loss bars."""
-    import ipywidgets as w
     import plotly.graph_objects as go
     from plotly.subplots import make_subplots
 
-    from nbdiag.views.sizing import FitWidth, responsive
+    from nbdiag.views.sizing import responsive
 
     fig = make_subplots(
         rows=1, cols=3, subplot_titles=("activation std per layer", "gradient std per layer", "initial loss")
@@ -59,9 +77,7 @@ def build_widget(comparison: InitComparison):
     fig.update_xaxes(title_text="layer (forward order)", row=1, col=1)
     fig.update_xaxes(title_text="layer (forward order)", row=1, col=2)
     fig.update_layout(height=420, margin={"t": 40, "b": 40, "l": 40, "r": 20})
-    comparison.figure_widget = responsive(go.FigureWidget(fig))
-    table = summary.to_html(float_format=lambda v: f"{v:.3g}")
-    return w.VBox([w.HTML(f"<b>{comparison.recommendation}</b>"), comparison.figure_widget, FitWidth(), w.HTML(table)])
+    return responsive(go.FigureWidget(fig))
 
 
 def draw(comparison: InitComparison, fig) -> None:

@@ -187,16 +187,13 @@ class InitLab(LabView):
         start = time.perf_counter()
         self.data = deep_net_activations(**self.params)
         self.elapsed_s = time.perf_counter() - start
-        if self._widget is not None:
-            from nbdiag.labs.init_view import refresh
-
-            refresh(self)
+        self._refresh_view()
         return self.data
 
-    def _build_widget(self):
-        from nbdiag.labs.init_view import build_widget
+    def _make_view(self):
+        from nbdiag.labs.init_view import InitLabView
 
-        return build_widget(self)
+        return InitLabView(self)
 
     def _draw(self, fig) -> None:
         from nbdiag.labs.init_view import draw

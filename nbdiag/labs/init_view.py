@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
+
+from nbdiag.labs._widgets import WidgetView
 
 if TYPE_CHECKING:  # the lab imports this module to draw itself; at run time only that direction exists
     from nbdiag.labs.init import InitLab
@@ -27,47 +29,57 @@ def histogram_row(df: pd.DataFrame) -> dict[str, np.ndarray]:
     return {"x": x.ravel(), "y": height.ravel(), "fraction": fraction.ravel(), "width": SLOT / len(offsets)}
 
 
-def build_widget(lab: InitLab):
+class InitLabView(WidgetView):
     """Controls above one FigureWidget (histograms in a row; mean/std vs depth; gradient std per layer)."""
-    import ipywidgets as w
-    import plotly.graph_objects as go
-    from plotly.subplots import make_subplots
 
-    from nbdiag.views.sizing import FitWidth, responsive
+    def __init__(self, lab: InitLab) -> None:
+        import ipywidgets as w
+        import plotly.graph_objects as go
+        from plotly.subplots import make_subplots
 
-    params = lab.params
-    init = "custom" if params.get("std") is not None else params["init"]
-    controls = {
-        "activation": w.Dropdown(options=lab.activations, value=params["activation"], description="activation"),
-        "init": w.Dropdown(options=lab.inits, value=init, description="init"),
-        "std": w.FloatLogSlider(value=params.get("std") or 0.05, base=10, min=-3, max=1, description="custom std"),
-        "depth": w.IntSlider(value=params["depth"], min=1, max=20, description="depth"),
-        "batch_norm": w.Checkbox(value=params["batch_norm"], description="batch norm"),
-    }
-    controls["std"].layout.display = None if init == "custom" else "none"  # shown only for init="custom"
-    fig = make_subplots(
-        rows=2,
-        cols=2,
-        specs=[[{"colspan": 2}, None], [{}, {}]],
-        subplot_titles=("activation histograms per layer", "activation mean and std", "gradient std"),
-        vertical_spacing=0.18,
-    )
-    fig.add_trace(go.Bar(name="histogram", marker_color="#4c72b0", showlegend=False), row=1, col=1)
-    fig.add_trace(go.Scatter(name="mean", mode="lines+markers"), row=2, col=1)
-    fig.add_trace(go.Scatter(name="std", mode="lines+markers"), row=2, col=1)
-    fig.add_trace(go.Scatter(name="dLoss/dh std", mode="lines+markers"), row=2, col=2)
-    fig.add_trace(go.Scatter(name="dLoss/dW std", mode="lines+markers"), row=2, col=2)
-    fig.update_yaxes(type="log", row=2, col=2)
-    fig.update_xaxes(title_text="layer", row=2)
-    fig.update_layout(height=560, margin={"t": 40, "b": 40, "l": 50, "r": 20}, bargap=0)
-    lab.figure_widget = responsive(go.FigureWidget(fig))
-    lab.controls = controls
-    lab.status = w.HTML()
+        from nbdiag.views.sizing import FitWidth, responsive
 
-    def on_change(_change) -> None:
+        self.lab = lab
+        params = lab.params
+        init = "custom" if params.get("std") is not None else params["init"]
+        self.controls = {
+            "activation": w.Dropdown(options=lab.activations, value=params["activation"], description="activation"),
+            "init": w.Dropdown(options=lab.inits, value=init, description="init"),
+            "std": w.FloatLogSlider(value=params.get("std") or 0.05, base=10, min=-3, max=1, description="custom std"),
+            "depth": w.IntSlider(value=params["depth"], min=1, max=20, description="depth"),
+            "batch_norm": w.Checkbox(value=params["batch_norm"], description="batch norm"),
+        }
+        self.controls["std"].layout.display = None if init == "custom" else "none"  # shown only for init="custom"
+        fig = make_subplots(
+            rows=2,
+            cols=2,
+            specs=[[{"colspan": 2}, None], [{}, {}]],
+            subplot_titles=("activation histograms per layer", "activation mean and std", "gradient std"),
+            vertical_spacing=0.18,
+        )
+        fig.add_trace(go.Bar(name="histogram", marker_color="#4c72b0", showlegend=False), row=1, col=1)
+        fig.add_trace(go.Scatter(name="mean", mode="lines+markers"), row=2, col=1)
+        fig.add_trace(go.Scatter(name="std", mode="lines+markers"), row=2, col=1)
+        fig.add_trace(go.Scatter(name="dLoss/dh std", mode="lines+markers"), row=2, col=2)
+        fig.add_trace(go.Scatter(name="dLoss/dW std", mode="lines+markers"), row=2, col=2)
+        fig.update_yaxes(type="log", row=2, col=2)
+        fig.update_xaxes(title_text="layer", row=2)
+        fig.update_layout(height=560, margin={"t": 40, "b": 40, "l": 50, "r": 20}, bargap=0)
+        self.figure_widget = responsive(go.FigureWidget(fig))
+        self.status = w.HTML()
+        for control in self.controls.values():
+            control.observe(self._on_change, names="value")
+        self.refresh()
+        controls = list(self.controls.values())
+        self.box = w.VBox(
+            [w.HBox(controls[:3]), w.HBox([*controls[3:], self.status]), self.figure_widget, FitWidth()]
+        )
+
+    def _on_change(self, _change: Any) -> None:
+        controls = self.controls
         custom = controls["init"].value == "custom"
         controls["std"].layout.display = None if custom else "none"
-        lab.update(
+        self.lab.update(
             activation=controls["activation"].value,
             init="xavier" if custom else controls["init"].value,
             std=controls["std"].value if custom else None,
@@ -75,41 +87,29 @@ def build_widget(lab: InitLab):
             batch_norm=controls["batch_norm"].value,
         )
 
-    for control in controls.values():
-        control.observe(on_change, names="value")
-    refresh(lab)
-    return w.VBox(
-        [
-            w.HBox(list(controls.values())[:3]),
-            w.HBox([*list(controls.values())[3:], lab.status]),
-            lab.figure_widget,
-            FitWidth(),
-        ]
-    )
-
-
-def refresh(lab: InitLab) -> None:
-    """Put ``lab.data`` into the figure (one batched message) and the status line."""
-    df = lab.data
-    row = histogram_row(df)
-    edges = df.attrs["edges"]
-    layers = df["layer"].to_numpy()
-    fig = lab.figure_widget
-    with fig.batch_update():
-        bars, mean, std, grad, weight_grad = fig.data
-        bars.update(x=row["x"], y=row["y"], width=row["width"], customdata=row["fraction"])
-        bars.hovertemplate = "x=%{x:.2f}<br>share of layer=%{customdata:.2%}<extra></extra>"
-        mean.update(x=layers, y=df["mean"].to_numpy())
-        std.update(x=layers, y=df["std"].to_numpy())
-        grad.update(x=layers, y=df["grad_std"].to_numpy())
-        weight_grad.update(x=layers, y=df["weight_grad_std"].to_numpy())
-        fig.layout.xaxis.update(tickvals=layers, ticktext=[f"layer {layer}" for layer in layers])
-        fig.layout.xaxis.title.text = f"each layer's slot spans [{edges[0]:.3g}, {edges[-1]:.3g}]"
-    lab.status.value = (
-        f"<code>{df.attrs['activation']}, init={df.attrs['init']}: last layer std {df['std'].iloc[-1]:.3g}, "
-        f"saturated {df['saturated'].iloc[-1]:.0%}, dead units {df['dead'].iloc[-1]:.0%} "
-        f"&mdash; recomputed in {lab.elapsed_s * 1000:.0f} ms</code>"
-    )
+    def refresh(self) -> None:
+        """Put ``lab.data`` into the figure (one batched message) and the status line."""
+        lab = self.lab
+        df = lab.data
+        row = histogram_row(df)
+        edges = df.attrs["edges"]
+        layers = df["layer"].to_numpy()
+        fig = self.figure_widget
+        with fig.batch_update():
+            bars, mean, std, grad, weight_grad = fig.data
+            bars.update(x=row["x"], y=row["y"], width=row["width"], customdata=row["fraction"])
+            bars.hovertemplate = "x=%{x:.2f}<br>share of layer=%{customdata:.2%}<extra></extra>"
+            mean.update(x=layers, y=df["mean"].to_numpy())
+            std.update(x=layers, y=df["std"].to_numpy())
+            grad.update(x=layers, y=df["grad_std"].to_numpy())
+            weight_grad.update(x=layers, y=df["weight_grad_std"].to_numpy())
+            fig.layout.xaxis.update(tickvals=layers, ticktext=[f"layer {layer}" for layer in layers])
+            fig.layout.xaxis.title.text = f"each layer's slot spans [{edges[0]:.3g}, {edges[-1]:.3g}]"
+        self.status.value = (
+            f"<code>{df.attrs['activation']}, init={df.attrs['init']}: last layer std {df['std'].iloc[-1]:.3g}, "
+            f"saturated {df['saturated'].iloc[-1]:.0%}, dead units {df['dead'].iloc[-1]:.0%} "
+            f"&mdash; recomputed in {lab.elapsed_s * 1000:.0f} ms</code>"
+        )
 
 
 def draw(df: pd.DataFrame, fig) -> None:

@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import math
+from typing import TYPE_CHECKING
 
 import numpy as np
 
-from nbdiag.predictions import PredictionTracker
-from nbdiag.views.prediction_panels import heatmap_values
+from nbdiag.labs._widgets import WidgetView
+
+if TYPE_CHECKING:  # the tracker imports this module to draw itself; at run time only that direction exists
+    from nbdiag.labs.predictions import PredictionTracker
 
 
 def mosaic(images: np.ndarray) -> tuple[np.ndarray, int]:
@@ -22,66 +25,67 @@ def mosaic(images: np.ndarray) -> tuple[np.ndarray, int]:
     return tiled, cols
 
 
-def build_widget(tracker: PredictionTracker):
+class PredictionsView(WidgetView):
     """A step slider above one FigureWidget: the heatmap, and the selected step's images or predictions."""
-    import ipywidgets as w
-    import plotly.graph_objects as go
-    from plotly.subplots import make_subplots
 
-    from nbdiag.views.sizing import FitWidth, responsive
+    def __init__(self, tracker: PredictionTracker) -> None:
+        import ipywidgets as w
+        import plotly.graph_objects as go
+        from plotly.subplots import make_subplots
 
-    classification = tracker.task == "classification"
-    title = "p(true class)" if classification else "prediction - target"
-    right = "predicted / true at the selected step" if classification else "prediction vs target"
-    fig = make_subplots(rows=1, cols=2, subplot_titles=(f"{title}: sample x step", right))
-    scale = {"colorscale": "Viridis", "zmin": 0, "zmax": 1} if classification else {"colorscale": "RdBu", "zmid": 0}
-    fig.add_trace(go.Heatmap(**scale, colorbar={"x": 0.45}), row=1, col=1)
-    fig.add_trace(go.Scatter(mode="lines", line_color="red", showlegend=False, name="selected"), row=1, col=1)
-    if classification and tracker.images is not None:
-        fig.add_trace(go.Heatmap(colorscale="gray", showscale=False, z=mosaic(tracker.images)[0]), row=1, col=2)
-        fig.update_yaxes(autorange="reversed", row=1, col=2)
-    elif classification:
-        fig.add_trace(go.Bar(name="p(true)"), row=1, col=2)
-    else:
-        fig.add_trace(go.Scatter(mode="markers", name="prediction"), row=1, col=2)
-    fig.update_yaxes(autorange="reversed", title_text="sample", row=1, col=1)
-    fig.update_xaxes(title_text="step", row=1, col=1)
-    fig.update_layout(height=460, margin={"t": 40, "b": 40, "l": 50, "r": 20})
-    tracker.figure_widget = responsive(go.FigureWidget(fig))
-    tracker.slider = w.IntSlider(value=0, min=0, max=0, description="step #")
-    tracker.slider.observe(lambda _change: _show_step(tracker), names="value")
-    refresh(tracker)
-    return w.VBox([tracker.slider, tracker.figure_widget, FitWidth()])
+        from nbdiag.views.sizing import FitWidth, responsive
 
-
-def refresh(tracker: PredictionTracker) -> None:
-    """Load every recorded step into the heatmap and move the slider to the latest."""
-    fig, steps = tracker.figure_widget, tracker.steps
-    with fig.batch_update():
-        fig.data[0].update(z=heatmap_values(tracker), x=steps)
-    tracker.slider.max = max(len(steps) - 1, 0)
-    if tracker.slider.value == tracker.slider.max:
-        _show_step(tracker)
-    else:
-        tracker.slider.value = tracker.slider.max
-
-
-def _show_step(tracker: PredictionTracker) -> None:
-    fig, steps = tracker.figure_widget, tracker.steps
-    if not steps:
-        return
-    index = min(tracker.slider.value, len(steps) - 1)
-    tracker.slider.description = f"step {steps[index]}"
-    n = len(tracker.targets)
-    with fig.batch_update():
-        fig.data[1].update(x=[steps[index], steps[index]], y=[-0.5, n - 0.5])
-        panel = fig.data[2]
-        if tracker.task == "regression":
-            panel.update(x=tracker.targets.reshape(n, -1)[:, 0], y=tracker.outputs()[index, :, 0])
-        elif tracker.images is None:
-            panel.update(x=np.arange(n), y=tracker.p_true()[index])
+        self.tracker = tracker
+        classification = tracker.task == "classification"
+        title = "p(true class)" if classification else "prediction - target"
+        right = "predicted / true at the selected step" if classification else "prediction vs target"
+        fig = make_subplots(rows=1, cols=2, subplot_titles=(f"{title}: sample x step", right))
+        scale = {"colorscale": "Viridis", "zmin": 0, "zmax": 1} if classification else {"colorscale": "RdBu", "zmid": 0}
+        fig.add_trace(go.Heatmap(**scale, colorbar={"x": 0.45}), row=1, col=1)
+        fig.add_trace(go.Scatter(mode="lines", line_color="red", showlegend=False, name="selected"), row=1, col=1)
+        if classification and tracker.images is not None:
+            fig.add_trace(go.Heatmap(colorscale="gray", showscale=False, z=mosaic(tracker.images)[0]), row=1, col=2)
+            fig.update_yaxes(autorange="reversed", row=1, col=2)
+        elif classification:
+            fig.add_trace(go.Bar(name="p(true)"), row=1, col=2)
         else:
-            fig.layout.annotations = fig.layout.annotations[:2] + tuple(_labels(tracker, index))
+            fig.add_trace(go.Scatter(mode="markers", name="prediction"), row=1, col=2)
+        fig.update_yaxes(autorange="reversed", title_text="sample", row=1, col=1)
+        fig.update_xaxes(title_text="step", row=1, col=1)
+        fig.update_layout(height=460, margin={"t": 40, "b": 40, "l": 50, "r": 20})
+        self.figure_widget = responsive(go.FigureWidget(fig))
+        self.slider = w.IntSlider(value=0, min=0, max=0, description="step #")
+        self.slider.observe(lambda _change: self._show_step(), names="value")
+        self.refresh()
+        self.box = w.VBox([self.slider, self.figure_widget, FitWidth()])
+
+    def refresh(self) -> None:
+        """Load every recorded step into the heatmap and move the slider to the latest."""
+        fig, steps = self.figure_widget, self.tracker.steps
+        with fig.batch_update():
+            fig.data[0].update(z=self.tracker.heatmap_values(), x=steps)
+        self.slider.max = max(len(steps) - 1, 0)
+        if self.slider.value == self.slider.max:
+            self._show_step()
+        else:
+            self.slider.value = self.slider.max
+
+    def _show_step(self) -> None:
+        tracker, fig, steps = self.tracker, self.figure_widget, self.tracker.steps
+        if not steps:
+            return
+        index = min(self.slider.value, len(steps) - 1)
+        self.slider.description = f"step {steps[index]}"
+        n = len(tracker.targets)
+        with fig.batch_update():
+            fig.data[1].update(x=[steps[index], steps[index]], y=[-0.5, n - 0.5])
+            panel = fig.data[2]
+            if tracker.task == "regression":
+                panel.update(x=tracker.targets.reshape(n, -1)[:, 0], y=tracker.outputs()[index, :, 0])
+            elif tracker.images is None:
+                panel.update(x=np.arange(n), y=tracker.p_true()[index])
+            else:
+                fig.layout.annotations = fig.layout.annotations[:2] + tuple(_labels(tracker, index))
 
 
 def _labels(tracker: PredictionTracker, index: int) -> list[dict]:
@@ -110,7 +114,7 @@ def draw(tracker: PredictionTracker, fig) -> None:
     """The heatmap and the last step's panel with matplotlib on ``fig``."""
     heat_ax, step_ax = fig.subplots(1, 2)
     steps = tracker.steps
-    values = heatmap_values(tracker)
+    values = tracker.heatmap_values()
     if tracker.task == "classification":
         image = heat_ax.imshow(values, aspect="auto", cmap="viridis", vmin=0, vmax=1)
     else:

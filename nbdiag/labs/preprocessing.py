@@ -246,16 +246,13 @@ class PreprocessingLab(LabView):
             train, test = self.user_data[:split], self.user_data[split:]
         self.steps = preprocessing_steps(train, test, fit_on=self.fit_on)
         self.leakage = split_leakage(train, test)
-        if self._widget is not None:
-            from nbdiag.labs.preprocessing_view import refresh
-
-            refresh(self)
+        self._refresh_view()
         return self.steps
 
-    def _build_widget(self):
-        from nbdiag.labs.preprocessing_view import build_widget
+    def _make_view(self):
+        from nbdiag.labs.preprocessing_view import PreprocessingLabView
 
-        return build_widget(self)
+        return PreprocessingLabView(self)
 
     def _draw(self, fig) -> None:
         from nbdiag.labs.preprocessing_view import draw

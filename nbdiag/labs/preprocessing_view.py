@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
+
+from nbdiag.labs._widgets import WidgetView
 
 if TYPE_CHECKING:  # the lab imports this module to draw itself; at run time only that direction exists
     from nbdiag.labs.preprocessing import PreprocessingLab
@@ -24,68 +26,81 @@ def image_panels(lab: PreprocessingLab) -> dict[str, np.ndarray]:
     }
 
 
-def build_widget(lab: PreprocessingLab):
+class PreprocessingLabView(WidgetView):
     """Controls, the stages with their covariance matrices, the image methods, and the leakage table."""
-    import ipywidgets as w
-    import plotly.graph_objects as go
-    from plotly.subplots import make_subplots
 
-    from nbdiag.views.sizing import FitWidth, responsive
+    def __init__(self, lab: PreprocessingLab) -> None:
+        import ipywidgets as w
+        import plotly.graph_objects as go
+        from plotly.subplots import make_subplots
 
-    cloud = make_subplots(rows=2, cols=len(lab.stages), subplot_titles=lab.stages, vertical_spacing=0.1)
-    for col in range(1, len(lab.stages) + 1):
-        for split, color in (("train", "#4c72b0"), ("test", "#dd8452")):
-            marker = {"size": 3, "color": color, "opacity": 0.6}
-            trace = go.Scatter(mode="markers", name=split, marker=marker, showlegend=col == 1)
-            cloud.add_trace(trace, row=1, col=col)
-        cloud.add_trace(go.Heatmap(colorscale="RdBu", zmid=0, showscale=False, texttemplate="%{z:.2f}"), row=2, col=col)
-        cloud.update_yaxes(autorange="reversed", row=2, col=col)
-    cloud.update_layout(height=520, margin={"t": 40, "b": 20, "l": 30, "r": 10})
-    images = make_subplots(rows=1, cols=len(IMAGE_PANELS), subplot_titles=IMAGE_PANELS)
-    for col, image in enumerate(image_panels(lab).values(), start=1):
-        images.add_trace(go.Heatmap(z=image, colorscale="gray", showscale=False), row=1, col=col)
-        images.update_yaxes(autorange="reversed", scaleanchor=f"x{col}", row=1, col=col)
-    images.update_layout(height=240, margin={"t": 40, "b": 10, "l": 10, "r": 10})
-    images.update_annotations(font_size=12)
-    lab.figure_widget, lab.image_widget = responsive(go.FigureWidget(cloud)), responsive(go.FigureWidget(images))
-    lab.controls = {
-        "correlation": w.FloatSlider(value=lab.correlation, min=-0.95, max=0.95, step=0.05, description="correlation"),
-        "test_shift": w.FloatSlider(value=lab.test_shift, min=-3, max=3, step=0.25, description="test shift"),
-        "fit_on": w.ToggleButtons(options=("train", "all"), value=lab.fit_on, description="fit stats on"),
-    }
-    for name in ("correlation", "test_shift"):
-        lab.controls[name].disabled = lab.user_data is not None
-    lab.table = w.HTML()
+        from nbdiag.views.sizing import FitWidth, responsive
 
-    def on_change(_change) -> None:
-        lab.update(**{name: control.value for name, control in lab.controls.items()})
+        self.lab = lab
+        cloud = make_subplots(rows=2, cols=len(lab.stages), subplot_titles=lab.stages, vertical_spacing=0.1)
+        for col in range(1, len(lab.stages) + 1):
+            for split, color in (("train", "#4c72b0"), ("test", "#dd8452")):
+                marker = {"size": 3, "color": color, "opacity": 0.6}
+                trace = go.Scatter(mode="markers", name=split, marker=marker, showlegend=col == 1)
+                cloud.add_trace(trace, row=1, col=col)
+            heat = go.Heatmap(colorscale="RdBu", zmid=0, showscale=False, texttemplate="%{z:.2f}")
+            cloud.add_trace(heat, row=2, col=col)
+            cloud.update_yaxes(autorange="reversed", row=2, col=col)
+        cloud.update_layout(height=520, margin={"t": 40, "b": 20, "l": 30, "r": 10})
+        images = make_subplots(rows=1, cols=len(IMAGE_PANELS), subplot_titles=IMAGE_PANELS)
+        for col, image in enumerate(image_panels(lab).values(), start=1):
+            images.add_trace(go.Heatmap(z=image, colorscale="gray", showscale=False), row=1, col=col)
+            images.update_yaxes(autorange="reversed", scaleanchor=f"x{col}", row=1, col=col)
+        images.update_layout(height=240, margin={"t": 40, "b": 10, "l": 10, "r": 10})
+        images.update_annotations(font_size=12)
+        self.figure_widget = responsive(go.FigureWidget(cloud))
+        self.image_widget = responsive(go.FigureWidget(images))
+        self.controls = {
+            "correlation": w.FloatSlider(
+                value=lab.correlation, min=-0.95, max=0.95, step=0.05, description="correlation"
+            ),
+            "test_shift": w.FloatSlider(value=lab.test_shift, min=-3, max=3, step=0.25, description="test shift"),
+            "fit_on": w.ToggleButtons(options=("train", "all"), value=lab.fit_on, description="fit stats on"),
+        }
+        for name in ("correlation", "test_shift"):
+            self.controls[name].disabled = lab.user_data is not None
+        self.table = w.HTML()
+        for control in self.controls.values():
+            control.observe(self._on_change, names="value")
+        self.refresh()
+        image_note = w.HTML(
+            "<b>images</b> (training half of the data): " + lab.image_leakage.to_html(float_format=lambda v: f"{v:.3f}")
+        )
+        self.box = w.VBox(
+            [
+                w.HBox(list(self.controls.values())),
+                self.figure_widget,
+                self.table,
+                self.image_widget,
+                FitWidth(),
+                image_note,
+            ]
+        )
 
-    for control in lab.controls.values():
-        control.observe(on_change, names="value")
-    refresh(lab)
-    image_note = w.HTML(
-        "<b>images</b> (training half of the data): " + lab.image_leakage.to_html(float_format=lambda v: f"{v:.3f}")
-    )
-    return w.VBox(
-        [w.HBox(list(lab.controls.values())), lab.figure_widget, lab.table, lab.image_widget, FitWidth(), image_note]
-    )
+    def _on_change(self, _change: Any) -> None:
+        self.lab.update(**{name: control.value for name, control in self.controls.items()})
 
-
-def refresh(lab: PreprocessingLab) -> None:
-    """Put the current stages, covariances and leakage into the widgets (one batched message)."""
-    steps, covariances = lab.steps, lab.steps.covariances()
-    fig = lab.figure_widget
-    with fig.batch_update():
-        for i, name in enumerate(lab.stages):
-            train, test, heat = fig.data[3 * i : 3 * i + 3]
-            train.update(x=steps.stages[name][:, 0], y=steps.stages[name][:, 1])
-            test.update(x=steps.test_stages[name][:, 0], y=steps.test_stages[name][:, 1])
-            heat.update(z=covariances[name])
-    lab.table.value = (
-        f"<b>point cloud</b>: statistics fitted on <code>{lab.fit_on}</code>. Fitting on all data shifts the "
-        "statistics toward the test split and hides part of its shift:"
-        + lab.leakage.to_html(float_format=lambda v: f"{v:.3f}")
-    )
+    def refresh(self) -> None:
+        """Put the current stages, covariances and leakage into the widgets (one batched message)."""
+        lab = self.lab
+        steps, covariances = lab.steps, lab.steps.covariances()
+        fig = self.figure_widget
+        with fig.batch_update():
+            for i, name in enumerate(lab.stages):
+                train, test, heat = fig.data[3 * i : 3 * i + 3]
+                train.update(x=steps.stages[name][:, 0], y=steps.stages[name][:, 1])
+                test.update(x=steps.test_stages[name][:, 0], y=steps.test_stages[name][:, 1])
+                heat.update(z=covariances[name])
+        self.table.value = (
+            f"<b>point cloud</b>: statistics fitted on <code>{lab.fit_on}</code>. Fitting on all data shifts the "
+            "statistics toward the test split and hides part of its shift:"
+            + lab.leakage.to_html(float_format=lambda v: f"{v:.3f}")
+        )
 
 
 def draw(lab: PreprocessingLab, fig) -> None:

@@ -18,11 +18,11 @@ from torch import nn
 from nbdiag.errors import NbdiagWarning
 from nbdiag.stats import merge_vectors
 from nbdiag.units import GROUP_PREFIX
+from nbdiag.weights import NONFINITE_STAT, group_column
 
 PER_RANK_ENV = "NBDIAG_PER_RANK"  # "1": also keep each rank's rows, as layers named "<layer>@rank<r>"
 TIMEOUT_ENV = "NBDIAG_DIST_TIMEOUT"  # seconds a rank waits for the others at a sampled step (default below)
 DEFAULT_TIMEOUT_S = 120.0
-_NONFINITE_COLUMN = {"weight": 3, "param_grad": 2}  # per-parameter groups: the column that counts NaN/Inf
 
 Tables = dict[str, tuple[list[str], np.ndarray]]  # one step: kind (or group) -> (names, (n, k) array)
 
@@ -96,7 +96,8 @@ class Aggregator:
     def _replicated(self, own: Tables, per_rank: list[Tables]) -> Tables:
         """Rank 0's parameter groups, with non-finite counts maxed over ranks; this rank's own scalars."""
         merged = dict(per_rank[0])
-        for group, column in _NONFINITE_COLUMN.items():
+        for group, stat in NONFINITE_STAT.items():
+            column = group_column(group, stat)
             if group not in merged or any(g.get(group, ([], None))[0] != merged[group][0] for g in per_rank):
                 continue
             values = merged[group][1].copy()

@@ -8,7 +8,9 @@ import warnings
 from pathlib import Path
 from typing import Any
 
-from nbdiag.errors import NbdiagWarning
+from nbdiag.errors import ErrorReport, NbdiagWarning
+from nbdiag.predictions import KIND as PREDICTION_KIND
+from nbdiag.predictions import PredictionHistory
 from nbdiag.record import NonFinite, Record
 from nbdiag.record_reader import RecordReader
 from nbdiag.runs.files import read_manifest, segment_files
@@ -50,13 +52,10 @@ class Run(RecordReader):
     dashboard built on the run updates as segments land.
     """
 
-    predictions = None  # a run directory holds no prediction tracker
-
     def __init__(self, path: str | Path) -> None:
         self.path = Path(path)
         self.manifest: dict[str, Any] = read_manifest(self.path)
         self.record = Record(capacity=sys.maxsize, scalar_capacity=sys.maxsize)  # the disk holds all history
-        self.errors: list[str] = []
         self._read: set[str] = set()
         self._bad: dict[str, tuple[int, int]] = {}  # name -> (size, mtime_ns) when it failed to read
         self._lock = threading.Lock()
@@ -105,6 +104,16 @@ class Run(RecordReader):
 
     # -- reading (the Monitor's API) -----------------------------------------------------------------------
     @property
+    def errors(self) -> list[ErrorReport]:
+        """Failures while reading (unreadable segments, a follow poll that failed), with tracebacks."""
+        return self.record.errors.reports()
+
+    @property
+    def predictions(self) -> PredictionHistory | None:
+        """The predictions on the fixed batch, when the run recorded them (``watch(..., fixed_batch=...)``)."""
+        return PredictionHistory(self.record) if self.record.layers(PREDICTION_KIND) else None
+
+    @property
     def model_name(self) -> str:
         return str(self.record.meta.get("model", "?"))
 
@@ -129,9 +138,9 @@ class Run(RecordReader):
             rows = read_segment(str(path))
         except Exception as error:  # a damaged file must never stop reading the rest
             self._bad[path.name] = signature
-            message = f"skipped unreadable segment {path.name} of {str(self.path)!r}: {type(error).__name__}: {error}"
-            self.errors.append(message)
-            warnings.warn(message, SegmentWarning, stacklevel=4)
+            context = f"skipped unreadable segment {path.name} of {str(self.path)!r}"
+            report = self.record.errors.add("reader", error, context=context)
+            warnings.warn(report.message, SegmentWarning, stacklevel=4)
             return 0
         for entry in decode_entries(rows):
             self.record.append(entry)
@@ -150,8 +159,8 @@ class Run(RecordReader):
         while not self._stop.is_set():
             try:
                 self.refresh()
-            except Exception as error:  # e.g. the folder was removed; keep the record, report, stop
-                self.errors.append(f"{type(error).__name__}: {error}")
+            except Exception as error:  # e.g. the folder was removed; keep the record, log it, stop
+                self.record.errors.add("reader", error, context=f"stopped following {str(self.path)!r}")
                 return
             if self.finished and len(self._read) >= self.manifest.get("segments", 0):
                 return

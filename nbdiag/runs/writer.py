@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import dataclasses
+import queue
+import threading
 import time
 import warnings
 from pathlib import Path
@@ -26,15 +28,21 @@ from nbdiag.stats import HIST_EDGES, N_BINS
 from nbdiag.version import __version__
 
 SEGMENT_STEPS = 10  # a segment is written after this many sampled steps ...
-SEGMENT_SECONDS = 2.0  # ... or when this much time has passed since the last one (checked at each write)
+SEGMENT_SECONDS = 2.0  # ... or when rows have waited this long
+QUEUE_EVENTS = 1_024  # record events waiting for the writer thread; past it the training thread waits ...
+PUT_TIMEOUT_S = 10.0  # ... this long at most, then the event is dropped and the drop logged
+_STOP = ("stop", None)
 
 
 class RunWriter:
     """Listens to a record and writes it to ``run_dir`` as Parquet segments plus ``manifest.json``.
 
-    Segments are written atomically (temporary file + rename) every ``segment_steps`` sampled steps, every
-    ``segment_seconds`` seconds, at the first non-finite value, and on :meth:`close`. A process killed at
-    any moment leaves every earlier segment readable. Under torch.distributed only rank 0 writes.
+    The training thread only puts record events on a bounded queue; a writer thread turns them into rows and
+    does all the I/O. Segments are written atomically (temporary file + rename) every ``segment_steps`` sampled
+    steps, when rows have waited ``segment_seconds``, at the first non-finite value, and on :meth:`close` (which
+    drains the queue). A process killed at any moment leaves every earlier segment readable. Write failures (a
+    full disk) are logged in ``record.errors`` (source "writer") and the writer goes on with the next segment.
+    Under torch.distributed only rank 0 writes.
 
     Args:
         run_dir: folder of the run; created, or replaced when it holds an earlier nbdiag run.
@@ -69,24 +77,57 @@ class RunWriter:
         self._created = now_iso()
         self._layers: dict[str, dict[str, None]] = {}
         self._stats: dict[str, list[str]] = {}
+        self._queue: queue.Queue[tuple[str, Any]] = queue.Queue(maxsize=QUEUE_EVENTS)
+        self._thread: threading.Thread | None = None
+        self._final_error: Exception | None = None
         if not self.enabled:
             return
         prepare_run_dir(self.run_dir)
         self._write_manifest("running")
         if live:
+            self._thread = threading.Thread(target=self._run, name="nbdiag-run-writer", daemon=True)
+            self._thread.start()
             record.subscribe(self.on_event)
 
     def on_event(self, event: str, payload: Any) -> None:
-        """Record listener: gather rows; write a segment when one is due."""
+        """Record listener (the training thread): queue the event for the writer thread; no I/O here."""
         if self.closed or not self.enabled:
             return
+        if event == "scalars":
+            step, values = payload
+            payload = (step, dict(values))
+        try:
+            self._queue.put((event, payload), timeout=PUT_TIMEOUT_S)
+        except queue.Full:
+            lag = RuntimeError(f"the run writer is {QUEUE_EVENTS} events behind (slow disk?); dropped a {event!r}")
+            self.record.errors.add("writer", lag, context=str(self.run_dir))
+
+    def _run(self) -> None:
+        """The writer thread: rows from events, a segment when one is due, the last one on stop."""
+        while True:
+            try:
+                event, payload = self._queue.get(timeout=self.segment_seconds)
+            except queue.Empty:
+                event, payload = "tick", None
+            if event == _STOP[0]:
+                break
+            try:
+                self._write_event(event, payload)
+            except Exception as error:  # a full disk must never stop the writer (nor training)
+                self.record.errors.add("writer", error, context=f"writing {str(self.run_dir)!r}")
+        try:
+            self.flush(status="closed")
+        except Exception as error:
+            self._final_error = error
+            self.record.errors.add("writer", error, context=f"could not finish {str(self.run_dir)!r}")
+
+    def _write_event(self, event: str, payload: Any) -> None:
         if event == "entry":
             self.add_entry(payload)
         elif event == "scalars":
             self.add_scalars(*payload)
-        due = self._pending_steps >= self.segment_steps
-        due = due or time.monotonic() - self._last_write >= self.segment_seconds
-        if due or event == "nonfinite":
+        waited = len(self._rows) > 0 and time.monotonic() - self._last_write >= self.segment_seconds
+        if self._pending_steps >= self.segment_steps or waited or event == "nonfinite":
             self.flush()
 
     def add_entry(self, entry: StepEntry) -> None:
@@ -102,27 +143,38 @@ class RunWriter:
         self._rows.add_scalars(step, values)
 
     def flush(self, status: str = "running") -> None:
-        """Write the queued rows as the next segment (if any) and refresh the manifest."""
+        """Write the gathered rows as the next segment (if any) and refresh the manifest (on the writer thread when
+        live)."""
         if not self.enabled:
             return
-        if len(self._rows):
-            table = self._rows.take()
-            path = segment_path(self.run_dir, self._segments)
-            atomic_write(path, lambda temp: write_segment(table, temp))
-            self._segments += 1
-        self._pending_steps = 0
-        self._last_write = time.monotonic()
+        try:
+            if len(self._rows):  # rows of a segment that fails to write are dropped (the record keeps them)
+                table = self._rows.take()
+                path = segment_path(self.run_dir, self._segments)
+                atomic_write(path, lambda temp: write_segment(table, temp))
+                self._segments += 1
+        finally:  # after a failure, the next attempt waits for the next segment to be due
+            self._pending_steps = 0
+            self._last_write = time.monotonic()
         self._write_manifest(status)
 
     def close(self) -> None:
-        """Write what is left and mark the run closed. Idempotent; never raises (failures become a warning)."""
+        """Drain the queue, write what is left and mark the run closed. Idempotent; never raises (a failure is
+        logged and becomes a warning)."""
         if self.closed:
             return
         self.closed = True
-        try:
-            self.flush(status="closed")
-        except Exception as error:  # closing a monitor must not fail because the disk did
-            self.record.listener_errors.append(f"{type(error).__name__}: {error}")
+        if self._thread is not None:
+            self._queue.put(_STOP)
+            self._thread.join()
+        elif self.enabled:
+            try:
+                self.flush(status="closed")
+            except Exception as error:  # closing a monitor must not fail because the disk did
+                self._final_error = error
+                self.record.errors.add("writer", error, context=f"could not finish {str(self.run_dir)!r}")
+        error = self._final_error
+        if error is not None:
             warnings.warn(
                 f"could not finish the run directory {str(self.run_dir)!r}: {type(error).__name__}: {error}; "
                 "segments written before are still readable",

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import html
+import weakref
 from typing import Any
 
 from nbdiag.findings import by_severity, severity_badge, where_text
@@ -23,7 +24,7 @@ class Controls:
     def __init__(self, dashboard: Any) -> None:
         import ipywidgets as w
 
-        self.dashboard = dashboard
+        self._dashboard = weakref.ref(dashboard)  # the widgets outlive a dropped dashboard; they must not keep it
         self._syncing = False
         snap = dashboard.snapshot()
         self.figure = PanelFigure(build_panels(snap, dashboard.state))
@@ -122,9 +123,12 @@ class Controls:
 
     def _show(self, finding: Any) -> None:
         """Select ``finding``'s layer (a parameter's layer for parameter findings) and step."""
-        layers = self.dashboard.snapshot().layers
+        dashboard = self.dashboard
+        if dashboard is None:
+            return
+        layers = dashboard.snapshot().layers
         layer = next((n for n in (finding.layer, (finding.layer or "").rsplit(".", 1)[0]) if n in layers), None)
-        self.dashboard.select(layer=layer, step=finding.step)
+        dashboard.select(layer=layer, step=finding.step)
 
     def show_status(self, html: str) -> None:
         self.status.value = html
@@ -139,12 +143,18 @@ class Controls:
         self.box.children = tuple(self.figure.figure if child is old else child for child in self.box.children)
         old.close()
 
+    @property
+    def dashboard(self) -> Any:
+        """The dashboard these widgets drive (None once it was dropped)."""
+        return self._dashboard()
+
     def close(self) -> None:
         self.box.close_all()
 
     def _set(self, **changes: Any) -> None:
-        if not self._syncing:
-            self.dashboard.set_state(**changes)
+        dashboard = self.dashboard
+        if not self._syncing and dashboard is not None:
+            dashboard.set_state(**changes)
 
     def _on_layer(self, change: dict) -> None:
         self._set(layer=change["new"])
@@ -156,10 +166,13 @@ class Controls:
     def _on_pause(self, change: dict) -> None:
         paused = change["new"]
         self.pause.description, self.pause.icon = ("resume", "play") if paused else ("pause", "pause")
+        dashboard = self.dashboard
+        if dashboard is None:
+            return
         if paused:
-            self.dashboard.pause()
+            dashboard.pause()
         else:
-            self.dashboard.resume()
+            dashboard.resume()
 
 
 def _checkbox(w: Any, description: str, value: bool) -> Any:

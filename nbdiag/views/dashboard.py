@@ -56,13 +56,14 @@ class Dashboard:
         self._inline: inline.InlineView | None = None
         self.mode: DisplayMode | None = None
         self.use(display)
-        self.renderer = Renderer(
+        self.renderer = Renderer(  # bound methods only: the thread holds them weakly and ends with this dashboard
             self.refresh,
-            lambda: source.record.version,
-            lambda: self.paused,
+            self._record_version,
+            self._is_paused,
             max_hz=max_hz,
             budget=budget,
             on_idle=self._update_fallback,
+            on_error=self._renderer_failed,
         )
 
     # -- reading ------------------------------------------------------------------------------------------
@@ -74,7 +75,10 @@ class Dashboard:
         try:
             found = list(find())
         except Exception as error:  # a health rule's bug must not take the dashboard down
-            self.findings_error = f"{type(error).__name__}: {error}"
+            message = f"{type(error).__name__}: {error}"
+            if message != self.findings_error:  # logged once, not at every refresh
+                self.source.record.errors.add("health", error)
+            self.findings_error = message
             return []
         self.findings_error = None
         return found
@@ -177,8 +181,9 @@ class Dashboard:
         Args:
             **changes: fields of :class:`nbdiag.views.panels.ViewState`.
         """
-        self.state = dataclasses.replace(self.state, **changes)
-        self.refresh()
+        with self._lock:  # the renderer thread reads and writes the state under the same lock
+            self.state = dataclasses.replace(self.state, **changes)
+            self.refresh()
 
     def pause(self) -> None:
         """Stop redrawing while training (the record keeps filling)."""
@@ -188,6 +193,15 @@ class Dashboard:
         """Redraw again, from the newest state."""
         self.paused = False
         self.refresh()
+
+    def _record_version(self) -> int:
+        return self.source.record.version
+
+    def _is_paused(self) -> bool:
+        return self.paused
+
+    def _renderer_failed(self, error: BaseException) -> None:
+        self.source.record.errors.add("renderer", error)
 
     def start(self) -> None:
         """Build the widget and start the renderer thread."""
@@ -307,6 +321,7 @@ class Dashboard:
         paused = " · <b>paused</b>" if self.paused else ""
         if self.findings_error:
             paused += f" · <span style='color:#d62728'>health rules failed: {html.escape(self.findings_error)}</span>"
+        paused += _errors_status(self.source.record.errors)
         latest = snap.entries[-1].step if snap.entries else "-"
         if snap.entries and self.state.index is not None and self.state.index < len(snap.entries) - 1:
             latest = f"{latest} · <b>showing step {snap.entries[self.state.index].step}</b>"
@@ -323,3 +338,13 @@ def _nearest_index(snap: Snapshot, step: int) -> int | None:
     steps = [entry.step for entry in snap.entries]
     index = min(range(len(steps)), key=lambda i: abs(steps[i] - step))
     return None if index == len(steps) - 1 else index
+
+
+def _errors_status(errors: Any) -> str:
+    """" · 2 nbdiag errors (latest: writer: OSError ...); see .errors" in red, or nothing."""
+    count = len(errors)
+    if not count:
+        return ""
+    latest = errors.reports()[-1]
+    text = f"{count} nbdiag error{'s' if count > 1 else ''} (latest: {latest.source}: {latest.message}); see .errors"
+    return f" · <span style='color:#d62728'>{html.escape(text)}</span>"

@@ -27,7 +27,7 @@ class Snapshot:
     labels: list[str]  # "3 · Conv2d", one per layer
     scalars: pd.DataFrame  # one row per step
     num_classes: int | None
-    predictions: Any = None  # a PredictionTracker, or None
+    predictions: Any = None  # a frozen nbdiag.predictions.PredictionHistory, or None
     record: Any = field(default=None, repr=False, compare=False)
     _rows: dict = field(default_factory=dict, repr=False, compare=False)
 
@@ -66,9 +66,15 @@ def snapshot(source: Any) -> Snapshot:
         labels=[layer_label(record, layer) for layer in layers],
         scalars=record.scalars(),
         num_classes=record.meta.get("num_classes"),
-        predictions=getattr(source, "predictions", None),
+        predictions=_predictions(source),
         record=record,
     )
+
+
+def _predictions(source: Any) -> Any:
+    """The source's prediction history, frozen so that every panel of one refresh reads the same steps."""
+    history = getattr(source, "predictions", None)
+    return history.frozen() if history is not None else None
 
 
 def layer_label(record: Any, name: str) -> str:

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 import numpy as np
 
 from nbdiag.views.data import Snapshot
@@ -22,22 +20,13 @@ def tracker_index(steps: list[int], step: int | None) -> int | None:
     return max(int(np.searchsorted(steps, step, side="right")) - 1, 0)
 
 
-def heatmap_values(tracker: Any) -> np.ndarray:
-    """(N, S): p(true class) for classification, prediction - target (first output) for regression."""
-    if not tracker.steps:
-        return np.zeros((len(tracker.targets), 0))
-    if tracker.task == "classification":
-        return tracker.p_true().T
-    return (tracker.outputs()[:, :, 0] - tracker.targets.reshape(len(tracker.targets), -1)[:, 0]).T
-
-
 def heatmap_panel(snap: Snapshot, state: ViewState) -> Panel:
     """p(true class) per sample and step (classification), or prediction - target (regression)."""
     tracker = snap.predictions
     if tracker is None or not tracker.steps:
         return Panel("pred_heatmap", "predictions on the fixed batch", note=NO_TRACKER if tracker is None else "")
     steps = tracker.steps
-    values = heatmap_values(tracker)  # (N, S)
+    values = tracker.heatmap_values()  # (N, S)
     classification = tracker.task == "classification"
     series = Series(
         "p(true)" if classification else "prediction - target",

@@ -8,11 +8,13 @@ Widget trait changes from this thread go straight to the kernel's IOPub thread, 
 
 from __future__ import annotations
 
+import inspect
 import threading
 import time
 import weakref
 from collections import deque
 from collections.abc import Callable
+from typing import Any
 
 # Share of wall time the renderer may spend drawing: 0.8%, so with the first (unbudgeted) redraw it stays
 # under the 1% bar of issue 3.
@@ -26,14 +28,18 @@ class Renderer:
     seconds, so refreshing takes at most ``budget`` (1%) of the wall time whatever it costs. ``on_idle`` runs
     once when the record has stopped changing for ``idle_s`` seconds after a refresh.
 
+    Bound methods are held by weak reference and the thread ends once any owner is gone; pass the owner's
+    methods, never a closure over the owner (a lambda over ``self`` would keep it, and the thread, alive forever).
+
     Args:
-        refresh: redraws from the newest state (held by weak reference: the thread ends with its owner).
+        refresh: redraws from the newest state.
         version: the record's write counter.
         paused: whether refreshing is paused.
         max_hz: refresh rate ceiling.
         budget: fraction of wall time refreshing may take.
-        on_idle: called (weakly held) when training went quiet; None for nothing.
+        on_idle: called when training went quiet; None for nothing.
         idle_s: quiet time before ``on_idle``.
+        on_error: called with the exception when a poll fails (the thread waits a second and goes on).
     """
 
     def __init__(
@@ -46,12 +52,13 @@ class Renderer:
         budget: float = RENDER_BUDGET,
         on_idle: Callable[[], None] | None = None,
         idle_s: float = 2.0,
+        on_error: Callable[[BaseException], None] | None = None,
     ) -> None:
         if max_hz <= 0 or not 0 < budget <= 1:
             raise ValueError(f"got max_hz={max_hz}, budget={budget}; expected max_hz > 0 and 0 < budget <= 1")
-        self._refresh = weakref.WeakMethod(refresh)
-        self._on_idle = weakref.WeakMethod(on_idle) if on_idle is not None else None
-        self.version, self.paused = version, paused
+        self._refresh, self._version, self._paused = _weak(refresh), _weak(version), _weak(paused)
+        self._on_idle = _weak(on_idle) if on_idle is not None else None
+        self._on_error = _weak(on_error) if on_error is not None else None
         self.min_interval, self.budget, self.idle_s = 1.0 / max_hz, budget, idle_s
         self.costs: deque[float] = deque(maxlen=1000)  # CPU seconds per refresh
         self.refreshes = 0
@@ -87,17 +94,24 @@ class Renderer:
             try:
                 if not self.tick():
                     return
-            except Exception:  # a view must never take training down; the owner shows a stale frame
-                time.sleep(1.0)
+                continue
+            except Exception as error:  # a view must never take training down; the owner logs it
+                self._report(error)
+            self._stop.wait(1.0)  # outside the except block: the traceback (and the owner) are released
+
+    def _report(self, error: Exception) -> None:
+        on_error = self._on_error() if self._on_error is not None else None
+        if on_error is not None:
+            on_error(error)
 
     def tick(self, now: float | None = None) -> bool:
         """One poll: refresh if due, or run ``on_idle`` if quiet. Returns False once the owner is gone."""
-        refresh = self._refresh()
-        if refresh is None:
+        refresh, version_of, paused = self._refresh(), self._version(), self._paused()
+        if refresh is None or version_of is None or paused is None:
             return False
         now = time.monotonic() if now is None else now
-        version = self.version()
-        if version == self._drawn_version or self.paused():
+        version = version_of()
+        if version == self._drawn_version or paused():
             self._maybe_idle(now)
             return True
         if now < self._next_at:
@@ -118,3 +132,10 @@ class Renderer:
         if on_idle is not None and not self._idle_done and now - self._last_change >= self.idle_s:
             self._idle_done = True
             on_idle()
+
+
+def _weak(function: Callable[..., Any]) -> Callable[[], Callable[..., Any] | None]:
+    """A weak reference to a bound method; a plain function (which owns nothing) is held as is."""
+    if inspect.ismethod(function):
+        return weakref.WeakMethod(function)
+    return lambda: function
