@@ -61,7 +61,7 @@ SCRIPT = textwrap.dedent(
         "run_steps": sorted(set(run.frame()["step"])),
         "layers": run.layers,
         "summary_rows": len(mon.summary()),
-        "errors": list(mon.errors),
+        "errors": [str(error) for error in mon.errors],
         "imported": imported,
         "nbdiag_modules": sorted(m for m in sys.modules if m.startswith("nbdiag.")),
     }))
@@ -93,7 +93,7 @@ def test_lazy_public_names_are_listed_and_resolve():
     names = dir(nbdiag)
     assert names == sorted(nbdiag.__all__)
     assert {"Run", "Dashboard", "PredictionTracker", "open_run", "watch", "NbdiagWarning"} <= set(names)
-    from nbdiag.predictions import PredictionTracker
+    from nbdiag.labs.predictions import PredictionTracker
     from nbdiag.runs.run import Run
     from nbdiag.views.dashboard import Dashboard
 
