@@ -19,6 +19,7 @@ from torch import nn
 
 from nbdiag.probe import iter_tensors
 from nbdiag.record import Block, Record, StepEntry
+from nbdiag.rng import forked_rng
 
 KIND = "prediction"
 TASKS = ("classification", "regression")
@@ -79,10 +80,9 @@ class PredictionProbe:
 
     def _outputs(self, model: nn.Module) -> torch.Tensor:
         modes = [(module, module.training) for module in model.modules()]
-        devices = sorted({t.device.index or 0 for t in _tensors(self.inputs) if t.is_cuda})
         try:
             model.eval()
-            with torch.no_grad(), torch.random.fork_rng(devices=devices):
+            with torch.no_grad(), forked_rng(self.inputs):
                 output = model(*self.inputs) if isinstance(self.inputs, tuple) else model(self.inputs)
         finally:
             for module, training in modes:
