@@ -313,7 +313,7 @@ def test_activations_lab_colours_are_distinct_and_bars_have_their_own_legend():
 
     lab = activations_lab()
     lab.widget  # noqa: B018 - build it
-    figure = lab.figure_widget
+    figure = lab.view.figure_widget
     lines = [t for t in figure.data if t.type == "scatter" and t.name != "input density" and t.showlegend is not False]
     bars = [t for t in figure.data if t.type == "bar"]
     line_colours = [t.line.color for t in lines]
