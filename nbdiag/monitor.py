@@ -16,6 +16,7 @@ from nbdiag.environment import resolve_display
 from nbdiag.errors import ErrorReport, NbdiagWarning
 from nbdiag.filters import first_filters
 from nbdiag.findings import findings_text
+from nbdiag.frozen_init import as_meta, frozen_at_init
 from nbdiag.health.objective import check_objective
 from nbdiag.inputs import GROUP as INPUTS_GROUP
 from nbdiag.inputs import InputSampler, inputs_block, latest_sample
@@ -189,6 +190,7 @@ class Monitor(RecordReader):
             num_classes=num_classes,
             parameters=sum(p.numel() for _, p in params),
             filters=None if self._filters is None else self._filters.meta(),
+            frozen_at_init=as_meta(frozen_at_init(self._model)),
             every=every,
             dense=dense,
             hist_sample=hist_sample,

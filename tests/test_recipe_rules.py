@@ -247,3 +247,16 @@ def test_no_output_activation_when_a_linear_layer_or_a_functional_op_comes_last(
             return self.act(x)[:, :3] * 2 + self.fc(x)
 
     assert check_output_activation(Functional(), batch, nn.CrossEntropyLoss()) == []
+
+
+def test_watch_warns_live_about_a_layer_frozen_at_its_random_init_but_not_a_trained_one():
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(64, 32), nn.ReLU(), nn.Linear(32, 10))
+    model[0].requires_grad_(False)
+    with nbdiag.watch(model, display=False) as mon:
+        found = [f for f in mon.findings() if f.id == "model.frozen"]
+    assert [(f.severity, f.layer) for f in found] == [("warn", "0")]
+    with torch.no_grad():
+        model[0].weight.mul_(3.0)  # as if trained: outside PyTorch's default init bound
+    with nbdiag.watch(model, display=False) as mon:
+        assert not [f for f in mon.findings() if f.id == "model.frozen"]

@@ -14,6 +14,7 @@ from nbdiag.findings import SEVERITY_RANK, Finding, Findings
 from nbdiag.health import (
     activations,
     filters,
+    frozen,
     gan,
     generalization,
     gradients,
@@ -48,6 +49,7 @@ RULES: tuple[Rule, ...] = (
     mode.validated_in_train_mode,
     too_good.too_good,
     filters.first_layer_filters,
+    frozen.frozen_at_init_rule,
 )
 
 
