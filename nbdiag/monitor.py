@@ -190,7 +190,7 @@ class Monitor(RecordReader):
             num_classes=num_classes,
             parameters=sum(p.numel() for _, p in params),
             filters=None if self._filters is None else self._filters.meta(),
-            frozen_at_init=as_meta(frozen_at_init(self._model)),
+            frozen_at_init=as_meta(_frozen_outside_optimizer(self._model, optimizer)),
             every=every,
             dense=dense,
             hist_sample=hist_sample,
@@ -535,6 +535,21 @@ def _check_inputs(model: Any, optimizer: Any, hist_sample: Any) -> None:
         )
     if hist_sample is not None and (not isinstance(hist_sample, int) or hist_sample < 1):
         raise ValueError(f"hist_sample must be a positive int or None (exact), got {hist_sample!r}")
+
+
+def _frozen_outside_optimizer(model: nn.Module, optimizer: Any) -> list:
+    """Layers frozen at their random init that the optimizer does not hold either: a fine-tune that froze an
+    untrained layer. A layer the optimizer holds may be unfrozen later (a freezing schedule); without an
+    optimizer nbdiag cannot tell, and says nothing."""
+    if not isinstance(optimizer, torch.optim.Optimizer):
+        return []
+    held = {id(p) for group in optimizer.param_groups for p in group["params"]}
+    modules = dict(model.named_modules())
+    return [
+        layer
+        for layer in frozen_at_init(model)
+        if not any(id(p) in held for p in modules.get(layer.layer, nn.Module()).parameters(recurse=False))
+    ]
 
 
 def _usable_optimizer(optimizer: Any) -> Any:

@@ -253,10 +253,14 @@ def test_watch_warns_live_about_a_layer_frozen_at_its_random_init_but_not_a_trai
     torch.manual_seed(0)
     model = nn.Sequential(nn.Linear(64, 32), nn.ReLU(), nn.Linear(32, 10))
     model[0].requires_grad_(False)
-    with nbdiag.watch(model, display=False) as mon:
+    head = torch.optim.SGD(model[2].parameters(), lr=0.1)
+    with nbdiag.watch(model, head, display=False) as mon:
         found = [f for f in mon.findings() if f.id == "model.frozen"]
     assert [(f.severity, f.layer) for f in found] == [("warn", "0")]
+    schedule = torch.optim.SGD(model.parameters(), lr=0.1)  # holds the frozen layer: unfrozen later, maybe
+    with nbdiag.watch(model, schedule, display=False) as mon:
+        assert not [f for f in mon.findings() if f.id == "model.frozen"]
     with torch.no_grad():
         model[0].weight.mul_(3.0)  # as if trained: outside PyTorch's default init bound
-    with nbdiag.watch(model, display=False) as mon:
+    with nbdiag.watch(model, head, display=False) as mon:
         assert not [f for f in mon.findings() if f.id == "model.frozen"]
