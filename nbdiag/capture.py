@@ -90,10 +90,11 @@ class Capture:
             (None, functools.partial(module.register_forward_hook, _named(on_forward, name)))
             for name, module in self.leaves
         ]
-        registrations += [  # after the leaves' hooks: the root's forward hook then runs last
-            (None, functools.partial(self.model.register_forward_pre_hook, self._guard(self._on_pass_start))),
-            (None, functools.partial(self.model.register_forward_hook, self._guard(self._on_pass_end))),
-        ]
+        if self.leaves:  # per-pass statistics exist only with layer hooks (a compiled model keeps one whole graph)
+            registrations += [  # after the leaves' hooks: the root's forward hook then runs last
+                (None, functools.partial(self.model.register_forward_pre_hook, self._guard(self._on_pass_start))),
+                (None, functools.partial(self.model.register_forward_hook, self._guard(self._on_pass_end))),
+            ]
         on_first_grad = self._guard(self._on_incoming_grad)
         registrations += [(p, functools.partial(p.register_hook, on_first_grad)) for p in self._zeroed_params]
         if self.optimizer is not None:  # gradients read just before the step (after DDP's all-reduce)
