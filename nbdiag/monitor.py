@@ -92,7 +92,8 @@ def watch(
         per_rank: under torch.distributed, also keep each rank's activation/gradient rows as ``<layer>@rank<r>``
             (None: the ``NBDIAG_PER_RANK`` environment variable).
         inputs: keep a few samples of the tensor entering ``model.forward`` on sampled steps (``mon.inputs()``);
-            None: yes, unless ``run_dir`` is given (samples of user data are not written to disk unless asked).
+            None: yes, unless ``run_dir`` is given (samples of user data are not written to disk unless asked) or
+            activations are not recorded (its forward pre-hook would break a compiled graph too).
         activations: record per-layer activations and output gradients (forward hooks). None: yes, except for a
             ``torch.compile``d model, where hooks would break the compiled graph (parameters only, with a warning).
         objective: what the logged losses are meant to do, for the loss rules: "supervised" (the loss should
@@ -177,7 +178,8 @@ class Monitor(RecordReader):
             self.record.errors,
         )
         self._filters = first_filters(self._model)
-        keep_inputs = run_dir is None if inputs is None else bool(inputs)  # off in run directories unless asked
+        # off in run directories unless asked, and with activations (a compiled model keeps one whole graph)
+        keep_inputs = (run_dir is None and record_activations) if inputs is None else bool(inputs)
         self._inputs = InputSampler(self._model) if keep_inputs else None
         self._quantities = _quantities(self._model, fixed_batch, self._filters)
         self.predictions = PredictionHistory(self.record) if fixed_batch is not None else None
