@@ -16,7 +16,8 @@ def main(rounds: int = 5) -> None:
     for i in range(rounds):
         lab.update(activation="relu" if i % 2 else "tanh", init="he" if i % 2 else "xavier")
         times.append(lab.elapsed_s)
-    print(f"init lab re-run: median {statistics.median(times) * 1000:.0f} ms over {rounds} (min {min(times) * 1000:.0f})")
+    median_ms, min_ms = statistics.median(times) * 1000, min(times) * 1000
+    print(f"init lab re-run: median {median_ms:.0f} ms over {rounds} (min {min_ms:.0f})")
 
 
 if __name__ == "__main__":
