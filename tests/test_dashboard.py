@@ -23,7 +23,7 @@ from nbdiag.record import Record  # noqa: E402
 from nbdiag.stats import ACTIVATION_STATS  # noqa: E402
 from nbdiag.views import data  # noqa: E402
 from nbdiag.views.dashboard import WIDGET_MIME, Dashboard  # noqa: E402
-from nbdiag.views.renderer import Renderer  # noqa: E402
+from nbdiag.views.renderer import MAX_OUTLIER_WAIT_S, Renderer  # noqa: E402
 from tests.synthetic import synthetic_entry  # noqa: E402
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
@@ -126,6 +126,33 @@ def test_renderer_drops_stale_states_and_keeps_the_budget():
     assert drawn == [10]
     renderer.tick(now=102.2)
     assert drawn == [10, 30] and renderer.dropped == 19
+
+
+def test_a_one_off_costly_refresh_does_not_freeze_the_view():
+    """A rebuild (the first draw, a panel that got data) costs far more than a steady refresh: the next refresh
+    still comes within MAX_OUTLIER_WAIT_S, while steady costly refreshes keep the full cost / budget spacing."""
+    version = {"now": 0}
+    costs = iter([0.0, 0.0, 0.0, 0.2, 0.0])  # CPU seconds of each refresh: three cheap, one rebuild, one cheap
+
+    class Owner:
+        def refresh(self) -> None:
+            end = time.thread_time() + next(costs)
+            while time.thread_time() < end:
+                pass
+
+    owner = Owner()
+    renderer = Renderer(owner.refresh, lambda: version["now"], max_hz=10, budget=0.01)
+    for i, now in enumerate((100.0, 100.2, 100.4)):
+        version["now"] = i + 1
+        renderer.tick(now=now)
+    version["now"] = 4
+    renderer.tick(now=100.6)  # the rebuild: 0.2 s / 1% would mean 20 s without the cap
+    assert renderer.refreshes == 4
+    version["now"] = 5
+    renderer.tick(now=100.6 + MAX_OUTLIER_WAIT_S - 0.1)
+    assert renderer.refreshes == 4
+    renderer.tick(now=100.6 + MAX_OUTLIER_WAIT_S + 0.05)
+    assert renderer.refreshes == 5
 
 
 def test_refreshes_are_throttled_under_a_fast_loop():

@@ -19,13 +19,19 @@ from typing import Any
 # Share of wall time the renderer may spend drawing: 0.8%, so with the first (unbudgeted) redraw it stays
 # under the 1% bar of issue 3.
 RENDER_BUDGET = 0.008
+# A refresh far costlier than the recent ones (the first draw, a figure rebuilt because a panel got data) waits at
+# most this long before the next: one rebuild must not freeze a live view for cost / budget (tens of seconds).
+OUTLIER_FACTOR = 3.0
+MAX_OUTLIER_WAIT_S = 2.0
 
 
 class Renderer:
     """Calls ``refresh()`` when ``version()`` changed, at most ``max_hz`` times a second and within ``budget``.
 
     After a refresh that cost ``c`` seconds of this thread's CPU time, the next waits at least ``c / budget``
-    seconds, so refreshing takes at most ``budget`` (1%) of the wall time whatever it costs. ``on_idle`` runs
+    seconds, so refreshing takes at most ``budget`` (1%) of the wall time whatever it costs. A one-off refresh (the
+    first, or one costing over ``OUTLIER_FACTOR`` times the median of the recent ones: a figure rebuilt because a
+    panel got data) waits at most ``MAX_OUTLIER_WAIT_S``, so a rebuild does not freeze the view. ``on_idle`` runs
     once when the record has stopped changing for ``idle_s`` seconds after a refresh.
 
     Bound methods are held by weak reference and the thread ends once any owner is gone; pass the owner's
@@ -122,10 +128,18 @@ class Renderer:
         if self._drawn_version >= 0:
             self.dropped += max(version - self._drawn_version - 1, 0)
         self._drawn_version, self._last_change, self._idle_done = version, now, False
+        self._next_at = now + max(self.min_interval, self._wait_after(cost))
         self.costs.append(cost)
         self.refreshes += 1
-        self._next_at = now + max(self.min_interval, cost / self.budget)
         return True
+
+    def _wait_after(self, cost: float) -> float:
+        """Seconds of budget a refresh of ``cost`` CPU seconds uses up; one-off outliers are capped."""
+        wait = cost / self.budget
+        recent = sorted(list(self.costs)[-5:])
+        if not recent or cost > OUTLIER_FACTOR * recent[len(recent) // 2]:
+            wait = min(wait, MAX_OUTLIER_WAIT_S)
+        return wait
 
     def _maybe_idle(self, now: float) -> None:
         on_idle = self._on_idle() if self._on_idle is not None else None

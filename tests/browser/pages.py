@@ -16,6 +16,8 @@ KERNEL_START_TIMEOUT_S = 60.0
 # Each figure's traces as plotly.js holds them (gd.data): type, name, number of points, and the values as JSON.
 _READ_FIGURES = """
 (plots) => plots.map((gd) => (gd.data || []).map((trace) => {
+    // plotly may hold typed arrays (the widget sends binary buffers): plain arrays for JSON
+    const plain = (v) => (v && typeof v === "object" && typeof v.length === "number") ? Array.from(v, plain) : v;
     const heatmap = trace.type === "heatmap";
     const z = trace.z || [];
     return {
@@ -23,7 +25,7 @@ _READ_FIGURES = """
         name: trace.name || "",
         points: heatmap ? z.length * ((z[0] || []).length || 0) : (trace.x || trace.y || []).length,
         last_x: !heatmap && trace.x && trace.x.length ? Number(trace.x[trace.x.length - 1]) : null,
-        values: JSON.stringify(heatmap ? z : trace.y || []),
+        values: JSON.stringify(plain(heatmap ? z : trace.y || [])),
     };
 }))
 """
