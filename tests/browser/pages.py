@@ -43,7 +43,8 @@ _TRACE_CHANGED = """
 ([figure, trace, old]) => {
     const gd = document.querySelectorAll(".jp-OutputArea-output .js-plotly-plot")[figure];
     const data = gd && gd.data && gd.data[trace];
-    return data !== undefined && JSON.stringify(data.type === "heatmap" ? data.z : data.y || []) !== old;
+    const plain = (v) => (v && typeof v === "object" && typeof v.length === "number") ? Array.from(v, plain) : v;
+    return data !== undefined && JSON.stringify(plain(data.type === "heatmap" ? data.z : data.y || [])) !== old;
 }
 """
 

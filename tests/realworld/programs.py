@@ -86,16 +86,21 @@ class DigitNet(nn.Module):
         return self.fc2(F.relu(self.fc1(x)))
 
 
-def make_mnist_cnn() -> Setup:
-    model = DigitNet()
-    optimizer = torch.optim.Adadelta(model.parameters(), lr=1.0)
-    batches = digit_batches(24)
+def classifier_setup(model, optimizer, batches) -> Setup:
+    """A plain classifier: cross-entropy training loop, preflight on the first 8 batches."""
     return Setup(
         {"model": model},
         {"model": optimizer},
         supervised_loop(model, optimizer, batches, F.cross_entropy),
         {"model": model, "data": batches[:8], "loss_fn": nn.CrossEntropyLoss(), "optimizer": optimizer},
     )
+
+
+def make_mnist_cnn() -> Setup:
+    model = DigitNet()
+    optimizer = torch.optim.Adadelta(model.parameters(), lr=1.0)
+    batches = digit_batches(24)
+    return classifier_setup(model, optimizer, batches)
 
 
 def make_clipping_schedulers() -> Setup:
@@ -322,12 +327,7 @@ def make_packed_lstm() -> Setup:
     labels = torch.stack([torch.bincount(s % classes, minlength=classes).argmax() for s in sequences])
     padded = pad_sequence(sequences, batch_first=True)
     batches = list(zip(padded.split(32), labels.split(32), strict=True))
-    return Setup(
-        {"model": model},
-        {"model": optimizer},
-        supervised_loop(model, optimizer, batches, F.cross_entropy),
-        {"model": model, "data": batches[:8], "loss_fn": nn.CrossEntropyLoss(), "optimizer": optimizer},
-    )
+    return classifier_setup(model, optimizer, batches)
 
 
 # -- pytorch/examples time_sequence_prediction: nn.LSTMCell in a Python loop ----------------------------------------
@@ -474,12 +474,7 @@ def make_moe_top1() -> Setup:
     model = TopOneMoE()
     optimizer = torch.optim.Adam(model.parameters(), lr=3e-3)
     batches = digit_batches(24)
-    return Setup(
-        {"model": model},
-        {"model": optimizer},
-        supervised_loop(model, optimizer, batches, F.cross_entropy),
-        {"model": model, "data": batches[:8], "loss_fn": nn.CrossEntropyLoss(), "optimizer": optimizer},
-    )
+    return classifier_setup(model, optimizer, batches)
 
 
 def make_reinforce() -> Setup:
