@@ -5,6 +5,8 @@ from __future__ import annotations
 import pytest
 import torch
 
+from tests import hardware
+
 
 @pytest.fixture(autouse=True)
 def _deterministic():
@@ -23,3 +25,12 @@ def one_thread():
 
 def pytest_configure(config):
     torch.set_num_threads(2)
+
+
+def pytest_runtest_setup(item):
+    """``@pytest.mark.needs("feature")``: skipped, saying why, where this machine lacks it (tests/hardware.py)."""
+    for mark in item.iter_markers("needs"):
+        for feature in mark.args:
+            reason = hardware.missing(feature)
+            if reason is not None:
+                pytest.skip(reason)
