@@ -16,7 +16,7 @@ from nbdiag.probe import Hooks, module_outputs
 from nbdiag.probe import named_hook as _named
 from nbdiag.stats import output_bounds, raw_stats
 from nbdiag.units import UnitSpec, add_counts, unit_counts, unit_specs
-from nbdiag.weights import UpdateTracker, grad_matrix, stored_values
+from nbdiag.weights import UpdateTracker, grad_matrix, norms_fp32, stored_values
 
 # More forward/backward passes than this between two mon.step() calls: mon.step() was probably forgotten. Nothing
 # is dropped (repeated calls of a layer merge exactly, in bounded memory); the monitor only warns.
@@ -242,7 +242,7 @@ class Capture:
         self._grad_seen = True
         grads = [stored_values(p.grad) for p in self._zeroed_params if p.grad is not None]
         if grads:
-            norm = torch.linalg.vector_norm(torch.stack(torch._foreach_norm(grads, 2, dtype=torch.float32)))
+            norm = torch.linalg.vector_norm(torch.stack(norms_fp32(grads)))
             self.stale_grad_norm = torch.stack([norm, norm.new_tensor(self._carried())])
 
     def _carried(self) -> float:

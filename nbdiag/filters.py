@@ -15,6 +15,7 @@ import torch
 from torch import nn
 
 from nbdiag.record import Block
+from nbdiag.stored import stored_tensor
 
 GROUP = "filters"
 MAX_FILTERS = 16  # 16 filters of 3x7x7 cost 2,352 floats per sampled step
@@ -66,12 +67,17 @@ class FirstFilters:
 
 
 def first_filters(model: nn.Module) -> FirstFilters | None:
-    """The first ``nn.Conv2d`` of ``model`` (definition order), or None when it has none."""
+    """The first ``nn.Conv2d`` of ``model`` (definition order), or None when it has none.
+
+    Its weight as stored (:func:`nbdiag.stored.stored_tensor`): a spectral-normed conv shows its unnormalized
+    original, because reading ``module.weight`` would run the parametrization (and step its power iteration).
+    """
     for name, module in model.named_modules():
-        if isinstance(module, nn.Conv2d) and isinstance(module.weight, torch.Tensor):
-            _, channels, kh, kw = module.weight.shape
+        weight = stored_tensor(module) if isinstance(module, nn.Conv2d) else None
+        if weight is not None and weight.ndim == 4:
+            _, channels, kh, kw = weight.shape
             kept = max(1, min(channels, MAX_WEIGHTS // (kh * kw)))
-            return FirstFilters(name or type(module).__name__, (kept, kh, kw), module.weight)
+            return FirstFilters(name or type(module).__name__, (kept, kh, kw), weight)
     return None
 
 

@@ -15,6 +15,8 @@ from dataclasses import asdict, dataclass
 import torch
 from torch import nn
 
+from nbdiag.stored import stored_tensor
+
 INIT_TYPES = (nn.Linear, nn.modules.conv._ConvNd)
 STD_TOLERANCE = 0.15  # std within 15% of b/sqrt(3) (sampling error is ~1% for 1,000 weights)
 BOUND_SLACK = 1e-6
@@ -38,10 +40,10 @@ def frozen_at_init(model: nn.Module) -> list[FrozenAtInit]:
     default init (every |w| <= 1/sqrt(fan_in), std within ``STD_TOLERANCE`` of 1/sqrt(3 fan_in))."""
     found = []
     for name, module in model.named_modules():
-        weight = getattr(module, "weight", None)
-        if not isinstance(module, INIT_TYPES) or not isinstance(weight, torch.Tensor) or weight.numel() < MIN_WEIGHTS:
+        weight = stored_tensor(module) if isinstance(module, INIT_TYPES) else None  # never runs a parametrization
+        if weight is None or weight.numel() < MIN_WEIGHTS:
             continue
-        if any(p.requires_grad for p in module.parameters(recurse=False)):
+        if weight.requires_grad or any(p.requires_grad for p in module.parameters(recurse=False)):
             continue
         fan_in = weight[0].numel()
         bound = 1 / math.sqrt(fan_in)

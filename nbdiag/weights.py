@@ -22,6 +22,25 @@ def group_column(group: str, stat: str) -> int:
 CHUNK_ELEMENTS = 1 << 22
 
 
+def norms_fp32(tensors: list[torch.Tensor], ord: float = 2) -> list[torch.Tensor]:
+    """``ord``-norms of floating ``tensors`` (any mix of dtypes) as fp32 0-d tensors, in order.
+
+    fp16/bf16/fp32 are reduced in fp32 (an fp16 norm cannot overflow); float64 is reduced in float64, then cast
+    (``_foreach_norm(..., dtype=float32)`` refuses to narrow a double).
+    """
+    doubles = [i for i, t in enumerate(tensors) if t.dtype == torch.float64]
+    if not doubles:
+        return list(torch._foreach_norm(tensors, ord, dtype=torch.float32))
+    if len(doubles) == len(tensors):
+        return [n.float() for n in torch._foreach_norm(tensors, ord)]
+    out: list[torch.Tensor | None] = [None] * len(tensors)
+    others = [i for i, t in enumerate(tensors) if t.dtype != torch.float64]
+    for indices in (doubles, others):
+        for i, norm in zip(indices, norms_fp32([tensors[i] for i in indices], ord), strict=True):
+            out[i] = norm
+    return out
+
+
 def stored_values(t: torch.Tensor) -> torch.Tensor:
     """A dense tensor itself; a sparse one's stored values (norm/aminmax have no sparse kernels; no coalescing, so
     for an uncoalesced gradient duplicate indices count as separate values)."""
@@ -42,14 +61,23 @@ def weight_matrix(params: list[torch.Tensor]) -> torch.Tensor:
 
 def _weight_rows(flats: list[torch.Tensor]) -> torch.Tensor:
     sizes = torch.tensor([max(f.numel(), 1) for f in flats], dtype=torch.float32).to(flats[0].device, non_blocking=True)
-    norms = torch.stack(torch._foreach_norm(flats, 2, dtype=torch.float32))
+    norms = torch.stack(norms_fp32(flats))
     sums = torch.stack([f.sum(dtype=torch.float32) for f in flats])
     shifts = [f[:1] for f in flats]
-    spread = torch.stack(torch._foreach_norm(torch._foreach_sub(flats, shifts), 2, dtype=torch.float32))
+    spread = torch.stack(norms_fp32(_shifted(flats, shifts)))
     first = torch.cat([s.float() if s.numel() else s.new_zeros(1, dtype=torch.float32) for s in shifts])
     mean = sums / sizes
     var = ((spread / sizes.sqrt()) ** 2 - (mean - first) ** 2).clamp_min(0)  # sum((x - c)^2)/n - (mean - c)^2
     return torch.stack([norms, mean, var.sqrt(), _nonfinite_counts(flats)], dim=1)
+
+
+def _shifted(flats: list[torch.Tensor], shifts: list[torch.Tensor]) -> list[torch.Tensor]:
+    """``flat - shift`` per tensor; fp16/bf16 are shifted in fp32 (in fp16, 4e4 - (-4e4) would overflow)."""
+    if flats[0].dtype not in (torch.float16, torch.bfloat16):
+        return torch._foreach_sub(flats, shifts)
+    wide = [f.float() for f in flats]
+    torch._foreach_sub_(wide, [s.float() for s in shifts])
+    return wide
 
 
 @torch.no_grad()
@@ -59,14 +87,14 @@ def grad_matrix(grads: list[torch.Tensor]) -> torch.Tensor:
 
 
 def _grad_rows(flats: list[torch.Tensor]) -> torch.Tensor:
-    norms = torch.stack(torch._foreach_norm(flats, 2, dtype=torch.float32))
+    norms = torch.stack(norms_fp32(flats))
     nonempty = [f if f.numel() else f.new_zeros(1) for f in flats]
     if flats[0].device.type == "cpu":  # aminmax: 10x cheaper on CPU than an inf-norm foreach
         extremes = [torch.aminmax(f) for f in nonempty]
         lows, highs = torch.stack([lo for lo, _ in extremes]), torch.stack([hi for _, hi in extremes])
         maxima = torch.maximum(-lows, highs).float()
     else:
-        maxima = torch.stack(torch._foreach_norm(nonempty, float("inf"), dtype=torch.float32))
+        maxima = torch.stack(norms_fp32(nonempty, float("inf")))
     return torch.stack([norms, maxima, _nonfinite_counts(flats)], dim=1)
 
 
@@ -106,7 +134,7 @@ class UpdateTracker:
     @torch.no_grad()
     def before_step(self) -> None:
         self._before = [p.detach().clone() for p in self.params]
-        self._before_norms = torch.stack([n.float() for n in torch._foreach_norm(self._before)])
+        self._before_norms = torch.stack(norms_fp32(self._before))
 
     @torch.no_grad()
     def after_step(self) -> torch.Tensor | None:
@@ -114,7 +142,7 @@ class UpdateTracker:
         if self._before is None:
             return None
         torch._foreach_sub_(self._before, [p.detach() for p in self.params])  # before - after = -dw
-        update_norms = torch.stack([n.float() for n in torch._foreach_norm(self._before)])
+        update_norms = torch.stack(norms_fp32(self._before))
         ratios = update_norms / self._before_norms.clamp_min(torch.finfo(torch.float32).tiny)
         self._before, self._before_norms = None, None
         return torch.stack([ratios, update_norms], dim=1)
