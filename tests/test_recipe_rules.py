@@ -10,7 +10,7 @@ from torch import nn
 
 import nbdiag
 from nbdiag.checks import check_frozen_init, check_output_activation, check_target_leak
-from nbdiag.health import evaluate
+from nbdiag.health import evaluate, updates
 from nbdiag.health.generalization import training_at
 from nbdiag.health.window import Window
 from nbdiag.record import Record
@@ -264,3 +264,67 @@ def test_watch_warns_live_about_a_layer_frozen_at_its_random_init_but_not_a_trai
         model[0].weight.mul_(3.0)  # as if trained: outside PyTorch's default init bound
     with nbdiag.watch(model, head, display=False) as mon:
         assert not [f for f in mon.findings() if f.id == "model.frozen"]
+
+
+# -- issue 25: false alarms on correct code, fixed by principle ---------------------------------------------------
+def _train_watched(model: nn.Module, steps: int = 40, lr: float = 1e-2, x_shape=(16, 1, 8, 8)) -> list:
+    torch.manual_seed(0)
+    optimizer = torch.optim.SGD(model.parameters(), lr=lr)
+    with nbdiag.watch(model, optimizer, every=1, display=False) as mon:
+        for _ in range(steps):
+            loss = model(torch.randn(*x_shape)).pow(2).mean()
+            loss.backward()
+            optimizer.step()
+            optimizer.zero_grad()
+            mon.step(loss=loss)
+    return mon.findings()
+
+
+def _conv_bn() -> nn.Module:
+    torch.manual_seed(0)
+    return nn.Sequential(nn.Conv2d(1, 4, 3), nn.BatchNorm2d(4), nn.ReLU(), nn.Flatten(), nn.Linear(144, 2))
+
+
+def test_batch_norm_frozen_on_its_own_is_deliberate_a_model_in_eval_mode_is_not():
+    """QAT's freeze_bn_stats (and fine-tuning's frozen BN statistics) put one module in eval mode inside a parent
+    that trains; model.eval() puts every ancestor in eval mode too."""
+    frozen_bn = _conv_bn()
+    frozen_bn[1].eval()
+    assert "model.train_eval_mode" not in {f.id for f in _train_watched(frozen_bn)}
+    whole = _conv_bn().eval()
+    assert "model.train_eval_mode" in {f.id for f in _train_watched(whole) if f.severity == "warn"}
+
+
+@pytest.mark.filterwarnings("ignore::DeprecationWarning")  # torch.ao.quantization: still what the QAT tutorial uses
+def test_qat_freeze_bn_stats_is_not_training_in_eval_mode():
+    quantization = pytest.importorskip("torch.ao.quantization")
+    intrinsic_qat = pytest.importorskip("torch.ao.nn.intrinsic.qat")
+    model = _conv_bn().train()
+    model.qconfig = quantization.get_default_qat_qconfig("fbgemm")
+    model = quantization.prepare_qat(quantization.fuse_modules_qat(model, [["0", "1", "2"]]))
+    model.apply(intrinsic_qat.freeze_bn_stats)
+    assert not model[0].bn.training and model[0].training  # what freeze_bn_stats does
+    assert "model.train_eval_mode" not in {f.id for f in _train_watched(model)}
+
+
+def test_zero_initialised_biases_do_not_set_the_update_ratio():
+    """Issue 25: a 4-parameter model (two Linear(1, 1)) whose two zero-initialised biases stay near 0: their ratio
+    is huge while the weights move at ~lr; the norm-weighted median follows the weights."""
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(1, 1), nn.Tanh(), nn.Linear(1, 1))
+    for layer in (model[0], model[2]):
+        nn.init.zeros_(layer.bias)
+        nn.init.constant_(layer.weight, 1.0)
+    optimizer = torch.optim.SGD(model.parameters(), lr=1e-2)
+    with nbdiag.watch(model, optimizer, every=1, display=False) as mon:
+        for _ in range(30):
+            x = torch.randn(32, 1)
+            loss = (model(x) - 0.5 * x).pow(2).mean()  # no offset: the biases hover around zero
+            loss.backward()
+            optimizer.step()
+            optimizer.zero_grad()
+            mon.step(loss=loss)
+    ratios = mon.frame("update", stats=["update_ratio"]).groupby("layer").value.median()
+    assert ratios[["0.bias", "2.bias"]].min() > updates.UPDATE_RATIO_HIGH  # the plain median of 4 would be above
+    assert ratios[["0.weight", "2.weight"]].max() < updates.UPDATE_RATIO_HIGH
+    assert "train.update_ratio" not in {f.id for f in mon.findings()}

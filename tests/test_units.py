@@ -69,22 +69,23 @@ def test_saturated_counts_per_unit_equal_numpy(module):
 
 def test_a_layer_with_k_planted_dead_units_reports_exactly_k_and_a_healthy_relu_none():
     torch.manual_seed(0)
-    k = 5
+    k = 20  # half of the layer: the warning threshold (a quarter quiet trains fine, issue 25)
     model = nn.Sequential(nn.Linear(16, 40), nn.ReLU(), nn.Linear(40, 30), nn.ReLU(), nn.Linear(30, 3))
     with torch.no_grad():
         model[0].bias[:k] = -1e3  # dead for every input: never fires again
-    batches = [torch.randn(64, 16) for _ in range(6)]
+    batches = [torch.randn(64, 16) for _ in range(UNIT_WINDOW + 2)]
     mon = train(model, batches)
-    planted, healthy = units_at(mon, 5, "1"), units_at(mon, 5, "3")
+    last = UNIT_WINDOW + 1
+    planted, healthy = units_at(mon, last, "1"), units_at(mon, last, "3")
     assert (planted["dead_units"], planted["units"]) == (k, 40)
-    assert planted["dead_unit_frac"] == k / 40 and planted["window_steps"] == 6
+    assert planted["dead_unit_frac"] == k / 40 and planted["window_steps"] == UNIT_WINDOW
     zero_frac = mon.frame("activation", layers=["3"], stats=["zero_frac"]).value
     assert zero_frac.between(0.35, 0.65).all()  # half its outputs are zero ...
     assert healthy["dead_units"] == 0  # ... and none of its units is dead
     (finding,) = [f for f in evaluate(mon) if f.id == "act.dead_units"]
     assert (finding.layer, finding.severity) == ("1", "warn")
     assert finding.evidence["dead_units"] == k and finding.evidence["units"] == 40
-    assert "5 of 40 units (12%) never fired over steps 0-5 (6 sampled steps)" in finding.message
+    assert f"20 of 40 units (50%) never fired over steps 2-{last} ({UNIT_WINDOW} sampled steps)" in finding.message
 
 
 def test_dead_means_never_fired_over_the_window():

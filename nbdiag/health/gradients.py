@@ -65,7 +65,7 @@ def over_time(window: Window) -> list[Finding]:
     """train.exploding_gradients (model-wide): the total gradient norm grew ``TIME_GROWTH_WARN``x since the start."""
     if not window.baseline or window.recent[0].step <= window.baseline[-1].step:
         return []
-    start, now = _total_grad_norm(window.baseline), _total_grad_norm(window.recent)
+    start, now = total_grad_norm(window.baseline), total_grad_norm(window.recent)
     if not (np.isfinite(start) and np.isfinite(now) and start > 0) or now < TIME_GROWTH_WARN * start:
         return []
     return [
@@ -80,7 +80,7 @@ def over_time(window: Window) -> list[Finding]:
     ]
 
 
-def _total_grad_norm(entries: tuple) -> float:
+def total_grad_norm(entries: tuple) -> float:
     """Median over ``entries`` of sqrt(sum of squared parameter-gradient norms); NaN if none is finite."""
     totals = []
     for entry in entries:

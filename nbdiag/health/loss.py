@@ -15,10 +15,20 @@ from __future__ import annotations
 import numpy as np
 
 from nbdiag.findings import Finding, make_finding
+from nbdiag.health.gradients import total_grad_norm
+from nbdiag.health.updates import UPDATE_RATIO_HIGH, per_parameter_ratios, weighted_median
 from nbdiag.health.window import LOSS_HEAD, LOSS_TAIL, Window
 
 DIVERGING_WARN_FACTOR = 2.0  # loss now >= 2x its start: training is making it worse (a classifier passes chance)
 DIVERGING_FAIL_FACTOR = 10.0  # >= 10x: exploding (seeds/002 "very high learning rate: loss exploding")
+# Severity policy (docs/findings.md): a rising loss alone is not divergence. A REINFORCE loss grows with the episode
+# length and a GAN generator's loss with the discriminator's skill, both with healthy gradients and updates
+# (issue 25). Divergence needs a second, independent signal from the parameters: the total gradient norm grew
+# DIVERGING_GRAD_GROWTH x since the first sampled steps, or the update/weight ratio is above UPDATE_RATIO_HIGH.
+# Without it the rising loss is an info note that asks for objective=. A gradient norm scales with the loss it comes
+# from, so healthy rising losses grow it too: 11x for a DCGAN-style generator whose discriminator wins
+# (tests/test_objective.py), ~20x for a REINFORCE loss whose episodes grow from 10 to 200 steps; 100x is beyond both.
+DIVERGING_GRAD_GROWTH = 100.0
 STALL_MIN_STEPS = 50  # judge a stall only after this many logged losses (seeds/002: ~100 iters show a good LR)
 STALL_MIN_DROP = 0.01  # the loss fell by less than 1% of its start: it does not move
 
@@ -35,17 +45,54 @@ def diverging(window: Window) -> list[Finding]:
     start, now = _diverging_start(loss), float(np.median(tail))
     if not start > 0 or now < DIVERGING_WARN_FACTOR * start:
         return []
+    growth, ratio = parameter_signals(window)
+    signal = _second_signal(growth, ratio)
     severity = "fail" if now >= DIVERGING_FAIL_FACTOR * start else "warn"
+    message = (
+        f"the loss rose from {start:.4g} at the start to {now:.4g} ({now / start:.1f}x) over "
+        f"steps {steps[-len(tail)]}-{steps[-1]}"
+    )
+    if signal:
+        message += f", and {signal}"
+    else:
+        severity = "info"
+        message += (
+            " while the gradients and updates stay healthy: not divergence. If this loss is not meant to fall "
+            "(a GAN generator, a policy-gradient loss), declare it: watch(..., objective='gan' | 'policy_gradient' "
+            "| 'custom')"
+        )
+    evidence = {"start_loss": start, "recent_loss": now, "factor": now / start, "grad_norm_growth": growth}
     return [
         make_finding(
             "train.diverging",
             severity,
-            f"the loss rose from {start:.4g} at the start to {now:.4g} ({now / start:.1f}x) over "
-            f"steps {steps[-len(tail)]}-{steps[-1]}",
+            message,
             step=int(steps[-1]),
-            evidence={"start_loss": start, "recent_loss": now, "factor": now / start},
+            evidence={**evidence, "update_ratio": ratio},
         )
     ]
+
+
+def parameter_signals(window: Window) -> tuple[float, float]:
+    """(growth of the total gradient norm since the first sampled steps, median update/weight ratio now); NaN for
+    what was not recorded."""
+    growth = float("nan")
+    if window.baseline and window.recent:
+        start, now = total_grad_norm(window.baseline), total_grad_norm(window.recent)
+        if np.isfinite(start) and start > 0:
+            growth = now / start
+    ratios, norms = per_parameter_ratios(window)
+    ratio = weighted_median(np.array(list(ratios.values())), np.array(list(norms.values()))) if ratios else np.nan
+    return growth, float(ratio)
+
+
+def _second_signal(growth: float, ratio: float) -> str:
+    """What in the parameters agrees with a rising loss ("" when nothing does)."""
+    if growth >= DIVERGING_GRAD_GROWTH:  # NaN (not recorded) is no signal; Inf is
+        return f"the total gradient norm grew {growth:.3g}x since the start"
+    if ratio > UPDATE_RATIO_HIGH:
+        return f"the median update/weight ratio is {ratio:.2g} (above {UPDATE_RATIO_HIGH:g})"
+    return ""
 
 
 def stalled(window: Window) -> list[Finding]:

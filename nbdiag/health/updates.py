@@ -1,7 +1,9 @@
 """Update/weight ratio rule (train.update_ratio): how much one optimizer step changes the weights, vs ~1e-3.
 
-Per parameter, the median ratio ||dw|| / ||w|| over the recent window; then the median over parameters, so a few
-odd ones (a bias, a norm layer's gain) do not decide. Parameters without a gradient (frozen) or with a zero
+Per parameter, the median ratio ||dw|| / ||w|| over the recent window; then the median over parameters weighted by
+their weight norms, so a few odd ones (a bias, a norm layer's gain) do not decide, and neither do zero-initialised
+biases whose small norms make any update look large (issue 25: in a 4-parameter model two zero-initialised biases
+set the plain median). Parameters without a gradient (frozen) or with a zero
 gradient (dead) say nothing about the learning rate and are left out, and so are parameters that were ~zero before
 the step (a zero-initialized bias: the ratio is undefined). Source: seeds/004 (CS231n lecture 5) babysitting the
 learning process: "update/weight should be about 0.001" (much lower: LR too low; much higher: too high).
@@ -25,10 +27,10 @@ MIN_WEIGHT_NORM = 1e-12  # below this pre-step norm the ratio is undefined (zero
 
 def update_ratio(window: Window) -> list[Finding]:
     """train.update_ratio: the median update/weight ratio of the recent window is outside [LOW, HIGH]."""
-    ratios = _per_parameter_ratios(window)
+    ratios, norms = per_parameter_ratios(window)
     if not ratios:
         return []
-    median = float(np.median(list(ratios.values())))
+    median = weighted_median(np.array(list(ratios.values())), np.array(list(norms.values())))
     if UPDATE_RATIO_LOW <= median <= UPDATE_RATIO_HIGH:
         return []
     low = median < UPDATE_RATIO_LOW
@@ -54,11 +56,22 @@ def update_ratio(window: Window) -> list[Finding]:
     ]
 
 
-def _per_parameter_ratios(window: Window) -> dict[str, float]:
-    """Parameter -> median update/weight ratio over the window's sampled steps where it is defined."""
+def weighted_median(values: np.ndarray, weights: np.ndarray) -> float:
+    """The value at which the cumulative weight of the sorted ``values`` first reaches half of the total (the plain
+    median when all weights are equal and the count is odd; the lower middle value when even)."""
+    if not np.isfinite(weights).all() or weights.sum() <= 0:
+        return float(np.median(values))
+    order = np.argsort(values)
+    cumulative = np.cumsum(weights[order])
+    return float(values[order][np.searchsorted(cumulative, 0.5 * cumulative[-1])])
+
+
+def per_parameter_ratios(window: Window) -> tuple[dict[str, float], dict[str, float]]:
+    """(parameter -> median update/weight ratio, parameter -> median weight norm before the step) over the window's
+    sampled steps where the ratio is defined."""
     entries = tuple(e for e in window.recent if "update" in e.blocks)
     if len(entries) < MIN_WINDOW_ENTRIES:
-        return {}
+        return {}, {}
     names = layers_of(entries[-1], "update")
     ratio = stat_matrix(entries, "update", "update_ratio", names)  # (entries, parameters)
     update_norm = stat_matrix(entries, "update", "update_norm", names)
@@ -67,5 +80,7 @@ def _per_parameter_ratios(window: Window) -> dict[str, float]:
         weight_before = np.where(ratio > 0, update_norm / ratio, np.inf)  # ratio 0: no update, weight norm unknown
     defined = np.isfinite(ratio) & (grad_norm > 0) & (weight_before >= MIN_WEIGHT_NORM)
     kept = defined.any(axis=0)
+    kept_names = np.array(names)[kept].tolist()
     medians = np.nanmedian(np.where(defined, ratio, np.nan)[:, kept], axis=0)
-    return dict(zip(np.array(names)[kept].tolist(), medians.tolist(), strict=True))
+    norms = np.nanmedian(np.where(defined, weight_before, np.nan)[:, kept], axis=0)
+    return dict(zip(kept_names, medians.tolist(), strict=True)), dict(zip(kept_names, norms.tolist(), strict=True))
