@@ -5,7 +5,9 @@ from __future__ import annotations
 import copy
 import math
 import random
+import sys
 import time
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -35,6 +37,7 @@ from nbdiag.checks import (
 )
 from tests.bugzoo import models
 from tests.bugzoo.datasets import digits, loader
+from tests.clock import FakeClock
 
 
 @pytest.fixture(autouse=True)
@@ -484,28 +487,39 @@ def test_a_raising_loss_is_reported_once_and_the_rest_runs():
 
 
 class Slow(nn.Module):
-    """An MLP that takes ``delay`` seconds per forward pass."""
+    """An MLP whose forward pass takes ``delay`` seconds of ``clock``'s time (a fake clock: no real waiting), and
+    ``slower`` times that once the clock reads ``slow_from``: slower than preflight's calibration timed it."""
 
-    def __init__(self, delay: float):
+    def __init__(self, delay: float, clock: FakeClock, slower: float = 1.0, slow_from: float = math.inf):
         super().__init__()
-        self.delay, self.net = delay, models.mlp()
+        self.delay, self.clock, self.slower, self.slow_from, self.net = delay, clock, slower, slow_from, models.mlp()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        time.sleep(self.delay)
+        self.clock.advance(self.delay * (self.slower if self.clock.now >= self.slow_from else 1.0))
         return self.net(x)
 
 
-def test_budget_skips_checks_and_bounds_the_time():
+def fake_check_time(monkeypatch) -> FakeClock:
+    """Every nbdiag.checks module reads ``time.perf_counter`` from a fake clock that only the model moves."""
+    clock = FakeClock()
+    fake_time = SimpleNamespace(perf_counter=clock)
+    for module in list(sys.modules.values()):
+        if getattr(module, "__name__", "").startswith("nbdiag.checks.") and getattr(module, "time", None) is time:
+            monkeypatch.setattr(module, "time", fake_time)
+    return clock
+
+
+def test_budget_skips_checks_and_bounds_the_time(monkeypatch):
     batch = _digits_batch()
     report = nbdiag.preflight(models.mlp(), batch, nn.CrossEntropyLoss(), budget_s=1e-6, progress=False)
     assert all(t.status == "skipped" for t in report.timings)
     assert sum(f.id == "check.skipped" for f in report.findings) == len(report.timings)
-    budget = 0.4
-    start = time.perf_counter()
-    report = nbdiag.preflight(Slow(0.005), batch, nn.CrossEntropyLoss(), budget_s=budget, progress=False)
-    assert time.perf_counter() - start < budget + 0.3
-    skipped = [f for f in report.findings if f.id == "check.skipped"]
-    assert any("overfit" in f.message or "baseline" in f.message for f in skipped)
+    clock, budget, slow_step = fake_check_time(monkeypatch), 0.4, 0.05
+    model = Slow(0.005, clock, slower=10, slow_from=clock.now + 0.01)  # 10x slower after calibration's 2 passes
+    report = nbdiag.preflight(model, batch, nn.CrossEntropyLoss(), budget_s=budget, progress=False)
+    assert budget <= report.seconds <= budget + slow_step  # a check stops at its first step past the deadline
+    skipped = " | ".join(f.message for f in report.findings if f.id == "check.skipped")
+    assert "overfit one batch: stopped by the time budget" in skipped and "baseline not run" in skipped, skipped
     assert not any(f.id in ("train.cannot_overfit", "data.no_signal") for f in report.findings)
 
 

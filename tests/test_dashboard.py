@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import subprocess
 import sys
 import threading
@@ -24,6 +25,7 @@ from nbdiag.stats import ACTIVATION_STATS  # noqa: E402
 from nbdiag.views import data  # noqa: E402
 from nbdiag.views.dashboard import WIDGET_MIME, Dashboard  # noqa: E402
 from nbdiag.views.renderer import MAX_OUTLIER_WAIT_S, Renderer  # noqa: E402
+from tests.clock import FakeClock  # noqa: E402
 from tests.synthetic import synthetic_entry  # noqa: E402
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
@@ -108,23 +110,24 @@ def test_predictions_heatmap_equals_tracker():
 def test_renderer_drops_stale_states_and_keeps_the_budget():
     version = {"now": 0}
     drawn: list[int] = []
+    cpu = FakeClock(per_read=0.01)  # each refresh costs 10 ms of CPU
 
     class Owner:
         def refresh(self) -> None:
             drawn.append(version["now"])
-            end = time.thread_time() + 0.02  # 20 ms of CPU
-            while time.thread_time() < end:
-                pass
+            cpu.advance(0.01)  # 20 ms in all
 
     owner = Owner()
-    renderer = Renderer(owner.refresh, lambda: version["now"], max_hz=10, budget=0.01)
+    renderer = Renderer(owner.refresh, lambda: version["now"], max_hz=10, budget=0.01, cpu_clock=cpu)
     version["now"] = 10  # ten writes before the first poll
     assert renderer.tick(now=100.0)
-    assert drawn == [10]
+    assert drawn == [10] and list(renderer.costs) == [pytest.approx(0.02)]
     version["now"] = 30
     renderer.tick(now=100.5)  # 20 ms cost / 1% budget: not before 2 s
     assert drawn == [10]
-    renderer.tick(now=102.2)
+    renderer.tick(now=101.99)
+    assert drawn == [10]
+    renderer.tick(now=102.01)
     assert drawn == [10, 30] and renderer.dropped == 19
 
 
@@ -132,46 +135,58 @@ def test_a_one_off_costly_refresh_does_not_freeze_the_view():
     """A rebuild (the first draw, a panel that got data) costs far more than a steady refresh: the next refresh
     still comes within MAX_OUTLIER_WAIT_S, while steady costly refreshes keep the full cost / budget spacing."""
     version = {"now": 0}
-    costs = iter([0.0, 0.0, 0.0, 0.2, 0.0])  # CPU seconds of each refresh: three cheap, one rebuild, one cheap
+    costs = iter([0.001] * 3 + [0.2, 0.001] + [0.2] * 4)  # CPU seconds: three cheap, a rebuild, cheap, costly
+    cpu = FakeClock()
 
     class Owner:
         def refresh(self) -> None:
-            end = time.thread_time() + next(costs)
-            while time.thread_time() < end:
-                pass
+            cpu.advance(next(costs))
 
     owner = Owner()
-    renderer = Renderer(owner.refresh, lambda: version["now"], max_hz=10, budget=0.01)
-    for i, now in enumerate((100.0, 100.2, 100.4)):
-        version["now"] = i + 1
+    renderer = Renderer(owner.refresh, lambda: version["now"], max_hz=10, budget=0.01, cpu_clock=cpu)
+
+    def tick(now: float) -> None:
+        version["now"] += 1
         renderer.tick(now=now)
-    version["now"] = 4
-    renderer.tick(now=100.6)  # the rebuild: 0.2 s / 1% would mean 20 s without the cap
+
+    for now in (100.0, 100.2, 100.4):
+        tick(now)
+    tick(100.6)  # the rebuild: 0.2 s / 1% would mean 20 s without the cap
     assert renderer.refreshes == 4
-    version["now"] = 5
-    renderer.tick(now=100.6 + MAX_OUTLIER_WAIT_S - 0.1)
+    tick(100.6 + MAX_OUTLIER_WAIT_S - 0.01)
     assert renderer.refreshes == 4
-    renderer.tick(now=100.6 + MAX_OUTLIER_WAIT_S + 0.05)
+    tick(100.6 + MAX_OUTLIER_WAIT_S + 0.01)
     assert renderer.refreshes == 5
-
-
-def test_refreshes_are_throttled_under_a_fast_loop():
+    start = 100.6 + MAX_OUTLIER_WAIT_S + 0.01
+    for now in (start + 0.2, start + 2.25, start + 4.3):  # costly from now on: capped until it is the median
+        tick(now)
+    assert renderer.refreshes == 8
+    tick(start + 4.3 + 2.1)  # 0.2 s is the median now, not an outlier: the full 20 s spacing
+    assert renderer.refreshes == 8
+    tick(start + 4.3 + 20.05)
+    assert renderer.refreshes == 9
+@pytest.mark.parametrize(("cost", "bound"), [(0.05, "max_hz"), (0.3, "budget")])
+def test_refreshes_are_throttled_under_a_fast_loop(cost, bound):
+    """3000 writes in 1.5 s of (fake) time, polled after each: at most max_hz refreshes a second and at most
+    ``budget`` of the time spent refreshing, intermediate states dropped, and the latest state drawn at the end."""
     source = synthetic_source(n_steps=2)
     dashboard = Dashboard(source, max_hz=5, budget=0.5)
-    dashboard.start()
-    start, steps = time.monotonic(), 0
-    while time.monotonic() - start < 1.5:  # as fast as it goes: thousands of writes
-        source.record.add_scalars(100 + steps, {"loss": 1.0 / (1 + steps)})
-        steps += 1
-    last_step = 100 + steps - 1
-    deadline = time.monotonic() + 5
-    while time.monotonic() < deadline and trace(dashboard, "loss", "loss").x[-1] != last_step:
-        time.sleep(0.05)
-    dashboard.close()
-    assert steps > 1000
-    assert trace(dashboard, "loss", "loss").x[-1] == last_step  # the latest state wins
-    assert 2 <= dashboard.renderer.refreshes <= (time.monotonic() - start) * 5 + 2
-    assert dashboard.renderer.dropped > steps / 2  # intermediate states are skipped, never queued
+    renderer = dashboard.renderer
+    renderer.clock, renderer.cpu_clock = FakeClock(), FakeClock(per_read=cost)  # each refresh costs ``cost``
+    start, steps = renderer.clock.now, 3000
+    for step in range(steps):
+        source.record.add_scalars(100 + step, {"loss": 1.0 / (1 + step)})
+        renderer.clock.advance(0.0005)
+        renderer.tick()
+    elapsed = renderer.clock.now - start
+    spacing = {"max_hz": 1 / 5, "budget": cost / 0.5}[bound]  # the wait after each refresh
+    assert renderer.refreshes == math.ceil(elapsed / spacing)
+    assert renderer.refreshes <= elapsed * 5 + 1
+    assert sum(renderer.costs) <= 0.5 * elapsed + cost  # the budget: the last refresh's cost is not yet paid back
+    assert renderer.dropped > steps / 2  # intermediate states are skipped, never queued
+    renderer.clock.advance(spacing)
+    renderer.tick()
+    assert trace(dashboard, "loss", "loss").x[-1] == 100 + steps - 1  # the latest state wins
 
 
 def test_background_thread_training_updates_the_figure():
@@ -189,7 +204,7 @@ def test_background_thread_training_updates_the_figure():
     worker = threading.Thread(target=train)
     worker.start()
     worker.join()
-    deadline = time.monotonic() + 5
+    deadline = time.monotonic() + 60  # a hang guard only: the loop ends once the figure shows the last write
     while time.monotonic() < deadline and len(trace(dashboard, "loss", "loss").x) < 20:
         time.sleep(0.05)
     dashboard.close()

@@ -3,9 +3,9 @@ at most 2 updates a second, each bounded in size, carrying plotly's figure JSON 
 
 from __future__ import annotations
 
+import itertools
 import json
 import re
-import threading
 import time
 
 import numpy as np
@@ -19,12 +19,14 @@ pytest.importorskip("matplotlib")
 import nbdiag  # noqa: E402
 from nbdiag.views.dashboard import Dashboard  # noqa: E402
 from nbdiag.views.inline import MAX_BYTES_PER_S, MAX_HZ, bundle_bytes  # noqa: E402
+from tests.clock import FakeClock  # noqa: E402
 from tests.fake_kernel import simulate_kernel  # noqa: E402
 from tests.synthetic import synthetic_entry  # noqa: E402
 from tests.test_dashboard import synthetic_source  # noqa: E402
 
 MAX_UPDATE_BYTES = 1_500_000  # at 50 layers, a full record (measured 0.74-0.82 MB)
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+HANG_S = 120  # a deadline that only guards against a hang
 
 
 @pytest.fixture(autouse=True)
@@ -49,14 +51,18 @@ def traces(bundle) -> dict[str, list[dict]]:
     return by_name
 
 
-def tiny_training(monkeypatch, front: str, seconds: float, **watch_kwargs):
+def tiny_training(monkeypatch, front: str, live_updates: int = 0, steps: int = 20, **watch_kwargs):
+    """Train ``steps`` steps under a simulated ``front``, then on until the renderer thread has sent
+    ``live_updates`` updates: however slow the machine, the test sees the same messages (the deadline only
+    guards against a hang)."""
     recorder = simulate_kernel(monkeypatch, front)
     torch.manual_seed(0)
     model = nn.Sequential(nn.Linear(8, 16), nn.ReLU(), nn.Linear(16, 2))
     opt = torch.optim.SGD(model.parameters(), lr=0.05)
     with nbdiag.watch(model, opt, every=1, **watch_kwargs) as mon:
-        deadline = time.monotonic() + seconds
-        while time.monotonic() < deadline:
+        deadline = time.monotonic() + HANG_S
+        while mon.current_step < steps or len(recorder.bundles("update")) < live_updates:
+            assert time.monotonic() < deadline, f"{len(recorder.bundles('update'))} live updates after {HANG_S} s"
             loss = model(torch.randn(32, 8)).pow(2).mean()
             opt.zero_grad()
             loss.backward()
@@ -66,7 +72,7 @@ def tiny_training(monkeypatch, front: str, seconds: float, **watch_kwargs):
 
 
 def test_vscode_gets_one_output_updated_in_place_with_the_final_state(monkeypatch):
-    mon, recorder = tiny_training(monkeypatch, "vscode", seconds=3)
+    mon, recorder = tiny_training(monkeypatch, "vscode", live_updates=2)
     assert mon._dashboard.mode == "inline"
     kinds = [message.kind for message in recorder.messages]
     assert kinds[0] == "display" and set(kinds[1:]) == {"update"} and len(kinds) >= 3, kinds
@@ -84,9 +90,9 @@ def test_vscode_gets_one_output_updated_in_place_with_the_final_state(monkeypatc
 
 
 def test_jupyter_gets_the_widget_and_static_gets_png_at_close(monkeypatch):
-    _, recorder = tiny_training(monkeypatch, "jupyter", seconds=1)
+    _, recorder = tiny_training(monkeypatch, "jupyter")
     assert "application/vnd.jupyter.widget-view+json" in recorder.bundles("display")[0]
-    _, recorder = tiny_training(monkeypatch, "vscode", seconds=1, display="static")
+    _, recorder = tiny_training(monkeypatch, "vscode", display="static")
     shown, *updates = recorder.bundles()
     assert set(shown) == {"image/png", "text/plain"} and "nothing recorded yet" in shown["text/plain"]
     assert updates and "nbdiag dashboard: step" in updates[-1]["text/plain"]
@@ -94,7 +100,7 @@ def test_jupyter_gets_the_widget_and_static_gets_png_at_close(monkeypatch):
 
 @pytest.mark.parametrize("front", ["colab", "vscode"])
 def test_plotly_js_inline_once_never_a_cdn(monkeypatch, front):
-    _, recorder = tiny_training(monkeypatch, front, seconds=2)
+    _, recorder = tiny_training(monkeypatch, front, live_updates=1)
     pages = [bundle["text/html"] for bundle in recorder.bundles()]
     assert len(pages) >= 3
     assert len(pages[0]) > 3_000_000 and "plotly.js" in pages[0][:1000]  # plotly.js itself, from the package
@@ -102,15 +108,21 @@ def test_plotly_js_inline_once_never_a_cdn(monkeypatch, front):
     assert not any(re.search(r"<script[^>]*\ssrc=", page) for page in pages)  # nothing fetched: no CDN
 
 
-def run_inline(source, seconds: float, n_layers: int, budget: float = 1.0) -> list[tuple[float, int, float]]:
-    """Display ``source`` inline and grow its record as fast as it can for ``seconds``; return each update's
-    (time, bytes, last step of the loss trace)."""
+def run_inline(source, seconds: float, n_layers: int, budget: float = 1.0) -> list[tuple[float, int, float, int]]:
+    """Display ``source`` inline, then grow its record every 5 ms of fake time for ``seconds``, polling the renderer
+    after each write (the renderer thread stays off); return each update's (time, bytes, last step of the loss
+    trace, last step written)."""
     dashboard = Dashboard(source, display="inline")
-    sent: list[tuple[float, int, float]] = []
+    renderer = dashboard.renderer
+    renderer.start = lambda: None  # this test polls, on a fake clock: no verdict depends on the machine's load
+    renderer.clock, renderer.cpu_clock, renderer.budget = FakeClock(), FakeClock(), budget  # refreshes cost 0 CPU
+    sent: list[tuple[float, int, float, int]] = []
+    written = {"step": -1}
 
     class Handle:
         def update(self, bundle, raw=False):
-            sent.append((time.monotonic(), bundle_bytes(bundle), traces(bundle)["loss"][0]["x"][-1]))
+            drawn = traces(bundle)["loss"][0]["x"][-1]
+            sent.append((renderer.clock.now, bundle_bytes(bundle), drawn, written["step"]))
 
     import IPython.display
 
@@ -120,46 +132,40 @@ def run_inline(source, seconds: float, n_layers: int, budget: float = 1.0) -> li
         dashboard._ipython_display_()
     finally:
         IPython.display.display = original
-    dashboard.renderer.budget = budget
-    stop = threading.Event()
-
-    def grow() -> None:
-        step = 2000
-        while not stop.is_set():
-            source.record.append(synthetic_entry(step, n_layers, source.rng))
-            source.record.add_scalars(step, {"loss": 1.0})
-            step += 10
-            time.sleep(0.005)
-
-    writer = threading.Thread(target=grow)
-    writer.start()
-    time.sleep(seconds)
-    stop.set()
-    writer.join()
-    dashboard.renderer.stop()
-    return sent
+    end = renderer.clock.now + seconds
+    for step in itertools.count(2000, 10):
+        source.record.append(synthetic_entry(step, n_layers, source.rng))
+        source.record.add_scalars(step, {"loss": 1.0})
+        written["step"] = step
+        renderer.clock.advance(0.005)
+        renderer.tick()
+        if renderer.clock.now >= end:
+            return sent
+    raise AssertionError("unreachable")
 
 
 def test_at_most_two_updates_a_second_latest_state_wins():
     """The budget lifted (a cheap refresh): the ceiling itself holds, and each update draws the newest record."""
     sent = run_inline(synthetic_source(n_layers=6, n_steps=20), seconds=3.0, n_layers=6)
-    gaps = np.diff([at for at, _, _ in sent])
-    assert len(sent) >= 3 and gaps.min() >= 0.95 / MAX_HZ, gaps
-    assert all(later > earlier for (_, _, earlier), (_, _, later) in zip(sent, sent[1:], strict=False))
+    gaps = np.diff([at for at, _, _, _ in sent])
+    # after each update: 1 / MAX_HZ, longer when it was large (bytes / MAX_BYTES_PER_S); then the next 5 ms poll
+    waits = np.maximum(1 / MAX_HZ, np.array([size for _, size, _, _ in sent[:-1]]) / MAX_BYTES_PER_S)
+    assert len(sent) >= 3 and np.all(gaps >= waits - 1e-9) and np.all(gaps < waits + 0.005 + 1e-9), (gaps, waits)
+    assert all(drawn == written for _, _, drawn, written in sent)
 
 
 @pytest.mark.slow
 def test_rate_and_size_are_bounded_at_50_layers():
     """50 layers: each update under MAX_UPDATE_BYTES, at most MAX_HZ a second and MAX_BYTES_PER_S on average."""
     sent = run_inline(synthetic_source(n_layers=50, n_steps=200), seconds=10.0, n_layers=50)
-    times = [at for at, _, _ in sent]
+    times = [at for at, _, _, _ in sent]
     assert len(sent) >= 2, sent
-    assert max(size for _, size, _ in sent) < MAX_UPDATE_BYTES
+    assert max(size for _, size, _, _ in sent) < MAX_UPDATE_BYTES
     rate = (len(sent) - 1) / (times[-1] - times[0])
     assert rate <= MAX_HZ
-    sizes = [size for _, size, _ in sent]
+    sizes = [size for _, size, _, _ in sent]
     assert sum(sizes[:-1]) / (times[-1] - times[0]) <= 1.05 * MAX_BYTES_PER_S
-    assert sent[-1][2] > 2000  # drawn from the grown record
+    assert all(drawn == written for _, _, drawn, written in sent)  # drawn from the grown record
 
 
 def test_controls_become_arguments(monkeypatch):
@@ -175,7 +181,7 @@ def test_controls_become_arguments(monkeypatch):
 
 
 def test_monitor_dashboard_takes_display_and_selection(monkeypatch):
-    mon, recorder = tiny_training(monkeypatch, "jupyter", seconds=0.5, display=False)
+    mon, recorder = tiny_training(monkeypatch, "jupyter", display=False)
     assert not recorder.messages
     dashboard = mon.dashboard(display="inline", layer="2")
     assert dashboard.mode == "inline" and dashboard.state.layer == "2"

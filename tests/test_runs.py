@@ -28,15 +28,17 @@ from nbdiag.runs.writer import RunWriter
 
 REPO = Path(nbdiag.__file__).parents[1]  # the checkout under test, for the writer subprocess
 
-# A training script for another process: argv = run_dir, steps, seconds to sleep per step, path to save at the end.
+# A training script for another process: argv = run_dir, steps, seconds to sleep per step, path to save at the end,
+# then optional gates: after each gate's number of steps it waits until the file "<saved>.go<gate>" exists.
 WRITER_SCRIPT = textwrap.dedent(
     """
-    import sys, time, torch
+    import os, sys, time, torch
     from torch import nn
     from torch.nn import functional as F
     import nbdiag
 
     run_dir, steps, pause, saved = sys.argv[1], int(sys.argv[2]), float(sys.argv[3]), sys.argv[4]
+    gates = {int(gate) for gate in sys.argv[5:]}
     torch.manual_seed(0)
     model = nn.Sequential(nn.Linear(8, 16), nn.Tanh(), nn.Linear(16, 3))
     opt = torch.optim.SGD(model.parameters(), lr=0.1)
@@ -48,6 +50,8 @@ WRITER_SCRIPT = textwrap.dedent(
             loss.backward(); opt.step(); opt.zero_grad()
             mon.step(loss=loss)
             time.sleep(pause)
+            while step + 1 in gates and not os.path.exists(f"{saved}.go{step + 1}"):
+                time.sleep(0.01)
     mon.save(saved)
     """
 )
@@ -91,11 +95,12 @@ def live(tmp_path_factory):
     return train(run_dir), run_dir
 
 
-def start_writer(tmp_path, steps, pause):
+def start_writer(tmp_path, steps, pause, gates=()):
     script = tmp_path / "writer.py"
     script.write_text(WRITER_SCRIPT)
     env = {**os.environ, "PYTHONPATH": str(REPO)}
     args = [sys.executable, str(script), str(tmp_path / "run"), str(steps), str(pause), str(tmp_path / "saved")]
+    args += [str(gate) for gate in gates]
     return subprocess.Popen(args, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
 
@@ -181,20 +186,21 @@ def test_findings_from_a_run_match_the_monitor(tmp_path):
 
 # -- another process writes ------------------------------------------------------------------------------------
 def test_follow_picks_up_segments_while_another_process_writes(tmp_path):
-    writer = start_writer(tmp_path, steps=24, pause=0.05)
+    """The writer waits at 6 and 15 steps (2 and 5 segments of 3) until the follower has seen them: the run is seen
+    growing whatever the machine's load."""
+    writer = start_writer(tmp_path, steps=24, pause=0.0, gates=(6, 15))
     try:
         wait_for(lambda: (tmp_path / "run" / MANIFEST).is_file())
         run = nbdiag.open_run(tmp_path / "run", follow=True, interval=0.05)
-        seen = set()
-        while writer.poll() is None:
-            seen.add(len(run.record.steps()))
-            time.sleep(0.02)
-        assert writer.returncode == 0, writer.stderr.read()
+        for gate in (6, 15):
+            wait_for(lambda gate=gate: len(run.record.steps()) >= gate)
+            assert run.record.steps() == list(range(gate)) and not run.finished  # the writer waits here
+            (tmp_path / f"saved.go{gate}").touch()
+        assert writer.wait(timeout=120) == 0, writer.stderr.read()
         wait_for(lambda: not run.following)
     finally:
         writer.kill()
         writer.wait()
-    assert len(seen - {0, 24}) >= 2, f"expected to see the run grow, saw step counts {sorted(seen)}"
     assert run.finished and run.record.steps() == list(range(24))
     assert_same_record(run, nbdiag.open_run(tmp_path / "saved"))
 

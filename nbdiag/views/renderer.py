@@ -46,6 +46,8 @@ class Renderer:
         on_idle: called when training went quiet; None for nothing.
         idle_s: quiet time before ``on_idle``.
         on_error: called with the exception when a poll fails (the thread waits a second and goes on).
+        clock: wall time in seconds (tests pass a fake clock).
+        cpu_clock: this thread's CPU time in seconds, what a refresh costs (tests pass a fake clock).
     """
 
     def __init__(
@@ -59,6 +61,8 @@ class Renderer:
         on_idle: Callable[[], None] | None = None,
         idle_s: float = 2.0,
         on_error: Callable[[BaseException], None] | None = None,
+        clock: Callable[[], float] = time.monotonic,
+        cpu_clock: Callable[[], float] = time.thread_time,
     ) -> None:
         if max_hz <= 0 or not 0 < budget <= 1:
             raise ValueError(f"got max_hz={max_hz}, budget={budget}; expected max_hz > 0 and 0 < budget <= 1")
@@ -66,12 +70,13 @@ class Renderer:
         self._on_idle = _weak(on_idle) if on_idle is not None else None
         self._on_error = _weak(on_error) if on_error is not None else None
         self.min_interval, self.budget, self.idle_s = 1.0 / max_hz, budget, idle_s
+        self.clock, self.cpu_clock = clock, cpu_clock
         self.costs: deque[float] = deque(maxlen=1000)  # CPU seconds per refresh
         self.refreshes = 0
         self.dropped = 0  # record writes never drawn because a newer state was drawn instead
         self._drawn_version = -1
         self._next_at = 0.0
-        self._last_change = time.monotonic()
+        self._last_change = clock()
         self._idle_done = True
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
@@ -115,16 +120,16 @@ class Renderer:
         refresh, version_of, paused = self._refresh(), self._version(), self._paused()
         if refresh is None or version_of is None or paused is None:
             return False
-        now = time.monotonic() if now is None else now
+        now = self.clock() if now is None else now
         version = version_of()
         if version == self._drawn_version or paused():
             self._maybe_idle(now)
             return True
         if now < self._next_at:
             return True
-        start = time.thread_time()
+        start = self.cpu_clock()
         refresh()
-        cost = time.thread_time() - start
+        cost = self.cpu_clock() - start
         if self._drawn_version >= 0:
             self.dropped += max(version - self._drawn_version - 1, 0)
         self._drawn_version, self._last_change, self._idle_done = version, now, False

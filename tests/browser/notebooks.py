@@ -7,6 +7,7 @@ from pathlib import Path
 from tests.browser.jupyter import KERNEL_NAME
 
 SETUP = """\
+import os
 import time
 
 import torch
@@ -31,9 +32,10 @@ opt = torch.optim.Adam(model.parameters(), lr=1e-3)"""
 
 TRAIN = """\
 mon = nbdiag.watch(model, opt, every={every}, fixed_batch=(x[:32], y[:32]), num_classes=10)
-deadline = time.perf_counter() + {seconds}  # train for a fixed time: no sleeping, as many steps as fit
+deadline = time.perf_counter() + {seconds}  # no sleeping: as many steps as fit
+stop = {stop!r}  # a file the test creates once it has seen what it waits for (None: train until the deadline)
 with mon:
-    while time.perf_counter() < deadline:
+    while time.perf_counter() < deadline and not (stop and os.path.exists(stop)):
         idx = torch.randint(0, len(x), (64,))
         logits = model(x[idx])
         loss = F.cross_entropy(logits, y[idx])
@@ -56,9 +58,12 @@ def write_notebook(path: Path, sources: list[str]) -> Path:
     return path
 
 
-def training_notebook(path: Path, seconds: float, every: int = 5) -> Path:
-    """Train a small CNN on scikit-learn's digits under ``nbdiag.watch`` for ``seconds`` (dashboard shown)."""
-    return write_notebook(path, [SETUP, TRAIN.format(seconds=seconds, every=every)])
+def training_notebook(path: Path, seconds: float, every: int = 5, stop: Path | None = None) -> Path:
+    """Train a small CNN on scikit-learn's digits under ``nbdiag.watch`` (dashboard shown) for ``seconds``, or
+    until the file ``stop`` exists: a test that watches training grow creates it when it has seen enough, so a
+    slow machine trains longer rather than failing (``seconds`` then only guards against a hang)."""
+    stop_at = str(stop) if stop is not None else None
+    return write_notebook(path, [SETUP, TRAIN.format(seconds=seconds, every=every, stop=stop_at)])
 
 
 def lab_notebook(path: Path, call: str) -> Path:
