@@ -165,6 +165,8 @@ def test_a_one_off_costly_refresh_does_not_freeze_the_view():
     assert renderer.refreshes == 8
     tick(start + 4.3 + 20.05)
     assert renderer.refreshes == 9
+
+
 @pytest.mark.parametrize(("cost", "bound"), [(0.05, "max_hz"), (0.3, "budget")])
 def test_refreshes_are_throttled_under_a_fast_loop(cost, bound):
     """3000 writes in 1.5 s of (fake) time, polled after each: at most max_hz refreshes a second and at most
