@@ -228,6 +228,12 @@ CATALOG: dict[str, CatalogEntry] = {
         "fix the failing check to run it.",
         "nbdiag",
     ),
+    "check.inconclusive": CatalogEntry(
+        "A check was cut short by the time budget",
+        "No verdict either way: the budget stopped the check before it could decide. Raise budget_s, or run the "
+        "check alone with checks=(name,).",
+        "nbdiag",
+    ),
     "train.lr_range": CatalogEntry(
         "The learning rate is outside the range where the loss falls",
         "Run nbdiag.lr_range_test and start near its suggestion; too high diverges, too low stalls.",
@@ -275,12 +281,14 @@ def make_finding(
     layer: str | None = None,
     step: int | None = None,
     evidence: dict[str, Any] | None = None,
+    advice: str | None = None,
 ) -> Finding:
-    """Build a :class:`Finding`, filling advice and ref from the catalog."""
+    """Build a :class:`Finding`, filling advice and ref from the catalog; ``advice`` replaces the catalog's when the
+    evidence points to a more specific cause (advice must match the cause)."""
     entry = CATALOG.get(id)
     if entry is None:
         raise ValueError(f"unknown finding id {id!r}; add it to nbdiag.findings.CATALOG first")
-    return Finding(id, severity, message, layer, step, dict(evidence or {}), entry.advice, entry.ref)
+    return Finding(id, severity, message, layer, step, dict(evidence or {}), advice or entry.advice, entry.ref)
 
 
 def findings_frame(findings: list[Finding]):
@@ -347,7 +355,6 @@ class Findings(list):
 def by_severity(findings: list[Finding]) -> list[Finding]:
     """``findings`` most severe first (stable within a severity)."""
     return sorted(findings, key=lambda f: SEVERITY_RANK.get(f.severity, len(SEVERITY_RANK)))
-
 
 
 def _indented(text: str, width: int) -> str:

@@ -268,3 +268,78 @@ def test_fresh_regression_model_is_judged_with_its_own_output_spread():
     assert check_initial_loss(model, batches, nn.MSELoss()) == []
     (finding,) = check_initial_loss(model, [(xb, yb + 50) for xb, yb in batches], nn.MSELoss())  # planted offset
     assert finding.id == "loss.initial_mismatch"
+
+
+# -- issue 25: LoRA, multi-label targets, a loss that already weights its classes -----------------------------------
+class LoRALinear(nn.Module):
+    """A frozen trained Linear plus a low-rank update B @ A, B = 0 at init (Hu et al. 2021, as PEFT builds it)."""
+
+    def __init__(self, base: nn.Linear, rank: int = 4) -> None:
+        super().__init__()
+        self.base = base.requires_grad_(False)
+        self.lora_a = nn.Linear(base.in_features, rank, bias=False)
+        self.lora_b = nn.Linear(rank, base.out_features, bias=False)
+        nn.init.zeros_(self.lora_b.weight)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.base(x) + self.lora_b(self.lora_a(x))
+
+
+def lora_setup(dead: bool = False) -> tuple[nn.Module, list]:
+    """A 2-layer MLP trained on one task (labels from feature 0), then LoRA-adapted to another (from feature 1)."""
+    torch.manual_seed(0)
+    x = torch.randn(256, 16)
+    base = nn.Sequential(nn.Linear(16, 64), nn.ReLU(), nn.Linear(64, 4))
+    optimizer = torch.optim.Adam(base.parameters(), lr=1e-2)
+    for _ in range(100):
+        F.cross_entropy(base(x), (x[:, 0] > 0).long() * 3).backward()
+        optimizer.step()
+        optimizer.zero_grad()
+    model = nn.Sequential(LoRALinear(base[0]), nn.ReLU(), LoRALinear(base[2]))
+    if dead:  # planted: the hidden ReLU never fires, so A of the last layer gets no gradient, B's value aside
+        with torch.no_grad():
+            model[0].base.bias.fill_(-100.0)
+    y = (x[:, 1] > 0).long() + 2 * (x[:, 2] > 0).long()
+    return model, [(x[i : i + 64], y[i : i + 64]) for i in range(0, 256, 64)]
+
+
+def test_lora_on_a_trained_base_is_neither_frozen_nor_an_initial_loss_mismatch():
+    """Issue 25: B = 0 gives A a zero gradient at init only; the base is trained and frozen on purpose, and its
+    initial loss on the new task is what it learnt, not ln C."""
+    model, batches = lora_setup()
+    trainable = [p for p in model.parameters() if p.requires_grad]
+    found = check_gradient_flow(model, batches, nn.CrossEntropyLoss(), torch.optim.AdamW(model.parameters()))
+    found += check_initial_loss(model, batches, nn.CrossEntropyLoss())
+    assert serious(found) == [] and trainable
+    notes = [f.message for f in found]
+    assert any("zero-initialised factor gates them" in note for note in notes), notes
+    assert any("a trained (pretrained) base, frozen on purpose" in note for note in notes), notes
+    initial = next(f for f in found if f.id == "loss.initial_mismatch")
+    assert initial.severity == "info" and initial.evidence["frozen_parameters"] > 0
+
+
+def test_lora_with_dead_units_upstream_still_warns():
+    model, batches = lora_setup(dead=True)
+    found = check_gradient_flow(model, batches, nn.CrossEntropyLoss(), torch.optim.AdamW(model.parameters()))
+    assert any("exactly zero on all" in f.message for f in serious(found))
+
+
+def test_target_leak_on_multi_label_float_targets_gives_a_verdict_not_an_error():
+    from nbdiag.checks import check_target_leak
+
+    torch.manual_seed(0)
+    x = torch.randn(256, 8)
+    y = (torch.randn(256, 5) > 0).float()  # (N, K) multi-label, BCEWithLogitsLoss
+    assert check_target_leak([(x, y)], nn.BCEWithLogitsLoss()) == []
+
+
+def test_class_imbalance_with_a_weighted_loss_is_a_note_without_reweight_advice():
+    torch.manual_seed(0)
+    y = torch.cat([torch.zeros(300, dtype=torch.long), torch.ones(20, dtype=torch.long)])
+    batches = [(torch.randn(320, 4), y)]
+    (plain,) = check_class_balance(batches, nn.CrossEntropyLoss())
+    assert plain.severity == "warn" and "Reweight" in plain.advice
+    (weighted,) = check_class_balance(batches, nn.CrossEntropyLoss(weight=torch.tensor([1.0, 15.0])))
+    assert weighted.severity == "info" and "Reweight" not in weighted.advice and "already weights" in weighted.message
+    (pos_weighted,) = check_class_balance(batches, nn.BCEWithLogitsLoss(pos_weight=torch.tensor(15.0)))
+    assert pos_weighted.severity == "info"

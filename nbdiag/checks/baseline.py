@@ -13,6 +13,7 @@ import math
 import torch
 from torch import nn
 
+from nbdiag.checks import budget
 from nbdiag.checks.batches import Batch, collect_batches, concat, select
 from nbdiag.checks.calls import Inputs, map_inputs, tensors
 from nbdiag.checks.losskind import loss_floor
@@ -64,7 +65,8 @@ def check_baseline(
         val_data: held-out data in the same forms, or None to hold out part of ``data``.
         steps: updates per copy.
         lr: Adam's learning rate.
-        deadline: a ``time.perf_counter()`` value; past it the check stops with an 'info' finding and no verdict.
+        deadline: a :func:`nbdiag.checks.budget.now` value; past it the check stops with no verdict
+            (``check.inconclusive``, info).
         progress: show a progress bar.
 
     Returns:
@@ -83,8 +85,8 @@ def check_baseline(
             zero_trace = train_copy(zero_copy, uninformative, loss_fn, desc="baseline: uninformative inputs", **common)
             trained += len(real_trace.losses)
             if not (real_trace.finished and zero_trace.finished):
-                message = f"input-independent baseline stopped by the time budget after {trained} steps"
-                return [make_finding("check.skipped", "info", message)]
+                what = "both copies train, then the held-out losses decide"
+                return [budget.inconclusive("input-independent baseline", trained, steps * BASELINE_ROUNDS, what)]
             real_loss = evaluate(real_copy, held_out, loss_fn)
             zero_loss = evaluate(zero_copy, held_out_baseline, loss_fn)
             if not zero_loss > real_loss > _bar(zero_loss, floor):

@@ -30,7 +30,8 @@ def check_target_leak(data: object, loss_fn: object, val_data: object | None = N
     Each feature is turned into at most ``MAX_CODES`` codes (its distinct values, or quantile bins) and the
     majority label of each code is learned on every other sample and scored on the rest (2-fold): a feature
     reaching ``LEAK_ACCURACY`` (99%) held-out accuracy on labels whose majority class is below ``MAX_MAJORITY``
-    leaks the label. Only class-index targets are judged. Validation samples are compared exactly (hashes, as in
+    leaks the label. Only class-index targets with one label per sample are judged (multi-label ``(N, K)`` float
+    targets are not: issue 25, they crashed the check). Validation samples are compared exactly (hashes, as in
     ``data.duplicates``); from ``SAME_SPLIT_FRACTION`` (90%) found in training on, validation measures training.
 
     Args:
@@ -52,6 +53,8 @@ def _feature_leak(batches: list[Batch], loss_fn: object) -> list[Finding]:
     x, y = concat(batches)
     x = input_features(x)
     if loss_kind(loss_fn).task not in ("classes", "binary") or not _class_labels(y) or len(y) < MIN_SAMPLES:
+        return []
+    if y.numel() != len(y):  # one label per sample only: multi-label (N, K) targets, per-token labels are not judged
         return []
     labels = y.reshape(-1).long().numpy()
     labels = np.unique(labels, return_inverse=True)[1]

@@ -56,7 +56,8 @@ def check_initial_loss(
     Measured on a fresh copy in train mode, without updates, averaged over up to ``INITIAL_LOSS_BATCHES`` batches.
     Expected: ln C for class losses (:func:`expected_initial_loss`), flagged when off by more than
     ``CLASS_LOSS_TOLERANCE`` (30%) of it; Var y + Var f for MSE, flagged beyond a factor ``MSE_LOSS_FACTOR``
-    (3); 'fail' when the loss is already NaN/Inf. Source: seeds/001 (Karpathy) 2 "verify loss @ init";
+    (3); 'fail' when the loss is already NaN/Inf; 'info' when the model has frozen parameters (a pretrained base:
+    the expectation is for a freshly initialised model). Source: seeds/001 (Karpathy) 2 "verify loss @ init";
     seeds/003 (37 reasons) 3.2; seeds/004 (CS231n lecture 5) babysitting, sanity check of the loss.
 
     Args:
@@ -91,6 +92,14 @@ def check_initial_loss(
     hint = " (reduction='sum' scales it by the batch size)" if reduction == "sum" else ""
     reference = "ln C" if kind.task == "classes" else "ln 2" if kind.task == "binary" else "Var y + Var of the outputs"
     message = f"initial loss {measured:.4g}, expected about {expected:.4g} ({reference}){hint}"
+    frozen = sum(p.numel() for p in model.parameters() if not p.requires_grad)
+    evidence["frozen_parameters"] = frozen
+    if frozen:  # issue 25: LoRA / fine-tuning start from what the base learnt, not from a fresh model's chance
+        message += (
+            f"; but {frozen:,} parameters are frozen: a pretrained model starts from what it learnt, and this "
+            "expectation holds for a freshly initialised model only"
+        )
+        return [make_finding("loss.initial_mismatch", "info", message, evidence=evidence)]
     return [make_finding("loss.initial_mismatch", "warn", message, evidence=evidence)]
 
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import math
-import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -12,6 +11,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from nbdiag.checks import budget
 from nbdiag.checks.batches import collect_batches, to_device
 from nbdiag.checks.calls import loss_of, run_model
 from nbdiag.checks.progress import progress_bar
@@ -100,7 +100,7 @@ def lr_range_test(
         start_lr: the first learning rate.
         end_lr: the last learning rate.
         steps: the most steps.
-        deadline: a ``time.perf_counter()`` value after which the test ends early.
+        deadline: a :func:`nbdiag.checks.budget.now` value after which the test ends early.
         progress: show a progress bar.
 
     Returns:
@@ -127,7 +127,7 @@ def _run(clone, optimizer, batches, loss_fn, lrs, deadline, progress) -> list[fl
     average, bar = 0.0, progress_bar(len(lrs), "LR range test", progress)
     try:
         for step, lr in enumerate(lrs):
-            if deadline is not None and time.perf_counter() > deadline:
+            if budget.past(deadline):
                 break
             for group in optimizer.param_groups:
                 group["lr"] = float(lr)
@@ -183,7 +183,8 @@ def check_learning_rate(
     """The optimizer's learning rate against an LR range test (``train.lr_range``).
 
     'warn' when the optimizer's lr (its first group's) is at or beyond the lr where the range test diverged, or
-    below the suggestion / ``TOO_LOW_FACTOR`` (100); 'info' with the suggestion otherwise.
+    below the suggestion / ``TOO_LOW_FACTOR`` (100); 'info' with the suggestion otherwise; ``check.inconclusive``
+    (info, no verdict) when the budget stopped the test before its last step or a divergence.
     Source: seeds/002 (CS231n) learning rate schedules; seeds/004 (CS231n lecture 5) babysitting.
 
     Args:
@@ -191,7 +192,7 @@ def check_learning_rate(
         data: a DataLoader, an ``(x, y)`` batch or an iterable of batches.
         loss_fn: the loss.
         optimizer: the optimizer of ``model``.
-        deadline: a ``time.perf_counter()`` value after which the test ends early.
+        deadline: a :func:`nbdiag.checks.budget.now` value after which the test ends early.
         progress: show a progress bar.
 
     Returns:
@@ -199,6 +200,9 @@ def check_learning_rate(
     """
     result = lr_range_test(model, data, loss_fn, optimizer, deadline=deadline, progress=progress)
     lr = float(optimizer.param_groups[0]["lr"])
+    if result.diverged_at is None and len(result.losses) < RANGE_STEPS:  # the budget stopped it: no verdict
+        what = f"up to lr {result.lrs[-1]:.3g}" if len(result.lrs) else "no step"
+        return [budget.inconclusive("lr_range", len(result.losses), RANGE_STEPS, what, {"lr": lr})], result
     evidence = {"lr": lr, "suggestion": result.suggestion, "diverged_at": result.diverged_at}
     if result.diverged_at is not None and lr >= result.diverged_at:
         hint = f"; try about {result.suggestion:.3g}" if result.suggestion is not None else ""

@@ -6,6 +6,7 @@ import math
 
 from torch import nn
 
+from nbdiag.checks import budget
 from nbdiag.checks.batches import collect_batches, select
 from nbdiag.checks.losskind import loss_floor
 from nbdiag.checks.sandbox import CHECK_SEED, model_copy
@@ -58,7 +59,8 @@ def check_overfit(
         samples: the batch size to memorize.
         steps: the most updates.
         lr: Adam's learning rate.
-        deadline: a ``time.perf_counter()`` value; past it the check stops with an 'info' finding and no verdict.
+        deadline: a :func:`nbdiag.checks.budget.now` value; past it the check stops with no verdict
+            (``check.inconclusive``, info).
         progress: show a progress bar.
 
     Returns:
@@ -102,7 +104,7 @@ def _plateau(losses: list[float], floor: float | None) -> bool:
 
 def _overfit_findings(losses: list[float], finished: bool, samples: int, floor: float | None) -> list[Finding]:
     if not losses:
-        return [make_finding("check.skipped", "info", "overfit one batch: no time left in the budget for a step")]
+        return [budget.inconclusive("overfit one batch", 0, OVERFIT_STEPS, "no time left in the budget for a step")]
     finite = [loss for loss in losses if math.isfinite(loss)]
     first, best = losses[0], min(finite, default=math.nan)
     evidence = {"initial_loss": first, "best_loss": best, "floor": floor, "steps": len(losses), "samples": samples}
@@ -112,8 +114,8 @@ def _overfit_findings(losses: list[float], finished: bool, samples: int, floor: 
     if _reached([first, best], floor):
         return []
     if not finished:
-        message = f"stopped by the time budget after {len(losses)} steps (loss {first:.4g} -> {best:.4g})"
-        return [make_finding("check.skipped", "info", f"overfit one batch: {message}", evidence=evidence)]
+        what = f"loss {first:.4g} -> {best:.4g}"
+        return [budget.inconclusive("overfit one batch", len(losses), OVERFIT_STEPS, what, evidence)]
     if floor is not None:
         reach = f" (its floor on these targets is {floor:.4g})" if floor else ""
         message = f"the loss on one batch of {samples} only went from {first:.4g} to {best:.4g} in {len(losses)} steps"

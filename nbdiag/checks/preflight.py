@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
 import torch
 from torch import nn
 
+from nbdiag.checks import budget
 from nbdiag.checks.backprop import check_batch_mixing
 from nbdiag.checks.baseline import BASELINE_STEPS, check_baseline
 from nbdiag.checks.batches import Batch, collect_batches, to_device
@@ -167,7 +167,7 @@ def preflight(
             loader or iterable of ``(x, y)`` batches.
         ValueError: unknown check names, ``budget_s`` <= 0, or ``data`` yields no batch.
     """
-    start = time.perf_counter()
+    start = budget.now()
     selected = _select(checks)
     _validate(model, loss_fn, budget_s)
     with forked_rng(seed=CHECK_SEED):
@@ -176,7 +176,7 @@ def preflight(
     with using(Calls(forward_fn, output_fn)):
         _calibrate(ctx, uses_model=any(check.runs_model for check in selected))
         timings = [_run_check(check, ctx) for check in selected]
-    return Report(ctx.findings, timings, time.perf_counter() - start, ctx.lr_range)
+    return Report(ctx.findings, timings, budget.now() - start, ctx.lr_range)
 
 
 def _select(checks: str | Iterable[str]) -> list[_Check]:
@@ -212,12 +212,12 @@ def _calibrate(ctx: _Context, uses_model: bool) -> None:
         clone = model_copy(ctx.model)
         x, y = to_device(ctx.batches[0], model_device(clone))
         try:
-            begin = time.perf_counter()
+            begin = budget.now()
             output = run_model(clone, x)
             predicted = prediction(output)
             if predicted.requires_grad:
                 predicted.float().sum().backward()
-            ctx.step_s = time.perf_counter() - begin
+            ctx.step_s = budget.now() - begin
         except Exception as error:  # noqa: BLE001 - the user's model raised; report it, never crash
             message = (
                 f"the model's forward/backward on the first batch raised {type(error).__name__}: {error}. "
@@ -241,7 +241,7 @@ def _calibrate(ctx: _Context, uses_model: bool) -> None:
 
 
 def _run_check(check: _Check, ctx: _Context) -> CheckTiming:
-    begin = time.perf_counter()
+    begin = budget.now()
     reason = _skip_reason(check, ctx, begin)
     if reason:
         found, status = [make_finding("check.skipped", "info", f"{check.name} not run: {reason}")], "skipped"
@@ -255,7 +255,7 @@ def _run_check(check: _Check, ctx: _Context) -> CheckTiming:
     blocking = [f.id for f in found if f.id in BLOCKING_IDS and f.severity == "fail"]
     if blocking and not ctx.data_error:
         ctx.data_error = f"the data cannot give a finite loss (see {blocking[0]})"
-    return CheckTiming(check.name, status, time.perf_counter() - begin, len(found))
+    return CheckTiming(check.name, status, budget.now() - begin, len(found))
 
 
 def _skip_reason(check: _Check, ctx: _Context, now: float) -> str:

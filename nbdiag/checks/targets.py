@@ -147,7 +147,8 @@ def check_class_balance(data: object, loss_fn: object, max_batches: int = SAMPLE
     """Strong class imbalance over the sampled labels (``data.class_imbalance``, warn).
 
     Fires when the most frequent observed class has at least ``IMBALANCE_RATIO`` (10) times the samples of the
-    least frequent one: 'warn' for one label per sample, 'info' for dense targets (one label per token or pixel:
+    least frequent one: 'warn' for one label per sample, 'info' when the loss already weights the classes
+    (``weight=`` / ``pos_weight=``) or for dense targets (one label per token or pixel:
     next-token targets follow the words' Zipf distribution, a segmentation mask is mostly background; that is the
     task, not a sampling bug). Source: seeds/003 (37 reasons) 1.8 "imbalanced data".
 
@@ -181,7 +182,22 @@ def check_class_balance(data: object, loss_fn: object, max_batches: int = SAMPLE
         "counts": {c: n for c, n in zip(classes.tolist(), counts.tolist(), strict=True)},
     }
     severity = "warn" if per_sample == 1 else "info"
-    return [make_finding("data.class_imbalance", severity, message, evidence=evidence)]
+    weighted = _loss_weights(loss_fn)
+    advice = None
+    if weighted:  # issue 25: "reweight the loss" is wrong advice when the loss already has weight=
+        severity = "info"
+        message += f"; the loss already weights the classes ({weighted}=), so this looks handled"
+        advice = "The loss is already weighted; check that the weights match the counts, and report per-class metrics."
+    evidence["loss_weighted"] = bool(weighted)
+    return [make_finding("data.class_imbalance", severity, message, evidence=evidence, advice=advice)]
+
+
+def _loss_weights(loss_fn: object) -> str:
+    """The name of the class-weighting argument a torch loss was given (``weight`` / ``pos_weight``), or ""."""
+    for name in ("weight", "pos_weight"):
+        if isinstance(getattr(loss_fn, name, None), torch.Tensor):
+            return name
+    return ""
 
 
 def check_batch_labels(data: object, loss_fn: object, max_batches: int = SAMPLE_BATCHES) -> list[Finding]:

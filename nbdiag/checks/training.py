@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import torch
 from torch import nn
 
+from nbdiag.checks import budget
 from nbdiag.checks.batches import Batch, to_device
 from nbdiag.checks.calls import loss_of, run_model
 from nbdiag.checks.progress import progress_bar
@@ -55,7 +55,7 @@ def train_copy(
         loss_fn: the loss.
         steps: the most updates.
         lr: Adam's learning rate.
-        deadline: a ``time.perf_counter()`` value after which the run stops unfinished.
+        deadline: a :func:`nbdiag.checks.budget.now` value after which the run stops unfinished.
         stop: called with the losses so far after each step; True ends the run (finished).
         progress: show a progress bar.
         desc: the bar's label.
@@ -69,7 +69,7 @@ def train_copy(
     trace, bar = TrainTrace(), progress_bar(steps, desc, progress)
     try:
         for step in range(steps):
-            if deadline is not None and time.perf_counter() > deadline:
+            if budget.past(deadline):
                 trace.finished = False
                 break
             x, y = to_device(batches[step % len(batches)], device)
