@@ -194,14 +194,16 @@ CATALOG: dict[str, CatalogEntry] = {
     ),
     "data.target_leak": CatalogEntry(
         "Too good to be true: one input feature alone predicts the label, or validation equals training",
-        "Drop the leaking feature (an id, a label copied into the inputs, a watermark pixel) and split before any "
-        "preprocessing, so validation never contains training samples.",
+        "A feature that alone predicts the label: drop it (an id, a label copied into the inputs, a watermark "
+        "pixel). Validation samples found among the training samples: split the data once, before any "
+        "preprocessing, and draw validation only from the held-out part.",
         f"{_KARPATHY}, 1 (become one with the data); {_KARPATHY}, 2 (dumb baselines: suspicious results)",
     ),
     "train.too_good": CatalogEntry(
-        "Accuracy near 100% within the first steps",
+        "Training and validation accuracy near 100% within the first steps",
         "Real tasks are rarely solved in a few steps: look for the label leaking into the inputs, evaluation on "
-        "training samples, or an off-by-one in how accuracy is counted.",
+        "training samples, or an off-by-one in how accuracy is counted; nbdiag.preflight(..., val_data=...) "
+        "checks the data for the first two.",
         f"{_KARPATHY}, 1-2 (become one with the data; verify the skeleton before trusting results)",
     ),
     "loss.output_activation": CatalogEntry(

@@ -147,19 +147,23 @@ def test_views_headless(tmp_path, batch):
     assert "compare_inits" in repr(result) and result.recommendation in repr(result)
 
 
-def test_tanh_net_gets_the_lectures_xavier_and_says_why(batch):
-    """seeds/004: Xavier for tanh. He scores lower on a shallow tanh net, but the rule of the lecture wins when
-    Xavier measures healthy, and the sentence says so; the score is explained in the summary text."""
+def test_the_recommendation_is_the_lowest_score_and_places_the_lectures_rule(batch):
+    """The recommendation never contradicts the table: on a shallow tanh net He scores lower than Xavier (the
+    lecture's rule for tanh), so He is recommended and the sentence says where Xavier stands and why."""
     torch.manual_seed(0)
     tanh = nn.Sequential(*(m for _ in range(3) for m in (nn.Linear(32, 32), nn.Tanh())), nn.Linear(32, 10))
     result = nbdiag.compare_inits(tanh, batch)
-    assert result.best == "xavier" and result.nonlinearity == "Tanh"
-    assert result.recommendation.startswith("Use 'xavier' because the model's nonlinearity is Tanh")
+    summary = result.summary
+    assert result.best == summary["score"].idxmin() == "he" and result.nonlinearity == "Tanh"
+    assert result.recommendation.startswith(f"Use 'he': it has the lowest score ({summary.loc['he', 'score']:.3g})")
+    xavier = f"'xavier', the lecture's rule for Tanh, scores {summary.loc['xavier', 'score']:.3g} on this model: "
+    assert xavier in result.recommendation
     assert "score = act_scale" in result.summary_text()
 
 
-def test_the_lectures_rule_gives_way_when_it_measures_unhealthy(batch):
+def test_the_lectures_rule_is_named_when_it_is_also_the_lowest_score(batch):
     result = nbdiag.compare_inits(mlp(), batch, schemes=("small", "xavier", "he"))
-    assert result.best == "he" and "the lecture's rule for it is 'he'" in result.recommendation
+    assert result.best == "he" == result.summary["score"].idxmin()
+    assert "It is also the lecture's rule for ReLU." in result.recommendation
     only_xavier = nbdiag.compare_inits(mlp(), batch, schemes=("small", "xavier"))  # ReLU + Xavier: std halves
     assert only_xavier.best == "xavier" and "it has the lowest score" in only_xavier.recommendation

@@ -137,14 +137,37 @@ def test_numbers_match_a_manual_forward_and_backward():
 def test_histograms_dead_units_and_edges():
     df = deep_net_activations(activation="tanh", init="large", depth=3, width=100, n_samples=200)
     edges = df.attrs["edges"]
-    assert edges[0] == -1 and edges[-1] == 1 and np.all(np.diff(edges) > 0)
+    # tanh's range [-1, 1] padded by 10% of its width: the pile-up at +-1 sits inside the slot, not on its edge.
+    assert edges[0] == pytest.approx(-1.2) and edges[-1] == pytest.approx(1.2) and np.all(np.diff(edges) > 0)
+    centres = 0.5 * (edges[:-1] + edges[1:])
+    near_bound = np.abs(np.abs(centres) - 1) < 0.06  # the bins on either side of -1 and of +1
     for counts in df["hist"]:
         assert counts.sum() == 100 * 200
-        assert (counts[0] + counts[-1]) / counts.sum() > 0.5  # piled up at -1 and +1
+        assert counts[np.abs(centres) > 1.06].sum() == 0  # the padding past the bounds stays empty
+        assert counts[near_bound].sum() / counts.sum() > 0.5  # piled up at -1 and +1
     relu = deep_net_activations(activation="relu", init="he", depth=2, width=100, n_samples=200)
     # ReLU: about half the outputs are exactly 0, but a unit is dead only if it is 0 for all 200 samples.
     assert relu["zero"].iloc[0] == pytest.approx(0.5, abs=0.02)
     assert relu["dead"].iloc[0] == 0.0
+
+
+def test_flat_share_is_the_share_of_local_gradients_near_zero():
+    """Lecture 5's "local gradients vanish" (tanh, N(0, 1) weights) as a number: the share of (sample, unit)
+    outputs with 1 - tanh(z)^2 < 0.01, recomputed in numpy from the same seed; beside it the backpropagated gradient,
+    which the few unsaturated units still pass through the large weights (it grows toward the input here)."""
+    df = deep_net_activations(activation="tanh", init="large", depth=3, width=200, n_samples=300, seed=5)
+    g = torch.Generator().manual_seed(5)
+    h = torch.randn(300, 200, generator=g).numpy().astype(np.float64)
+    weights = [torch.empty(200, 200).normal_(0, 1, generator=g).numpy().astype(np.float64) for _ in range(3)]
+    for row, weight in enumerate(weights):
+        z = h @ weight.T
+        local = 1 - np.tanh(z) ** 2
+        assert df["flat"][row] == pytest.approx(np.mean(local < 0.01), abs=2e-3)  # float32 vs float64 near 0.01
+        h = np.tanh(z)
+    assert (df["flat"] > 0.8).all()  # most local gradients are ~0 ...
+    assert df["grad_std"].iloc[0] > df["grad_std"].iloc[-1]  # ... yet the backpropagated gradient grows toward layer 1
+    xavier = deep_net_activations(activation="tanh", init="xavier", depth=3, width=200, n_samples=300)
+    assert (xavier["flat"] < 0.01).all()
 
 
 def test_bad_arguments_raise_helpful_errors():
@@ -194,14 +217,14 @@ def test_derivatives_match_autograd():
 def test_activation_stats_closed_forms():
     stats = activation_stats(0.0, 1.0)
     # Quadrature step 1e-3: a jump in the integrand (ReLU's at 0) costs at most ~4e-4.
-    assert stats.loc["relu", "dead"] == pytest.approx(0.5, abs=1e-3)
+    assert stats.loc["relu", "zero_frac"] == pytest.approx(0.5, abs=1e-3)  # zero outputs, not dead units
     assert stats.loc["relu", "mean_grad"] == pytest.approx(0.5, abs=1e-3)
     assert stats.loc["relu", "out_mean"] == pytest.approx(1 / math.sqrt(2 * math.pi), abs=1e-4)
-    assert stats.loc["leaky_relu", "dead"] == 0.0
+    assert stats.loc["leaky_relu", "zero_frac"] == 0.0
     assert stats.loc["selu", "out_std"] == pytest.approx(1.0, abs=1e-3)  # self-normalizing
     mean, std = 1.5, 0.7
     shifted = activation_stats(mean, std)
-    assert shifted.loc["relu", "dead"] == pytest.approx(phi_cdf(-mean / std), abs=1e-3)
+    assert shifted.loc["relu", "zero_frac"] == pytest.approx(phi_cdf(-mean / std), abs=1e-3)
     threshold = math.atanh(0.98)
     saturated = phi_cdf((-threshold - mean) / std) + 1 - phi_cdf((threshold - mean) / std)
     assert shifted.loc["tanh", "saturated"] == pytest.approx(saturated, abs=1e-3)
@@ -311,6 +334,6 @@ def test_activations_lab_colours_are_distinct_and_bars_have_their_own_legend():
     bars = [t for t in figure.data if t.type == "bar"]
     line_colours = [t.line.color for t in lines]
     assert len(set(line_colours)) == len(line_colours)  # relu and leaky_relu no longer near-identical greens
-    assert not set(line_colours) & {t.marker.color for t in bars}  # "mean_grad" and "dead" apart from the lines
+    assert not set(line_colours) & {t.marker.color for t in bars}  # "mean_grad" and "zero_frac" apart from the lines
     assert {t.legend for t in bars} == {"legend2"} and all(t.legend in (None, "legend") for t in lines)
     assert len(set(BAR_COLOURS.values())) == len(BAR_COLOURS) and len(LINE_COLOURS) >= len(lines)

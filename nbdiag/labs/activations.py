@@ -1,8 +1,9 @@
 """The activations lab: curves and derivatives, and what an input distribution does to each activation.
 
 seeds/002 "Activation Functions": saturated sigmoid/tanh units kill the gradient, ReLU dies for x < 0, leaky
-ReLU / ELU / SELU / GELU soften that. For x ~ N(mean, std^2) the lab shows the share saturated, the share dead
-and the mean gradient that passes through.
+ReLU / ELU / SELU / GELU soften that. For x ~ N(mean, std^2) the lab shows the share saturated, the share of
+outputs exactly zero (``zero_frac``; in nbdiag "dead" is a unit that never fires on any input, which one input
+distribution cannot say) and the mean gradient that passes through.
 """
 
 from __future__ import annotations
@@ -60,7 +61,8 @@ def activation_stats(mean: float = 0.0, std: float = 1.0, names: tuple[str, ...]
 
     Returns:
         One row per activation (index ``activation``): ``saturated`` = P(output within 1% of a bound where the
-        function flattens, the rule of ``nbdiag.stats``), ``dead`` = P(f'(x) = 0), ``mean_grad`` = E[f'(x)],
+        function flattens, the rule of ``nbdiag.stats``), ``zero_frac`` = P(f(x) = 0) (ReLU: the inputs below 0,
+        where f'(x) = 0 too), ``mean_grad`` = E[f'(x)],
         ``out_mean`` = E[f(x)], ``out_std`` = std of f(x).
 
     Raises:
@@ -76,7 +78,7 @@ def activation_stats(mean: float = 0.0, std: float = 1.0, names: tuple[str, ...]
         out_mean = float(weight @ value)
         rows[name] = {
             "saturated": float(weight @ saturated_mask(value, act.bounds).double()),
-            "dead": float(weight @ (grad == 0).double()),
+            "zero_frac": float(weight @ (value == 0).double()),
             "mean_grad": float(weight @ grad),
             "out_mean": out_mean,
             "out_std": math.sqrt(max(float(weight @ (value - out_mean) ** 2), 0.0)),

@@ -12,11 +12,11 @@ from nbdiag.labs._widgets import WidgetView
 if TYPE_CHECKING:  # the lab imports this module to draw itself; at run time only that direction exists
     from nbdiag.labs.activations import ActivationsLab
 
-STAT_COLUMNS = ("mean_grad", "saturated", "dead")
+STAT_COLUMNS = ("mean_grad", "saturated", "zero_frac")
 # One distinct hue per activation function (lines), and other colours for the statistics' bars, which have a legend
 # of their own beside their panel: a line and a bar never share a colour or a legend.
 LINE_COLOURS = ("#1f77b4", "#d62728", "#2ca02c", "#ff7f0e", "#9467bd", "#8c564b", "#e377c2", "#17becf")
-BAR_COLOURS = {"mean_grad": "#393b79", "saturated": "#bcbd22", "dead": "#7f7f7f"}
+BAR_COLOURS = {"mean_grad": "#393b79", "saturated": "#bcbd22", "zero_frac": "#7f7f7f"}
 
 
 def input_density(lab: ActivationsLab) -> tuple[np.ndarray, np.ndarray]:

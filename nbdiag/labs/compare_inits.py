@@ -264,21 +264,23 @@ def _nonlinearity(layers: pd.DataFrame) -> str | None:
 
 
 def _choose(summary: pd.DataFrame, nonlinearity: str | None) -> tuple[str | None, str]:
-    """The recommended scheme and why, in one clause: the lecture's rule for the nonlinearity when it measured
-    healthy on this model, else the lowest score."""
+    """The recommended scheme, the lowest score (the recommendation never contradicts the table), and one sentence
+    placing the lecture's rule for the model's nonlinearity beside it ("" when there is no rule to place)."""
     finite = summary["score"].replace(math.inf, np.nan).dropna()
     lowest = str(finite.idxmin()) if len(finite) else None
     rule = next((scheme for scheme, types in RULE_OF_THE_LECTURE.items() if nonlinearity in types), None)
-    if rule is None or rule not in summary.index:
-        return lowest, "it has the lowest score"
-    problem = _problem(summary.loc[rule])
-    if not problem:
-        return (
-            rule,
-            f"the model's nonlinearity is {nonlinearity}, the lecture's rule for it is '{rule}', "
-            "and it measured healthy here",
-        )
-    return lowest, f"it has the lowest score; '{rule}', the lecture's rule for {nonlinearity}, {problem} on this model"
+    if lowest is None or rule is None or rule not in summary.index:
+        return lowest, ""
+    if rule == lowest:
+        return lowest, f"It is also the lecture's rule for {nonlinearity}."
+    row, best = summary.loc[rule], summary.loc[lowest]
+    why = _problem(row) or (
+        f"its output std goes {row.act_std_first:.3g} -> {row.act_std_last:.3g} with depth "
+        f"(vs {best.act_std_first:.3g} -> {best.act_std_last:.3g})"
+        if row.act_scale > best.act_scale
+        else f"its gradient std changes {row.grad_drift:.2f} decades across depth (vs {best.grad_drift:.2f})"
+    )
+    return lowest, f"'{rule}', the lecture's rule for {nonlinearity}, scores {row.score:.3g} on this model: {why}."
 
 
 def _recommendation(summary: pd.DataFrame, best: str | None, reason: str) -> str:
@@ -286,7 +288,7 @@ def _recommendation(summary: pd.DataFrame, best: str | None, reason: str) -> str
         return "No scheme produced finite activations: check the model and the batch for NaN/Inf."
     row = summary.loc[best]
     text = (
-        f"Use '{best}' because {reason}: weighted-layer output std goes "
+        f"Use '{best}': it has the lowest score ({row.score:.3g}); weighted-layer output std goes "
         f"{row.act_std_first:.3g} -> {row.act_std_last:.3g} "
         f"(mean {row.act_scale:.2f} decades from 1), gradient std changes {row.grad_drift:.2f} decades across "
         f"depth, {row.saturated:.0%} saturated"
@@ -296,7 +298,9 @@ def _recommendation(summary: pd.DataFrame, best: str | None, reason: str) -> str
     others = [
         f"'{scheme}' {_problem(other)}" for scheme, other in summary.drop(index=best).iterrows() if _problem(other)
     ]
-    return text + "." + (" Others: " + "; ".join(others) + "." if others else "")
+    return " ".join(
+        part for part in (text + ".", reason, "Others: " + "; ".join(others) + "." if others else "") if part
+    )
 
 
 def _problem(row: pd.Series) -> str:

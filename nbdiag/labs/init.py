@@ -21,6 +21,8 @@ LAB_ACTIVATIONS = ("tanh", "relu", "leaky_relu", "sigmoid", "gelu")
 LAB_INITS = ("small", "large", "xavier", "he", "orthogonal", "custom")
 HIST_BINS = 40
 DEAD_GRAD = 1e-3  # a unit is dead when |f'(z)| < this for every sample: no gradient passes through it
+FLAT_GRAD = 1e-2  # a local gradient |f'(z)| below this is "~0" (1% of tanh's and ReLU's peak slope of 1)
+PAD_BINS = 4  # a bounded activation's bins reach 4 bins (10% of its range) past each bound: a pile at a bound shows
 BN_EPS = 1e-5
 _STATS = ("mean", "std", "zero_frac", "saturated_frac")
 
@@ -55,11 +57,13 @@ def deep_net_activations(
         backward: also run the backward pass (gradient columns are NaN otherwise).
 
     Returns:
-        One row per layer 1..depth: ``layer, mean, std, saturated, zero, dead, grad_std, weight_std,
+        One row per layer 1..depth: ``layer, mean, std, saturated, zero, flat, dead, grad_std, weight_std,
         weight_grad_std, hist``. ``saturated``: fraction of outputs within 1% of a bound of a saturating
-        activation (tanh +-1, sigmoid 0/1); ``zero``: fraction exactly 0; ``dead``: fraction of units whose local
-        gradient is below 1e-3 for every sample; ``grad_std``: std of dLoss/dh_l; ``hist``: counts on the linear
-        bins ``df.attrs["edges"]`` (values outside fall in the end bins). ``df.attrs`` also holds
+        activation (tanh +-1, sigmoid 0/1); ``zero``: fraction exactly 0; ``flat``: fraction of (sample, unit)
+        outputs whose local gradient |f'(z)| is below ``FLAT_GRAD`` (~0: almost no gradient passes there);
+        ``dead``: fraction of units whose local gradient is below 1e-3 for every sample; ``grad_std``: std of
+        dLoss/dh_l, the gradient backpropagated to the layer's output; ``hist``: counts on the linear bins
+        ``df.attrs["edges"]`` (values outside fall in the end bins). ``df.attrs`` also holds
         ``activation``, ``init``, ``expected_weight_std``, ``input_std``.
 
     Raises:
@@ -126,7 +130,9 @@ def _forward(
 def _layer_frame(pre, post, weights, act: Activation, backward: bool) -> pd.DataFrame:
     vectors = torch.stack([tensor_stats(h, bounds=act.bounds) for h in post])  # exact fractions
     mean, std, zero, saturated = derive(vectors.numpy(), _STATS).T
-    dead = [float((act.grad(z).abs() < DEAD_GRAD).all(dim=0).float().mean()) for z in pre]
+    local = [act.grad(z).abs() for z in pre]  # |f'(z_l)|, (N, D) per layer
+    flat = [float((g < FLAT_GRAD).float().mean()) for g in local]
+    dead = [float((g < DEAD_GRAD).all(dim=0).float().mean()) for g in local]
     nan = [float("nan")] * len(post)
     return pd.DataFrame(
         {
@@ -135,6 +141,7 @@ def _layer_frame(pre, post, weights, act: Activation, backward: bool) -> pd.Data
             "std": std,
             "saturated": saturated,
             "zero": zero,
+            "flat": flat,
             "dead": dead,
             "grad_std": [float(h.grad.std(correction=0)) for h in post] if backward else nan,
             "weight_std": [float(w.detach().std(correction=0)) for w in weights],
@@ -144,15 +151,18 @@ def _layer_frame(pre, post, weights, act: Activation, backward: bool) -> pd.Data
 
 
 def _edges(act: Activation, first_layer: torch.Tensor) -> np.ndarray:
-    """Linear bin edges: the activation's range when bounded, else the first layer's 0.1%-99.9% span."""
+    """Linear bin edges: the activation's range in ``HIST_BINS`` bins plus ``PAD_BINS`` empty ones past each bound
+    when bounded (a saturated layer's mass at a bound sits inside its slot, not on the slot's edge), else the first
+    layer's 0.1%-99.9% span."""
     if act.bounds is not None and None not in act.bounds:
         low, high = act.bounds
-    else:
-        sample = first_layer.reshape(-1)[:: max(1, first_layer.numel() // 100_000)]
-        low, high = (float(q) for q in torch.quantile(sample, torch.tensor([0.001, 0.999])))
-        low, high = min(low, 0.0), max(high, 0.0)
-        if not high > low:
-            low, high = -1.0, 1.0
+        pad = PAD_BINS * (high - low) / HIST_BINS
+        return np.linspace(low - pad, high + pad, HIST_BINS + 2 * PAD_BINS + 1)
+    sample = first_layer.reshape(-1)[:: max(1, first_layer.numel() // 100_000)]
+    low, high = (float(q) for q in torch.quantile(sample, torch.tensor([0.001, 0.999])))
+    low, high = min(low, 0.0), max(high, 0.0)
+    if not high > low:
+        low, high = -1.0, 1.0
     return np.linspace(low, high, HIST_BINS + 1)
 
 
@@ -206,7 +216,7 @@ class InitLab(LabView):
             f"init lab: {len(df)} layers, {attrs['activation']}, init={attrs['init']}, "
             f"batch_norm={attrs['batch_norm']} (ran in {self.elapsed_s * 1000:.0f} ms)"
         )
-        columns = ["layer", "mean", "std", "saturated", "dead", "grad_std"]
+        columns = ["layer", "mean", "std", "saturated", "flat", "dead", "grad_std"]
         return head + "\n" + df[columns].to_string(index=False, float_format=lambda v: f"{v:.3g}")
 
 
