@@ -152,3 +152,38 @@ def test_grey_lines_have_a_legend_and_a_relu_highlights_the_weights_that_feed_it
     assert series(update, "all layers").legend and selected.legend
     own = series(panels.update_time_panel(snap, ViewState(layer="2")), "selected")
     assert own.label == "2.weight · Linear"
+
+
+def histogram_monitor(spread: bool) -> nbdiag.Monitor:
+    """A Linear layer whose outputs are one Gaussian (std ~1), or, ``spread``, units on scales over 5 decades."""
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(64, 32), nn.Tanh(), nn.Linear(32, 3))
+    with torch.no_grad():
+        model[0].weight.mul_(torch.logspace(-4, 1, 32)[:, None] if spread else 1.0)
+    opt = torch.optim.SGD(model.parameters(), lr=0.0)
+    with nbdiag.watch(model, opt, every=1, display=False) as mon:
+        for _ in range(3):
+            model(torch.randn(64, 64)).sum().backward()
+            opt.zero_grad()
+            mon.step(loss=torch.tensor(1.0))
+    return mon
+
+
+def test_histograms_are_linear_for_a_gaussian_layer_and_symlog_when_values_span_decades():
+    """Issue 20: a Linear output with std ~1 is drawn on a linear value axis (the lecture's picture), every count
+    kept; values spread over many decades keep the symlog axis, labelled so; the over-time heatmap follows."""
+    snap = data.snapshot(histogram_monitor(spread=False))
+    panel = panels.activation_histograms_panel(snap, STATE)
+    assert panel.xlabel == "value" and panel.xticks is None
+    outputs = snap.record.frame("activation", layers=["0"], stats=["min", "max"]).pivot_table(
+        index="step", columns="stat", values="value"
+    )
+    xs = series(panel, "selected").x
+    finite = xs[np.isfinite(xs)]
+    assert finite.min() >= outputs["min"].min() - 1 and finite.max() <= outputs["max"].max() + 1  # value units
+    over_time = panels.activation_time_panel(snap, ViewState(layer="0"))
+    assert over_time.ylabel == "value" and over_time.yticks is None
+    assert over_time.series[0].y.min() >= outputs["min"].min() - 1
+    wide = data.snapshot(histogram_monitor(spread=True))
+    symlog = panels.activation_time_panel(wide, ViewState(layer="0"))
+    assert "symlog" in symlog.ylabel and symlog.yticks is not None

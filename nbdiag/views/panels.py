@@ -11,6 +11,7 @@ import numpy as np
 from nbdiag.record import stat_matrix
 from nbdiag.views import data
 from nbdiag.views.data import Snapshot
+from nbdiag.views.hist_scale import choose_axis
 
 SELECTED = "#1f77b4"  # the selected layer, everywhere
 OTHERS = "#b8b8b8"  # every other layer
@@ -293,10 +294,17 @@ def update_time_panel(snap: Snapshot, state: ViewState) -> Panel:
 def activation_histograms_panel(snap: Snapshot, state: ViewState) -> Panel:
     """Small multiples across depth: each layer's activation histogram at the selected step, one row per layer."""
     counts = data.histograms_at(snap, "activation", state.index)  # (L, B)
-    bins = data.occupied_bins(counts)
-    positions = np.arange(bins.start, bins.stop, dtype=np.float64)
-    peak = np.maximum(counts[:, bins].max(axis=1, keepdims=True), 1.0)
-    heights = 0.9 * counts[:, bins] / peak  # (L, B') each row scaled to its own peak
+    low = data.depth_profile(snap, "activation", "min", state.index)
+    high = data.depth_profile(snap, "activation", "max", state.index)
+    axis = choose_axis(counts, _finite(np.nanmin, low), _finite(np.nanmax, high))
+    if axis.scale == "linear":
+        positions, drawn, xticks = axis.centres, axis.counts(counts), None
+    else:
+        bins = data.occupied_bins(counts)
+        positions, drawn = np.arange(bins.start, bins.stop, dtype=np.float64), counts[:, bins]
+        xticks = data.symlog_ticks(bins)
+    peak = np.maximum(drawn.max(axis=1, keepdims=True), 1.0)
+    heights = 0.9 * drawn / peak  # (L, B') each row scaled to its own peak
     layer = selected_layer(snap, state)
     polygons: dict[bool, tuple[list, list, list]] = {False: ([], [], []), True: ([], [], [])}
     for depth, name in enumerate(snap.layers):
@@ -320,8 +328,8 @@ def activation_histograms_panel(snap: Snapshot, state: ViewState) -> Panel:
         "act_hist",
         f"activation histograms @ step {selected_step(snap, state)}",
         series,
-        xlabel="value (symlog)",
-        xticks=data.symlog_ticks(bins),
+        xlabel=axis.label,
+        xticks=xticks,
         yticks=(list(-np.arange(len(snap.layers), dtype=float)), list(snap.labels)),
         note="" if counts.any() else "no activations recorded yet",
     )
@@ -362,23 +370,31 @@ def activation_time_panel(snap: Snapshot, state: ViewState) -> Panel:
     counts = data.histogram_over_time(snap, "activation", layer) if layer else np.zeros((0, 0))
     if not counts.size:
         return Panel("act_hist_time", "activation histogram over time", note="no activations recorded yet")
-    bins = data.occupied_bins(counts.T)
+    low = stat_matrix(snap.timeline, "activation", "min", [layer], np.nan)
+    high = stat_matrix(snap.timeline, "activation", "max", [layer], np.nan)
+    axis = choose_axis(counts.T, _finite(np.nanmin, low), _finite(np.nanmax, high))
+    if axis.scale == "linear":
+        rows, drawn, yticks = axis.centres, axis.counts(counts.T).T, None
+    else:
+        bins = data.occupied_bins(counts.T)
+        rows, drawn = np.arange(bins.start, bins.stop, dtype=np.float64), counts[bins]
+        yticks = data.symlog_ticks(bins)
     return Panel(
         "act_hist_time",
         f"{snap.label(layer)}: activations over time",
-        (
-            Series(
-                "log10(1 + count)",
-                "heatmap",
-                x=snap.steps,
-                y=np.arange(bins.start, bins.stop, dtype=np.float64),
-                z=np.log10(1.0 + counts[bins]),
-            ),
-        ),
+        (Series("log10(1 + count)", "heatmap", x=snap.steps, y=rows, z=np.log10(1.0 + drawn)),),
         xlabel="step",
-        yticks=data.symlog_ticks(bins),
+        ylabel=axis.label,
+        yticks=yticks,
         vline=selected_step(snap, state),
     )
+
+
+def _finite(reduce: Callable, values: Any) -> float | None:
+    """``reduce`` (np.nanmin / np.nanmax) over the finite ``values``; None when there are none."""
+    values = np.asarray(values, dtype=np.float64)
+    values = values[np.isfinite(values)]
+    return float(reduce(values)) if len(values) else None
 
 
 def units_depth_panel(snap: Snapshot, state: ViewState) -> Panel:
