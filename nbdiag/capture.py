@@ -14,6 +14,7 @@ from nbdiag.buffer import StepBuffer
 from nbdiag.errors import ErrorLog
 from nbdiag.probe import Hooks, module_outputs
 from nbdiag.probe import named_hook as _named
+from nbdiag.sharding import PARTIAL_REASON, UPDATE_BASE_GROUP, is_dtensor, is_partial
 from nbdiag.stats import output_bounds, raw_stats
 from nbdiag.units import UnitSpec, add_counts, unit_counts, unit_specs
 from nbdiag.weights import UpdateTracker, grad_matrix, norms_fp32, stored_values
@@ -51,6 +52,8 @@ class Capture:
         self.hist_sample = hist_sample
         self.updates = UpdateTracker([p for _, p in tracked]) if tracked else None
         self.update_names = [n for n, _ in tracked]
+        self._sharded_updates = any(is_dtensor(p) for _, p in tracked)
+        self.unrecorded: dict[str, str] = {}  # "<name> (<what>)" -> why it is not recorded (sharded tensors)
         self.buffer = StepBuffer()
         self.passes = 0  # forward passes in this step: a forward after a backward starts a new one
         self.param_grad_rows: dict[str, torch.Tensor] = {}
@@ -231,8 +234,16 @@ class Capture:
             self._forward_open = False
 
     def _on_grad(self, name: str, param: torch.Tensor) -> None:
-        if param.grad is not None and param is self._param_by_name.get(name):
+        if param.grad is not None and param is self._param_by_name.get(name) and not self._partial(name, param.grad):
             self.param_grad_rows[name] = grad_matrix([param.grad])[0]
+
+    def _partial(self, name: str, grad: torch.Tensor) -> bool:
+        """A gradient still pending a reduction across ranks (a ``Partial`` DTensor: a tensor-parallel replicated
+        parameter's) is not read: its local values are not its values. Noted in :attr:`unrecorded`."""
+        if not is_partial(grad):
+            return False
+        self.unrecorded.setdefault(f"{name} (gradient)", PARTIAL_REASON)
+        return True
 
     def _on_incoming_grad(self, grad: torch.Tensor) -> None:
         """Before the step's first gradient accumulation (a leaf's tensor hook runs before its AccumulateGrad), any
@@ -258,7 +269,7 @@ class Capture:
     def _before_step(self, optimizer: Any, args: Any, kwargs: Any) -> None:
         if optimizer is not self.optimizer:  # a deep-copied optimizer inherits the hook too
             return
-        names = [name for name, p in self.params if p.grad is not None]
+        names = [name for name, p in self.params if p.grad is not None and not self._partial(name, p.grad)]
         if names:
             rows = grad_matrix([self._param_by_name[name].grad for name in names])
             self.param_grad_rows = dict(zip(names, rows, strict=True))
@@ -271,3 +282,5 @@ class Capture:
         values = self.updates.after_step()
         if values is not None:
             self.buffer.add_group("update", self.update_names, values)
+            if self._sharded_updates:  # the shards' ||w|| before the step: the merged ratio's denominator
+                self.buffer.add_group(UPDATE_BASE_GROUP, self.update_names, self.updates.base_norms[:, None])

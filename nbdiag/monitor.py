@@ -163,7 +163,7 @@ class Monitor(RecordReader):
         self._pending_scalars: list[tuple[int, str, torch.Tensor]] = []
         self._dashboard = None
         self._model: nn.Module | None = unwrap_model(model)
-        self.model_name = type(self._model).__name__
+        self.model_name = layer_type(self._model)  # the user's class name, also under FSDP2
         record_activations = _records_activations(model, activations)
         self._claim(self._model)
         params = named_parameters(self._model)
@@ -236,6 +236,7 @@ class Monitor(RecordReader):
         self._pending_scalars.extend((self._step, name, t) for name, t in device_tensors.items())
         if self._capture.attached:
             self._flush(self._step)
+            self._note_unrecorded()
         elif len(self._pending_scalars) >= MAX_PENDING_SCALARS:
             self._read_pending_scalars()
         self._report_errors()
@@ -471,6 +472,15 @@ class Monitor(RecordReader):
                 column = group_column(group, NONFINITE_STAT[group])
                 if self._note_first_bad(step, kind, names, values[:, column]):
                     return
+
+    def _note_unrecorded(self) -> None:
+        """Say once (record meta ``not_recorded_sharded`` and a warning) which sharded tensors are not recorded."""
+        said = self.record.meta.get("not_recorded_sharded", {})
+        new = {name: why for name, why in self._capture.unrecorded.items() if name not in said}
+        if new:
+            self.record.meta["not_recorded_sharded"] = {**said, **new}
+            reasons = "; ".join(f"{name}: {why}" for name, why in new.items())
+            warnings.warn(f"not recorded for these layers: {reasons}", NbdiagWarning, stacklevel=3)
 
     def _note_first_bad(self, step: int, kind: str, names: list[str], counts: np.ndarray) -> bool:
         bad = np.flatnonzero(counts > 0)

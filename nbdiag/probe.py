@@ -10,6 +10,8 @@ import torch
 from torch import nn
 from torch.nn.utils import parametrize
 
+from nbdiag.sharding import wrapper_free_type
+
 
 def unwrap_model(model: nn.Module) -> nn.Module:
     """The module whose layers the user wrote: strips DDP/DataParallel ``.module`` and ``torch.compile``'s wrapper."""
@@ -84,8 +86,9 @@ def leaf_modules(model: nn.Module) -> list[tuple[str, nn.Module]]:
 
 
 def layer_type(module: nn.Module) -> str:
-    """The class name users wrote: ``Linear`` for a parametrized Linear (torch renames it ``ParametrizedLinear``)."""
-    cls = type(module)
+    """The class name users wrote: ``Linear`` for a parametrized Linear (torch renames it ``ParametrizedLinear``) and
+    for FSDP2's ``FSDPLinear``."""
+    cls = wrapper_free_type(type(module))
     if parametrize.is_parametrized(module) and cls.__name__.startswith("Parametrized") and cls.__bases__:
         cls = cls.__bases__[0]
     return cls.__name__

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import torch
 
+from nbdiag.sharding import local
+
 WEIGHT_ROW_STATS = ("norm", "mean", "std", "nonfinite")  # the columns of weight_row (group "weight")
 GRAD_ROW_STATS = ("grad_norm", "grad_max", "grad_nonfinite")  # of grad_row / grad_matrix (group "param_grad")
 WEIGHT_STATS = WEIGHT_ROW_STATS + GRAD_ROW_STATS  # the record's "weight" block
@@ -43,7 +45,9 @@ def norms_fp32(tensors: list[torch.Tensor], ord: float = 2) -> list[torch.Tensor
 
 def stored_values(t: torch.Tensor) -> torch.Tensor:
     """A dense tensor itself; a sparse one's stored values (norm/aminmax have no sparse kernels; no coalescing, so
-    for an uncoalesced gradient duplicate indices count as separate values)."""
+    for an uncoalesced gradient duplicate indices count as separate values); a DTensor's local shard (FSDP2,
+    tensor parallel: :mod:`nbdiag.runs.distributed` adds the shards' statistics up)."""
+    t = local(t)
     if t.layout == torch.strided:
         return t.detach()
     return t._values().detach() if t.layout == torch.sparse_coo else t.values().detach()
@@ -130,10 +134,11 @@ class UpdateTracker:
         self.params = params
         self._before: list[torch.Tensor] | None = None
         self._before_norms: torch.Tensor | None = None
+        self.base_norms: torch.Tensor | None = None  # (P,) ||w|| before the last measured step (sharded merges)
 
     @torch.no_grad()
     def before_step(self) -> None:
-        self._before = [p.detach().clone() for p in self.params]
+        self._before = [stored_values(p).clone() for p in self.params]
         self._before_norms = torch.stack(norms_fp32(self._before))
 
     @torch.no_grad()
@@ -141,8 +146,9 @@ class UpdateTracker:
         """(P, 2) fp32: update_ratio, update_norm per parameter; None if no snapshot was taken."""
         if self._before is None:
             return None
-        torch._foreach_sub_(self._before, [p.detach() for p in self.params])  # before - after = -dw
+        torch._foreach_sub_(self._before, [stored_values(p) for p in self.params])  # before - after = -dw
         update_norms = torch.stack(norms_fp32(self._before))
         ratios = update_norms / self._before_norms.clamp_min(torch.finfo(torch.float32).tiny)
+        self.base_norms = self._before_norms
         self._before, self._before_norms = None, None
         return torch.stack([ratios, update_norms], dim=1)

@@ -1,8 +1,10 @@
 """torch.distributed: merge one sampled step's statistics over ranks, so every rank records the global picture.
 
 Activation and output-gradient vectors hold sufficient statistics (``nbdiag.stats``), so the merge is exact:
-global mean, std, min, max and histograms equal one process's on the concatenated batch. Parameter groups are
-replicated under DDP and taken from rank 0 (non-finite counts: the largest over ranks).
+global mean, std, min, max and histograms equal one process's on the concatenated batch. Replicated parameters
+(DDP) are taken from rank 0 (non-finite counts: the largest over ranks); sharded ones (DTensor parameters of FSDP2
+and tensor parallelism) are merged from each rank's local-shard rows (:mod:`nbdiag.sharding`): norms from sums
+of squares, means and stds with the parallel formula, maxima from maxima, counts from sums.
 """
 
 from __future__ import annotations
@@ -16,6 +18,9 @@ import torch.distributed as dist
 from torch import nn
 
 from nbdiag.errors import NbdiagWarning
+from nbdiag.probe import named_parameters
+from nbdiag.runs.shards import merge_sharded_groups
+from nbdiag.sharding import UPDATE_BASE_GROUP, shard_layout
 from nbdiag.stats import merge_vectors
 from nbdiag.units import GROUP_PREFIX
 from nbdiag.weights import NONFINITE_STAT, group_column
@@ -31,7 +36,8 @@ def aggregator(model: nn.Module | None = None, per_rank: bool | None = None) -> 
     """The merge function for an initialized process group; every rank must call it (it forms a gloo group).
 
     Args:
-        model: the watched model, checked for sharded parameters (FSDP, tensor parallel), which are not merged.
+        model: the watched model: its DTensor parameters (FSDP2, tensor parallel) are merged from their shards;
+            FSDP1's flat parameters are reported as not supported.
         per_rank: keep each rank's activation/gradient rows too; None reads ``NBDIAG_PER_RANK``.
 
     Returns:
@@ -53,7 +59,8 @@ def aggregator(model: nn.Module | None = None, per_rank: bool | None = None) -> 
             stacklevel=4,
         )
         return None
-    return Aggregator(group, per_rank)
+    layout = shard_layout(named_parameters(model)) if model is not None else {}
+    return Aggregator(group, per_rank, layout)
 
 
 class Aggregator:
@@ -64,19 +71,28 @@ class Aggregator:
     off there), never hang.
     """
 
-    def __init__(self, group: dist.ProcessGroup, per_rank: bool) -> None:
+    def __init__(
+        self, group: dist.ProcessGroup, per_rank: bool, layout: dict[str, tuple[int, bool]] | None = None
+    ) -> None:
         self.group = group
         self.per_rank = per_rank
+        self.layout = layout or {}  # sharded parameter -> (local elements, counted by this rank)
         self.world_size = dist.get_world_size(group)
         self.rank = dist.get_rank(group)
         self._warned_weights = False
 
     def __call__(self, vectors: Tables, groups: Tables) -> tuple[Tables, Tables]:
         gathered: list = [None] * self.world_size
-        dist.all_gather_object(gathered, (vectors, groups), group=self.group)
-        per_rank_vectors = [v for v, _ in gathered]
+        dist.all_gather_object(gathered, (vectors, groups, self.layout), group=self.group)
+        per_rank_vectors = [v for v, _, _ in gathered]
         merged = {kind: self._merge_kind(kind, per_rank_vectors) for kind in _kinds(per_rank_vectors)}
-        return merged, self._replicated(groups, [g for _, g in gathered])
+        per_rank_groups = [g for _, g, _ in gathered]
+        sharded = merge_sharded_groups(per_rank_groups, [layout for _, _, layout in gathered])
+        groups = self._replicated(groups, per_rank_groups)
+        for group, (names, values) in sharded.items():
+            groups[group] = _override_rows(groups.get(group), names, values)
+        groups.pop(UPDATE_BASE_GROUP, None)
+        return merged, groups
 
     def _merge_kind(self, kind: str, per_rank: list[Tables]) -> tuple[list[str], np.ndarray]:
         rows: dict[str, list[np.ndarray]] = {}
@@ -99,7 +115,7 @@ class Aggregator:
         for group, stat in NONFINITE_STAT.items():
             column = group_column(group, stat)
             if group not in merged or any(g.get(group, ([], None))[0] != merged[group][0] for g in per_rank):
-                continue
+                continue  # (sharded parameters' rows are replaced by their merge afterwards)
             values = merged[group][1].copy()
             values[:, column] = np.max([g[group][1][:, column] for g in per_rank], axis=0)
             merged[group] = (merged[group][0], values)
@@ -111,17 +127,19 @@ class Aggregator:
         return merged
 
     def _check_replicas(self, per_rank: list[Tables]) -> None:
+        """Warn once when replicated (non-DTensor) parameters differ across ranks; shards differ by design."""
         if self._warned_weights or "weight" not in per_rank[0]:
             return
-        names, reference = per_rank[0]["weight"]
+        names, reference = _replicated_rows(per_rank[0]["weight"], self.layout)
         for rank, groups in enumerate(per_rank[1:], start=1):
             other = groups.get("weight")
+            other = None if other is None else _replicated_rows(other, self.layout)
             if other is None or other[0] != names or not np.allclose(other[1], reference, equal_nan=True):
                 self._warned_weights = True
                 warnings.warn(
-                    f"parameters on rank {rank} differ from rank 0's: got sharded (FSDP, tensor parallel) or "
-                    "diverged replicas, expected DDP-replicated weights; weight statistics are rank 0's. "
-                    "See docs/distributed.md.",
+                    f"parameters on rank {rank} differ from rank 0's: got diverged replicas (or FSDP1's flat "
+                    "parameters), expected DDP-replicated weights; weight statistics of plain (non-DTensor) "
+                    "parameters are rank 0's. See docs/distributed.md.",
                     NbdiagWarning,
                     stacklevel=2,
                 )
@@ -129,26 +147,19 @@ class Aggregator:
 
 
 def warn_if_sharded(model: nn.Module) -> None:
-    """Warn (once per model) when ``model`` has FSDP-wrapped modules or DTensor (tensor-parallel) parameters."""
-    kind = _sharding(model)
-    if kind is not None:
-        warnings.warn(
-            f"got a model with {kind}; nbdiag merges activation and gradient statistics over ranks but reads "
-            "parameter statistics on rank 0's shard only, and sharded activations may be counted once per "
-            "rank. Expected DDP or a single process; see docs/distributed.md for what is supported.",
-            NbdiagWarning,
-            stacklevel=4,
-        )
-
-
-def _sharding(model: nn.Module) -> str | None:
+    """Warn when ``model`` is wrapped by FSDP1 (``FullyShardedDataParallel``), whose flat parameters nbdiag cannot
+    merge. FSDP2 (``fully_shard``) and tensor parallelism (DTensor parameters) are merged exactly: no warning."""
     for module in model.modules():
-        name = type(module).__name__
-        if name == "FullyShardedDataParallel" or name.startswith("FSDP"):
-            return f"FSDP-wrapped modules ({name})"
-    if any(type(p).__name__ == "DTensor" or type(p.data).__name__ == "DTensor" for p in model.parameters()):
-        return "DTensor (tensor-parallel or FSDP2) parameters"
-    return None
+        if type(module).__name__ == "FullyShardedDataParallel":
+            warnings.warn(
+                "got a model wrapped by FullyShardedDataParallel (FSDP1): its flat parameters are sharded outside "
+                "DTensor, so nbdiag reads parameter statistics on rank 0's shard only (activation and gradient "
+                "statistics are merged exactly). Expected FSDP2 (torch.distributed.fsdp.fully_shard), DDP or a "
+                "single process; see docs/distributed.md.",
+                NbdiagWarning,
+                stacklevel=4,
+            )
+            return
 
 
 def _summed_units(per_rank: list[Tables]) -> Tables:
@@ -163,6 +174,27 @@ def _summed_units(per_rank: list[Tables]) -> Tables:
             elif summed[name][1].shape == counts.shape:
                 summed[name][1][...] += counts
     return summed
+
+
+def _replicated_rows(table: tuple[list[str], np.ndarray], layout: dict) -> tuple[list[str], np.ndarray]:
+    names, values = table
+    keep = [i for i, name in enumerate(names) if name not in layout]
+    return [names[i] for i in keep], values[keep]
+
+
+def _override_rows(
+    table: tuple[list[str], np.ndarray] | None, names: list[str], values: np.ndarray
+) -> tuple[list[str], np.ndarray]:
+    """``table`` with the rows of ``names`` replaced by ``values`` (names it lacks appended)."""
+    if table is None:
+        return names, values
+    old_names, old_values = list(table[0]), table[1].copy()
+    row = {name: i for i, name in enumerate(old_names)}
+    extra = [i for i, name in enumerate(names) if name not in row]
+    for i, name in enumerate(names):
+        if name in row:
+            old_values[row[name]] = values[i]
+    return old_names + [names[i] for i in extra], np.concatenate([old_values, values[extra]])
 
 
 def _kinds(per_rank: list[Tables]) -> list[str]:
