@@ -230,6 +230,18 @@ CATALOG: dict[str, CatalogEntry] = {
         "fix the failing check to run it.",
         "nbdiag",
     ),
+    "data.target_scale": CatalogEntry(
+        "Regression targets dwarf the model's outputs",
+        "Normalize the targets (subtract the mean, divide by the std) and undo it on the predictions; or "
+        "initialize the last layer's bias and scale to the targets'.",
+        f"{_KARPATHY}, 2 (init well); {_37}, 2.1",
+    ),
+    "loss.constant": CatalogEntry(
+        "The loss is identically constant",
+        "The loss cannot train anything: its gradient with respect to the outputs is exactly zero. CrossEntropyLoss "
+        "over a single output unit is always 0: give the model C >= 2 outputs, or use BCEWithLogitsLoss for one logit.",
+        f"{_37}, 3.4; {_KARPATHY}, 2 (verify loss @ init)",
+    ),
     "check.inconclusive": CatalogEntry(
         "A check was cut short by the time budget",
         "No verdict either way: the budget stopped the check before it could decide. Raise budget_s, or run the "

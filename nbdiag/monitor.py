@@ -202,9 +202,7 @@ class Monitor(RecordReader):
         self._writer = _run_writer(run_dir, self)
         # A monitor dropped without close() (a re-run notebook cell) still detaches its hooks and ends its writer;
         # the callback holds the parts, never the monitor, so it cannot keep the monitor alive.
-        self._finalizer = weakref.finalize(
-            self, _release, self._capture, self._writer, self._quantities, self._inputs
-        )
+        self._finalizer = weakref.finalize(self, _release, self._capture, self._writer, self._quantities, self._inputs)
         self._sync_hooks()
         self._report_errors()
         if shown:

@@ -120,7 +120,7 @@ class PredictionHistory:
 
     @property
     def task(self) -> str | None:
-        """"classification" or "regression" (None before anything was recorded)."""
+        """ "classification" or "regression" (None before anything was recorded)."""
         blocks = self._blocks()
         if not blocks:
             return None

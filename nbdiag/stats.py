@@ -85,8 +85,6 @@ def _edges(device: torch.device) -> torch.Tensor:
     return edges
 
 
-
-
 @torch.no_grad()
 def raw_stats(
     x: torch.Tensor,
@@ -219,8 +217,6 @@ def _coprime_stride(stride: int) -> int:
     while stride % 2 == 0 or stride % 3 == 0 or stride % 5 == 0 or stride % 7 == 0:
         stride += 1
     return stride
-
-
 
 
 def saturated_mask(values: torch.Tensor, bounds: tuple[float | None, float | None]) -> torch.Tensor:

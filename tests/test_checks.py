@@ -565,3 +565,33 @@ def test_report_renderings():
     assert "#ef6c00" in html and "model.train_eval_mode" in html
     assert list(report.timing_frame()["name"]) == ["train_mode", "nonfinite"]
     assert math.isfinite(report.seconds)
+
+
+# -- issue 19: judged by the cause, with the cause's advice ---------------------------------------------------------
+@pytest.mark.parametrize(("scale", "fires"), [(1.0, False), (1 / 16, False), (1 / 255, True), (1e-3, True)])
+def test_input_signal_against_the_first_layers_bias(scale, fires):
+    """The spread the inputs cause in the first layer (std over samples of W x, median over units) vs its bias's
+    spread, computed here independently; squashed below a tenth of it warns whatever the fixed RMS floor says."""
+    from nbdiag.checks.signal import SIGNAL_TO_BIAS, check_input_signal
+
+    torch.manual_seed(0)
+    model, (x, y) = models.mlp(), _digits_batch(64)
+    x = x * scale
+    found = check_input_signal(model, [(x, y)])
+    ratio = float((x @ model[0].weight.T).std(dim=0).median() / model[0].bias.std())
+    assert bool(found) is fires is (ratio < SIGNAL_TO_BIAS)
+    if fires:
+        assert found[0].evidence["ratio"] == pytest.approx(ratio, rel=1e-4) and "standardize" in found[0].message
+
+
+def test_a_constant_loss_fails_with_its_own_advice_and_targets_that_dwarf_the_outputs_warn():
+    torch.manual_seed(0)
+    x, y = _digits_batch(128)
+    odd = (y % 2).float().unsqueeze(1)
+    (constant,) = [f for f in check_initial_loss(models.mlp(outputs=1), (x, odd), nn.CrossEntropyLoss())]
+    assert (constant.id, constant.severity) == ("loss.constant", "fail") and "BCEWithLogitsLoss" in constant.advice
+    assert check_initial_loss(models.mlp(outputs=1), (x, odd), nn.BCEWithLogitsLoss()) == []
+    target = torch.randn(128, 1)
+    scaled = [f for f in check_targets(models.mlp(outputs=1), (x, 1e4 * target), nn.MSELoss()) if f.severity != "info"]
+    assert [f.id for f in scaled] == ["data.target_scale"] and "Normalize the targets" in scaled[0].message
+    assert check_targets(models.mlp(outputs=1), (x, target), nn.MSELoss()) == []

@@ -56,7 +56,9 @@ def check_initial_loss(
     Measured on a fresh copy in train mode, without updates, averaged over up to ``INITIAL_LOSS_BATCHES`` batches.
     Expected: ln C for class losses (:func:`expected_initial_loss`), flagged when off by more than
     ``CLASS_LOSS_TOLERANCE`` (30%) of it; Var y + Var f for MSE, flagged beyond a factor ``MSE_LOSS_FACTOR``
-    (3); 'fail' when the loss is already NaN/Inf; 'info' when the model has frozen parameters (a pretrained base:
+    (3); 'fail' when the loss is already NaN/Inf; ``loss.constant`` ('fail') when the loss is the same on every
+    batch and gives no parameter a gradient (CrossEntropyLoss over one output unit); 'info' when the model has
+    frozen parameters (a pretrained base:
     the expectation is for a freshly initialised model). Source: seeds/001 (Karpathy) 2 "verify loss @ init";
     seeds/003 (37 reasons) 3.2; seeds/004 (CS231n lecture 5) babysitting, sanity check of the loss.
 
@@ -77,6 +79,8 @@ def check_initial_loss(
         results = [(run_model(clone, x), y) for x, y in (to_device(batch, device) for batch in batches)]
         losses = [float(loss_of(loss_fn, output, y)) for output, y in results]
     measured = sum(losses) / len(losses)
+    if len(set(losses)) == 1 and math.isfinite(losses[0]) and _no_gradient(model, batches[0], loss_fn):
+        return [_constant_loss(losses, prediction(results[0][0]), kind)]
     outputs = [prediction(output).detach().cpu() for output, _ in results]
     if kind.task == "regression" and len({tuple(o.shape[1:]) for o in outputs}) == 1:
         outputs = [torch.cat(outputs)]  # every sample's output, to go with every sample's target
@@ -101,6 +105,32 @@ def check_initial_loss(
         )
         return [make_finding("loss.initial_mismatch", "info", message, evidence=evidence)]
     return [make_finding("loss.initial_mismatch", "warn", message, evidence=evidence)]
+
+
+def _no_gradient(model: nn.Module, batch: tuple, loss_fn: object) -> bool:
+    """Whether the loss on ``batch`` gives every parameter of a train-mode copy an exactly zero (or no) gradient."""
+    with forked_rng(seed=CHECK_SEED):
+        clone = model_copy(model, train=True)
+        x, y = to_device(batch, model_device(clone))
+        loss = loss_of(loss_fn, run_model(clone, x), y)
+        if not loss.requires_grad:
+            return True
+        loss.backward()
+    return not any(p.grad is not None and bool(p.grad.any()) for p in clone.parameters())
+
+
+def _constant_loss(losses: list[float], output: torch.Tensor, kind: LossKind) -> Finding:
+    """``loss.constant`` (fail): the same loss on every batch and no gradient: nothing can train."""
+    message = f"the loss is {losses[0]:.4g} on each of {len(losses)} batches and gives no parameter a gradient"
+    advice = None
+    if kind.task == "classes" and output.ndim >= 2 and output.shape[1] == 1:
+        message += f": {kind.name} over a single output unit is always 0 (softmax over one class is 1)"
+        advice = (
+            "Give the model one output per class (C >= 2) for CrossEntropyLoss, or keep one logit and use "
+            "BCEWithLogitsLoss with float 0/1 targets."
+        )
+    evidence = {"loss": losses[0], "batches": len(losses), "output_shape": list(output.shape)}
+    return make_finding("loss.constant", "fail", message, evidence=evidence, advice=advice)
 
 
 def _initial_loss_mismatch(kind: LossKind, measured: float, expected: float) -> bool:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
@@ -25,6 +26,7 @@ from nbdiag.checks.outputact import check_output_activation
 from nbdiag.checks.overfit import check_overfit
 from nbdiag.checks.report import CheckTiming, Report
 from nbdiag.checks.sandbox import CHECK_SEED, model_copy
+from nbdiag.checks.signal import check_input_signal
 from nbdiag.checks.targets import check_batch_labels, check_class_balance, check_targets
 from nbdiag.findings import Finding, make_finding
 from nbdiag.probe import model_device
@@ -78,7 +80,7 @@ CHECKS: tuple[_Check, ...] = (
     _Check("train_mode", lambda c: check_train_mode(c.model)),
     _Check("nonfinite", lambda c: check_nonfinite(c.batches)),
     _Check("constant_inputs", lambda c: check_constant_inputs(c.batches)),
-    _Check("input_scale", lambda c: check_input_scale(c.batches)),
+    _Check("input_scale", lambda c: check_input_scale(c.batches) or check_input_signal(c.model, c.batches), 1, True),
     _Check("targets", lambda c: check_targets(c.model, c.batches, c.loss_fn, c.num_classes), 1, True),
     _Check("class_balance", lambda c: check_class_balance(c.batches, c.loss_fn)),
     _Check("batch_labels", lambda c: check_batch_labels(c.batches, c.loss_fn)),
@@ -176,7 +178,32 @@ def preflight(
     with using(Calls(forward_fn, output_fn)):
         _calibrate(ctx, uses_model=any(check.runs_model for check in selected))
         timings = [_run_check(check, ctx) for check in selected]
-    return Report(ctx.findings, timings, budget.now() - start, ctx.lr_range)
+    return Report(defer_to_causes(ctx.findings), timings, budget.now() - start, ctx.lr_range)
+
+
+# finding id -> the findings it explains: their advice would send the user after the wrong cause (issue 19, class 6)
+EXPLAINS = {
+    "loss.constant": ("data.no_signal", "train.cannot_overfit", "model.frozen"),
+    "data.target_scale": ("data.no_signal", "train.cannot_overfit"),
+    "data.unnormalized": ("data.no_signal", "train.cannot_overfit"),
+}
+
+
+def defer_to_causes(findings: list[Finding]) -> list[Finding]:
+    """``findings`` with each consequence of a reported cause turned into an 'info' note naming it: a constant loss,
+    targets that dwarf the outputs or squashed inputs leave the input-independent baseline no better than the real
+    inputs and keep the overfit check from reaching the floor; "the inputs carry no signal" or "the model cannot
+    overfit" would be the wrong advice."""
+    causes = {f.id: f for f in findings if f.id in EXPLAINS and f.severity in ("warn", "fail")}
+    out = []
+    for finding in findings:
+        cause = next((c for c in causes.values() if finding.id in EXPLAINS[c.id]), None)
+        if cause is not None and finding.severity != "info":
+            note = f"; most likely a consequence of {cause.id} (fix that first: {cause.advice})"
+            evidence = {**finding.evidence, "cause": cause.id}
+            finding = dataclasses.replace(finding, severity="info", message=finding.message + note, evidence=evidence)
+        out.append(finding)
+    return out
 
 
 def _select(checks: str | Iterable[str]) -> list[_Check]:

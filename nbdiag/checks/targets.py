@@ -12,6 +12,8 @@ from nbdiag.checks.sandbox import CHECK_SEED, forward_copy
 from nbdiag.findings import Finding, make_finding
 from nbdiag.rng import forked_rng
 
+TARGET_SCALE_RATIO = 100.0  # target spread / fresh output spread: two orders of magnitude
+
 _INDEX_DTYPES = (torch.int64, torch.uint8)  # what cross_entropy / nll_loss accept as class indices
 # Unused output units: labels that reach at most this fraction of the output width suggest an oversized head.
 MAX_UNUSED_WIDTH_FRACTION = 0.25
@@ -129,7 +131,25 @@ def _regression_target_findings(kind: LossKind, output: torch.Tensor, y: torch.T
         return [_label_finding("fail", f"{kind.name} got {shapes}, expected the output's shape{hint}")]
     if not y.is_floating_point():
         return [_label_finding("fail", f"{kind.name} got {y.dtype} targets, expected floats; try y.float()")]
-    return []
+    return _target_scale_findings(kind, output, y)
+
+
+def _target_scale_findings(kind: LossKind, output: torch.Tensor, y: torch.Tensor) -> list[Finding]:
+    """``data.target_scale`` (warn): the targets' spread is ``TARGET_SCALE_RATIO`` (100) times the fresh model's
+    output spread or more (raw regression targets of ~1e4 against outputs of ~0.5): the last layer would have to
+    grow 100x before the loss can say anything about the inputs. Spreads, not means: a mean offset is
+    ``loss.initial_mismatch``'s. Source: seeds/001 (Karpathy) 2 "init well"; seeds/003 (37 reasons) 2.1."""
+    target_std = float(y.reshape(len(y), -1).double().std(dim=0, unbiased=False).mean()) if len(y) > 1 else 0.0
+    output_std = float(output.reshape(len(output), -1).double().std(dim=0, unbiased=False).mean())
+    if len(output) < 2 or not output_std > 0 or target_std < TARGET_SCALE_RATIO * output_std:
+        return []
+    message = (
+        f"the targets spread {target_std:.3g} (std) while the fresh model's outputs spread {output_std:.3g}: "
+        f"{target_std / output_std:.0f}x. Normalize the targets (subtract their mean, divide by their std; undo it "
+        "on the predictions)"
+    )
+    evidence = {"target_std": target_std, "output_std": output_std, "ratio": target_std / output_std}
+    return [make_finding("data.target_scale", "warn", message, evidence=evidence)]
 
 
 def class_labels(kind: LossKind, y: torch.Tensor) -> torch.Tensor | None:

@@ -71,9 +71,7 @@ class InitLabView(WidgetView):
             control.observe(self._on_change, names="value")
         self.refresh()
         controls = list(self.controls.values())
-        self.box = w.VBox(
-            [w.HBox(controls[:3]), w.HBox([*controls[3:], self.status]), self.figure_widget, FitWidth()]
-        )
+        self.box = w.VBox([w.HBox(controls[:3]), w.HBox([*controls[3:], self.status]), self.figure_widget, FitWidth()])
 
     def _on_change(self, _change: Any) -> None:
         controls = self.controls

@@ -235,4 +235,3 @@ def _distributed() -> bool:
 
 def _is_writing_rank() -> bool:
     return not _distributed() or torch.distributed.get_rank() == 0
-

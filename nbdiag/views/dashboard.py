@@ -341,7 +341,7 @@ def _nearest_index(snap: Snapshot, step: int) -> int | None:
 
 
 def _errors_status(errors: Any) -> str:
-    """" · 2 nbdiag errors (latest: writer: OSError ...); see .errors" in red, or nothing."""
+    """ " · 2 nbdiag errors (latest: writer: OSError ...); see .errors" in red, or nothing."""
     count = len(errors)
     if not count:
         return ""

@@ -116,9 +116,7 @@ def block_column(
     return out
 
 
-def depth_profile(
-    snap: Snapshot, kind: str, stat: str, index: int | None, missing: float = np.nan
-) -> np.ndarray:
+def depth_profile(snap: Snapshot, kind: str, stat: str, index: int | None, missing: float = np.nan) -> np.ndarray:
     """(L,) ``stat`` of ``kind`` per activation layer (forward order) at entry ``index`` (None: latest)."""
     index = step_index(snap, index)
     if index is None:

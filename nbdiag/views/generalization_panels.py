@@ -32,4 +32,3 @@ def gap_panel(snap: Snapshot, state: ViewState) -> Panel:
     )
     title = f"gap (val - train): {val[-1] - train[-1]:.3g}; best val @ step {steps[best]}"
     return Panel("gap", title, series, xlabel="step", ylabel="loss", hlines=((0.0, "no gap"),))
-

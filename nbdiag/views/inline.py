@@ -34,9 +34,7 @@ MAX_BYTES_PER_S = 200_000
 HINT = "no widgets here: choose what is shown with mon.dashboard(layer=..., step=..., loss_log=..., norm_log=...)"
 DIGITS = 4  # significant digits sent: the hover labels show 3
 # plotly.js evaluated once per page, with an AMD loader hidden (else plotly.js registers with it, not as a global).
-_LOAD = (
-    "if(!window.Plotly){(function(){var define;\nPLOTLY_JS\n}).call(window);}"
-)
+_LOAD = "if(!window.Plotly){(function(){var define;\nPLOTLY_JS\n}).call(window);}"
 # Draws the figure once plotly.js is there; the PNG inside the div stays where it never is.
 _DRAW = (
     "(function(){var div=document.getElementById(DIV_ID),figure=FIGURE,tries=0;"

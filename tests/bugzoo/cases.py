@@ -213,6 +213,46 @@ def regression_target_offset() -> Setup:
     return setup
 
 
+# --- issue 19: found by the cause, with the advice of the cause; each with a clean twin ------------------------
+
+
+def clean_inputs_unit_range() -> Setup:
+    """Twin of ``inputs_divided_twice``: pixels divided by their maximum once, in [0, 1] (RMS ~0.5)."""
+    x, _, _, _ = digits(standardize=False)
+    return _classifier(x=x / 16.0, num_classes=10)
+
+
+def inputs_divided_twice() -> Setup:
+    """Class 5: 8-bit pixels divided by 255 twice (RMS 0.0019): above the fixed 1e-3 floor, squashed all the same."""
+    x, _, _, _ = digits(standardize=False)
+    return _classifier(x=x * (255 / 16) / 255 / 255, num_classes=10)
+
+
+def _parity() -> tuple[torch.Tensor, torch.Tensor]:
+    x, y, _, _ = digits()
+    return x, (y % 2).float().unsqueeze(1)  # (N, 1) float 0/1: odd digits
+
+
+def clean_binary_single_logit() -> Setup:
+    """Twin of ``ce_single_output``: one logit with BCEWithLogitsLoss."""
+    x, y = _parity()
+    return _classifier(_seeded(lambda: models.mlp(outputs=1)), x, y, loss_fn=nn.BCEWithLogitsLoss())
+
+
+def ce_single_output() -> Setup:
+    """Class 6: CrossEntropyLoss over a single output unit (soft (N, 1) targets): the loss is identically 0."""
+    x, y = _parity()
+    return _classifier(_seeded(lambda: models.mlp(outputs=1)), x, y, loss_fn=nn.CrossEntropyLoss())
+
+
+def raw_regression_targets() -> Setup:
+    """Class 6: regression targets left at ~1e4 (std 1e4) against outputs of ~0.3."""
+    setup = clean_regression()
+    x, y = regression(samples=1024)
+    setup.data, setup.val_data = loader(x[:768], 1e4 * y[:768]), (x[768:], 1e4 * y[768:])
+    return setup
+
+
 # --- loss and model bugs --------------------------------------------------------------------------------------
 
 
@@ -365,6 +405,11 @@ CASES: tuple[Case, ...] = (
     Case("clean_regression", "", clean_regression, detector="both"),
     Case("clean_finetune_frozen_backbone", "", clean_finetune, detector="both"),
     Case("clean_lstm", "", clean_lstm, detector="both"),
+    Case("clean_inputs_unit_range", "", clean_inputs_unit_range, detector="both"),
+    Case("clean_binary_single_logit", "", clean_binary_single_logit, detector="both"),
+    Case("inputs_divided_twice", "pixels / 255 twice (RMS 0.0019)", inputs_divided_twice, ("data.unnormalized",)),
+    Case("ce_single_output", "CrossEntropyLoss over 1 output unit", ce_single_output, ("loss.constant",)),
+    Case("raw_regression_targets", "regression targets ~1e4", raw_regression_targets, ("data.target_scale",)),
     Case("shuffled_labels", "labels permuted apart from inputs", shuffled_labels, ("data.no_signal",)),
     Case("raw_pixels", "0-255 pixel values, not normalized", raw_pixels, ("data.unnormalized",)),
     Case("constant_inputs", "inputs all zero", constant_inputs, ("data.constant_input",)),
