@@ -27,6 +27,7 @@ from nbdiag.runs.run import SegmentWarning
 from nbdiag.runs.writer import RunWriter
 
 REPO = Path(nbdiag.__file__).parents[1]  # the checkout under test, for the writer subprocess
+HANG_S = 240.0  # waits on the writer process only guard against a hang (pytest's timeout is 300 s)
 
 # A training script for another process: argv = run_dir, steps, seconds to sleep per step, path to save at the end,
 # then optional gates: after each gate's number of steps it waits until the file "<saved>.go<gate>" exists.
@@ -104,10 +105,14 @@ def start_writer(tmp_path, steps, pause, gates=()):
     return subprocess.Popen(args, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
 
-def wait_for(condition, timeout=60.0):
+def wait_for(condition, writer=None, timeout=HANG_S):
+    """Wait until ``condition()``; fail at once if ``writer`` (a process) exited first, else only after ``timeout``
+    seconds, a hang guard: on a starved CI core the writer's start alone (torch, nbdiag) can take a minute."""
     deadline = time.monotonic() + timeout
     while not condition():
-        assert time.monotonic() < deadline, "timed out"
+        if writer is not None and writer.poll() is not None and not condition():
+            raise AssertionError(f"the writer exited ({writer.returncode}) first: {writer.stderr.read()}")
+        assert time.monotonic() < deadline, f"timed out after {timeout} s"
         time.sleep(0.05)
 
 
@@ -185,18 +190,19 @@ def test_findings_from_a_run_match_the_monitor(tmp_path):
 
 
 # -- another process writes ------------------------------------------------------------------------------------
+@pytest.mark.timeout(3 * HANG_S)  # a hang guard per wait, several waits
 def test_follow_picks_up_segments_while_another_process_writes(tmp_path):
     """The writer waits at 6 and 15 steps (2 and 5 segments of 3) until the follower has seen them: the run is seen
     growing whatever the machine's load."""
     writer = start_writer(tmp_path, steps=24, pause=0.0, gates=(6, 15))
     try:
-        wait_for(lambda: (tmp_path / "run" / MANIFEST).is_file())
+        wait_for(lambda: (tmp_path / "run" / MANIFEST).is_file(), writer)
         run = nbdiag.open_run(tmp_path / "run", follow=True, interval=0.05)
         for gate in (6, 15):
-            wait_for(lambda gate=gate: len(run.record.steps()) >= gate)
+            wait_for(lambda gate=gate: len(run.record.steps()) >= gate, writer)
             assert run.record.steps() == list(range(gate)) and not run.finished  # the writer waits here
             (tmp_path / f"saved.go{gate}").touch()
-        assert writer.wait(timeout=120) == 0, writer.stderr.read()
+        assert writer.wait(timeout=HANG_S) == 0, writer.stderr.read()
         wait_for(lambda: not run.following)
     finally:
         writer.kill()
@@ -205,10 +211,11 @@ def test_follow_picks_up_segments_while_another_process_writes(tmp_path):
     assert_same_record(run, nbdiag.open_run(tmp_path / "saved"))
 
 
+@pytest.mark.timeout(3 * HANG_S)  # a hang guard per wait, several waits
 def test_a_killed_writer_leaves_a_readable_run(tmp_path):
     writer = start_writer(tmp_path, steps=10_000, pause=0.01)
     try:
-        wait_for(lambda: len(segment_files(tmp_path / "run")) >= 3)
+        wait_for(lambda: len(segment_files(tmp_path / "run")) >= 3, writer)
     finally:
         os.kill(writer.pid, signal.SIGKILL)
         writer.wait()
