@@ -187,3 +187,34 @@ def test_histograms_are_linear_for_a_gaussian_layer_and_symlog_when_values_span_
     wide = data.snapshot(histogram_monitor(spread=True))
     symlog = panels.activation_time_panel(wide, ViewState(layer="0"))
     assert "symlog" in symlog.ylabel and symlog.yticks is not None
+
+
+def test_a_loss_spike_turns_the_loss_axis_to_log_and_keeps_the_chance_line():
+    """Notebook 02's lr=50: a 1.6e6 spike over losses near 2 would flatten a linear axis (issue 20)."""
+    model = nn.Linear(4, 10)
+    with nbdiag.watch(model, torch.optim.SGD(model.parameters(), lr=0.0), num_classes=10, display=False) as mon:
+        for loss in [2.3, 163.6, 214597.9, 1592668.9, 695835.1, 29.2] + [2.3] * 20:
+            model(torch.randn(2, 4))
+            mon.step(loss=torch.tensor(loss))
+    snap = data.snapshot(mon)
+    panel = panels.loss_panel(snap, STATE)
+    assert panel.ylog and panel.hlines[0][0] == pytest.approx(np.log(10))
+    calm = data.snapshot(dead_relu_monitor())
+    assert not panels.loss_panel(calm, STATE).ylog  # a loss within two decades keeps its linear axis
+    assert panels.spans_decades([1.0, 50.0, 2.0]) is False and panels.spans_decades([1.0, 1e3, 2.0]) is True
+
+
+def test_the_units_over_time_panel_is_a_note_when_no_unit_is_stuck_and_red_when_one_is(tmp_path):
+    healthy = data.snapshot(histogram_monitor(spread=False))
+    assert panels.units_time_panel(healthy, STATE).note == "no dead or saturated units so far"
+    assert panels.units_time_panel(healthy, STATE).series == ()
+    mon = dead_relu_monitor()
+    dead = panels.units_time_panel(data.snapshot(mon), STATE)
+    np.testing.assert_array_equal(dead.series[0].z, 1.0)  # one ReLU layer, dead at every step
+    from PIL import Image
+
+    from nbdiag.views.export import savefig
+
+    pixels = np.asarray(Image.open(savefig(mon, tmp_path / "dead.png")).convert("RGB"), dtype=int)
+    dark_red = (pixels[..., 0] > 80) & (pixels[..., 0] < 140) & (pixels[..., 1] < 30) & (pixels[..., 2] < 40)
+    assert dark_red.sum() > 10_000  # the static heatmap of a single layer is drawn (it was blank)

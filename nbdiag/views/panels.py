@@ -17,6 +17,7 @@ SELECTED = "#1f77b4"  # the selected layer, everywhere
 OTHERS = "#b8b8b8"  # every other layer
 UPDATE_RATIO = 1e-3  # CS231n lecture 5: update/weight ratio "somewhere around 1e-3"
 UPDATE_BAND = (1e-4, 1e-2)  # a decade either side counts as near it
+LOSS_LOG_DECADES = 2.0  # the loss panel turns to a log axis when its values span more than this
 NONFINITE = "#d62728"  # NaN/Inf markers, drawn at the top of a panel
 PALETTE = ("#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#17becf")
 
@@ -161,12 +162,20 @@ def loss_panel(snap: Snapshot, state: ViewState) -> Panel:
         "loss",
         series,
         xlabel="step",
-        ylog=state.loss_log,
+        ylog=state.loss_log or spans_decades(*(s.y for s in series)),
         xrange=step_range(*(s.x for s in series)),
         hlines=hlines,
         vline=selected_step(snap, state),
         note="" if series else "log a loss: mon.step(loss=loss)",
     )
+
+
+def spans_decades(*values: Any, decades: float = LOSS_LOG_DECADES) -> bool:
+    """Whether the finite positive ``values`` span more than ``decades`` decades: a linear axis would flatten all
+    but the largest (a loss spike of 1e6 over a loss of 2), so the loss panel draws them on a log axis."""
+    pooled = np.concatenate([np.asarray(v, dtype=np.float64).ravel() for v in values] or [np.zeros(0)])
+    positive = pooled[np.isfinite(pooled) & (pooled > 0)]
+    return bool(len(positive)) and float(np.log10(positive.max() / np.median(positive))) > decades
 
 
 def scalars_panel(snap: Snapshot, state: ViewState) -> Panel:
@@ -423,7 +432,9 @@ def units_time_panel(snap: Snapshot, state: ViewState) -> Panel:
     layers = [layer for layer in snap.layers if layer in snap.record.layers("units")] if snap.record else []
     dead = stat_matrix(snap.timeline, "units", "dead_unit_frac", layers).T
     saturated = stat_matrix(snap.timeline, "units", "saturated_unit_frac", layers).T
-    stuck = np.fmax(dead, saturated)  # (L', S), NaN only where neither was recorded
+    stuck = backfill(np.fmax(dead, saturated))  # (L', S): each window's share over the steps it covers
+    if layers and not np.nanmax(stuck, initial=0.0) > 0:
+        return Panel("units_time", "dead or saturated units over time", note="no dead or saturated units so far")
     return Panel(
         "units_time",
         "dead or saturated units over time",
@@ -444,6 +455,16 @@ def units_time_panel(snap: Snapshot, state: ViewState) -> Panel:
         vline=selected_step(snap, state),
         note="" if layers else "no ReLU or bounded activation layers",
     )
+
+
+def backfill(values: np.ndarray) -> np.ndarray:
+    """(L, S) with each NaN replaced by the next recorded value along S: a units window is recorded at its last
+    step and covers the sampled steps before it (trailing NaN stay: their window has not closed)."""
+    filled = np.array(values, dtype=np.float64)
+    for column in range(filled.shape[1] - 2, -1, -1):
+        gap = np.isnan(filled[:, column])
+        filled[gap, column] = filled[gap, column + 1]
+    return filled
 
 
 PanelBuilder = Callable[[Snapshot, ViewState], Panel]

@@ -90,6 +90,15 @@ def _draw_series(ax: Any, series: Series, categories: list[str] | None, bars: li
         ax.plot(x, series.y, style, color=series.color, lw=series.width, ms=3, label=label)
 
 
+def _cell_edges(centres: np.ndarray) -> np.ndarray:
+    """Edges of the cells around ``centres`` (midpoints; a lone centre gets a cell of width 1). matplotlib's
+    shading="nearest" draws nothing for a single row, e.g. a units heatmap of one ReLU layer."""
+    if len(centres) < 2:
+        return np.concatenate([centres - 0.5, centres + 0.5])
+    middle = 0.5 * (centres[1:] + centres[:-1])
+    return np.concatenate([[2 * centres[0] - middle[0]], middle, [2 * centres[-1] - middle[-1]]])
+
+
 def _draw_heatmap(ax: Any, series: Series) -> None:
     z = np.asarray(series.z, dtype=float)
     if not z.size:
@@ -100,10 +109,10 @@ def _draw_heatmap(ax: Any, series: Series) -> None:
     low, high = series.zrange if series.zrange else (None, None)
     cmap = {"Viridis": "viridis", "Reds": "Reds", "RdBu": "RdBu"}.get(series.colorscale, "viridis")
     ax.pcolormesh(
-        np.asarray(series.x, dtype=float),
-        rows,
+        _cell_edges(np.asarray(series.x, dtype=float)),
+        _cell_edges(rows),
         np.ma.masked_invalid(z),
-        shading="nearest",
+        shading="flat",
         cmap=cmap,
         vmin=low,
         vmax=high,
