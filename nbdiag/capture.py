@@ -9,11 +9,12 @@ from typing import Any
 
 import torch
 from torch import nn
+from torch.nn.modules.module import register_module_forward_hook, register_module_forward_pre_hook
+from torch.optim.optimizer import register_optimizer_step_post_hook, register_optimizer_step_pre_hook
 
 from nbdiag.buffer import StepBuffer
 from nbdiag.errors import ErrorLog
-from nbdiag.probe import Hooks, module_outputs
-from nbdiag.probe import named_hook as _named
+from nbdiag.probe import Hooks, in_backward, module_outputs, under_transform
 from nbdiag.sharding import PARTIAL_REASON, UPDATE_BASE_GROUP, is_dtensor, is_partial
 from nbdiag.stats import output_bounds, raw_stats
 from nbdiag.units import UnitSpec, add_counts, unit_counts, unit_specs
@@ -56,13 +57,20 @@ class Capture:
         self.unrecorded: dict[str, str] = {}  # "<name> (<what>)" -> why it is not recorded (sharded tensors)
         self.buffer = StepBuffer()
         self.passes = 0  # forward passes in this step: a forward after a backward starts a new one
+        self._pass_modules: set[int] = set()  # modules recorded in this pass (a recomputation skips them)
+        self.transformed_calls = 0  # forward calls skipped inside torch.func transforms, since watch()
         self.param_grad_rows: dict[str, torch.Tensor] = {}
         self.stale_grad_norm: torch.Tensor | None = None  # (2,): stale norm, carried (1) / reset (0) / unknown (NaN)
         self._held_grads: list[tuple[torch.Tensor, weakref.ref | None]] | None = None  # (param, its grad) at flush
         self.errors = errors
         self.step: int | None = None  # the step being captured (for error reports)
         self.failed = False
-        self._bounds = {id(m): output_bounds(m) for _, m in leaves}  # also the set of modules we watch
+        self._bounds = {id(m): output_bounds(m) for _, m in leaves}
+        # the modules whose forward is recorded, by id, identity-checked through a weak reference
+        self._watched = {id(m): (name, weakref.ref(m)) for name, m in leaves}
+        self._step_depth = 0  # optimizer steps open on the watched parameters (a wrapper's step holds its inner one)
+        self.update_rows: dict[str, torch.Tensor] = {}  # this step's update rows, by parameter name
+        self.base_rows: dict[str, torch.Tensor] = {}  # and ||w|| before the step (sharded merges)
         self.bounded_layers: set[str] = set()
         self._unit_specs = unit_specs(leaves)  # modules whose units can die or saturate
         self.unit_layers: dict[str, UnitSpec] = {}
@@ -88,25 +96,21 @@ class Capture:
         Each hook function is made once: re-attaching registers the same objects, so torch.compile's guards on
         them hold and a toggled model switches between two cached graphs instead of recompiling.
         """
-        on_forward = self._guard(self._on_forward)
-        registrations: list[tuple[torch.Tensor | None, Callable[[], Any]]] = [
-            (None, functools.partial(module.register_forward_hook, _named(on_forward, name)))
-            for name, module in self.leaves
-        ]
+        registrations: list[tuple[torch.Tensor | None, Callable[[], Any]]] = []
         if self.leaves:  # per-pass statistics exist only with layer hooks (a compiled model keeps one whole graph)
-            registrations += [  # after the leaves' hooks: the root's forward hook then runs last
-                (None, functools.partial(self.model.register_forward_pre_hook, self._guard(self._on_pass_start))),
-                (None, functools.partial(self.model.register_forward_hook, self._guard(self._on_pass_end))),
+            registrations += [  # global hooks, filtered by identity: a deep copy of the model never inherits them
+                (None, functools.partial(register_module_forward_pre_hook, self._guard(self._on_any_pre_forward))),
+                (None, functools.partial(register_module_forward_hook, self._guard(self._on_any_forward))),
             ]
         on_first_grad = self._guard(self._on_incoming_grad)
         registrations += [(p, functools.partial(p.register_hook, on_first_grad)) for p in self._zeroed_params]
         if self.optimizer is not None:  # gradients read just before the step (after DDP's all-reduce)
-            optimizer = self.optimizer
-            for register, hook in (
-                (optimizer.register_step_pre_hook, self._before_step),
-                (optimizer.register_step_post_hook, self._after_step),
-            ):
-                registrations.append((None, functools.partial(register, self._guard(hook))))
+            # global step hooks: whichever optimizer steps the watched parameters is measured (a wrapper's inner
+            # optimizer, SAM's base_optimizer), found by parameter identity; a copied optimizer inherits nothing
+            registrations += [
+                (None, functools.partial(register_optimizer_step_pre_hook, self._guard(self._before_step))),
+                (None, functools.partial(register_optimizer_step_post_hook, self._guard(self._after_step))),
+            ]
         else:  # no optimizer: read each gradient as it is accumulated
             for name, p in self.params:
                 hook = self._guard(functools.partial(self._on_grad, name))
@@ -142,17 +146,20 @@ class Capture:
         self.detach()
         self._registrations, self.model, self.params, self.leaves, self.optimizer = [], None, [], [], None
         self._param_by_name, self._zeroed_params, self.updates, self._held_grads = {}, [], None, None
-        self._unit_specs, self.unit_counts = {}, {}
+        self._unit_specs, self.unit_counts, self._watched = {}, {}, {}
 
     def new_step(self) -> None:
         """Forget per-step state (called after the step's statistics were flushed); note which gradient tensors
         the parameters hold now, by weak reference, to tell at the next sampled step whether they were kept."""
         self.param_grad_rows = {}
+        self.update_rows, self.base_rows = {}, {}
+        self._step_depth = 0
         self.unit_counts = {}
         self.stale_grad_norm = None
         self._grad_seen = False
         self._in_backward = False
         self.passes = 0
+        self._pass_modules = set()
         probes = self._zeroed_params[:CARRIED_PROBES]
         self._held_grads = [(p, weakref.ref(p.grad) if p.grad is not None else None) for p in probes]
         self._pass_mark, self._forward_open, self._backward_open = ({}, {}), False, False
@@ -183,11 +190,32 @@ class Capture:
 
         return guarded
 
+    def _on_any_pre_forward(self, module: nn.Module, inputs: Any) -> None:
+        """The global forward pre-hook: only the watched model's own root counts."""
+        if module is self.model:
+            self._on_pass_start(module, inputs)
+
+    def _on_any_forward(self, module: nn.Module, inputs: Any, output: Any) -> None:
+        """The global forward hook: a watched leaf (the very module, not a copy with a reused id), then the root."""
+        entry = self._watched.get(id(module))
+        if entry is not None and entry[1]() is module:
+            self._on_forward(entry[0], module, inputs, output)
+        if module is self.model:
+            self._on_pass_end(module, inputs, output)
+
     def _on_forward(self, name: str, module: nn.Module, inputs: Any, output: Any) -> None:
-        if not torch.is_grad_enabled() or id(module) not in self._bounds:
-            return  # an evaluation pass under no_grad, or a deep copy of the model that inherited the hook
-        if self._in_backward or not self.passes:  # the step's first forward, or the first after a backward
+        if not torch.is_grad_enabled():
+            return  # an evaluation pass under no_grad
+        if under_transform(output):  # torch.func (per-sample gradients, DP-SGD): noted once, never reduced
+            self.transformed_calls += 1
+            return
+        if in_backward():  # activation checkpointing recomputes the forward: record a module once per pass
+            if id(module) in self._pass_modules:
+                return
+        elif self._in_backward or not self.passes:  # the step's first forward, or the first after a backward
             self._in_backward, self.passes = False, self.passes + 1
+            self._pass_modules = set()
+        self._pass_modules.add(id(module))
         bounds, spec = self._bounds[id(module)], self._unit_specs.get(id(module))
         for path, tensor in module_outputs(module, output):
             layer = name + path
@@ -223,14 +251,14 @@ class Capture:
         self._backward_open = False
 
     def _on_pass_start(self, module: nn.Module, inputs: Any) -> None:
-        if not torch.is_grad_enabled() or module is not self.model:
-            return  # an evaluation pass, or a deep copy of the model that inherited the hook
+        if not torch.is_grad_enabled() or in_backward():
+            return  # an evaluation pass, or a recomputation (activation checkpointing)
         self.drop_unfinished_pass()
         self._pass_mark = (self.buffer.mark(), dict(self.unit_counts))
         self._forward_open = True
 
     def _on_pass_end(self, module: nn.Module, inputs: Any, output: Any) -> None:
-        if torch.is_grad_enabled() and module is self.model:
+        if torch.is_grad_enabled() and not in_backward():
             self._forward_open = False
 
     def _on_grad(self, name: str, param: torch.Tensor) -> None:
@@ -266,21 +294,47 @@ class Capture:
             return float("nan")
         return 0.0 if any(held is None or held() is not param.grad for param, held in known) else 1.0
 
+    def _held_by(self, optimizer: Any) -> list[int]:
+        """Indices (into the tracked parameters) of those ``optimizer`` holds, by identity."""
+        held = {id(p) for group in getattr(optimizer, "param_groups", ()) for p in group["params"]}
+        tracked = self.updates.params if self.updates is not None else [p for _, p in self.params]
+        return [i for i, p in enumerate(tracked) if id(p) in held]
+
     def _before_step(self, optimizer: Any, args: Any, kwargs: Any) -> None:
-        if optimizer is not self.optimizer:  # a deep-copied optimizer inherits the hook too
+        """Any optimizer's step is about to run: the first (outermost) one that holds watched parameters is read."""
+        if self._step_depth:  # an optimizer stepped inside another's step (a wrapper's inner optimizer)
+            self._step_depth += 1
             return
+        held = self._held_by(optimizer)
+        if not held:
+            return  # another model's optimizer, or a copy's
+        self._step_depth = 1
+        self._read_grads()
+        if self.updates is not None:
+            self.updates.before_step(held)
+
+    def _read_grads(self, missing_only: bool = False) -> None:
         names = [name for name, p in self.params if p.grad is not None and not self._partial(name, p.grad)]
+        if missing_only:
+            names = [name for name in names if name not in self.param_grad_rows]
         if names:
             rows = grad_matrix([self._param_by_name[name].grad for name in names])
-            self.param_grad_rows = dict(zip(names, rows, strict=True))
-        if self.updates is not None:
-            self.updates.before_step()
+            self.param_grad_rows.update(zip(names, rows, strict=True))
 
     def _after_step(self, optimizer: Any, args: Any, kwargs: Any) -> None:
-        if optimizer is not self.optimizer or self.updates is None:
+        if not self._step_depth:
             return
-        values = self.updates.after_step()
-        if values is not None:
-            self.buffer.add_group("update", self.update_names, values)
+        self._step_depth -= 1
+        if self._step_depth:
+            return
+        self._read_grads(missing_only=True)  # a closure (LBFGS) computed them inside step()
+        measured = None if self.updates is None else self.updates.after_step()
+        if measured is not None:
+            indices, values = measured
+            self.update_rows.update((self.update_names[i], row) for i, row in zip(indices, values, strict=True))
+            self.buffer.add_group("update", list(self.update_rows), torch.stack(list(self.update_rows.values())))
             if self._sharded_updates:  # the shards' ||w|| before the step: the merged ratio's denominator
-                self.buffer.add_group(UPDATE_BASE_GROUP, self.update_names, self.updates.base_norms[:, None])
+                bases = zip(indices, self.updates.base_norms, strict=True)
+                self.base_rows.update((self.update_names[i], norm) for i, norm in bases)
+                base_norms = torch.stack(list(self.base_rows.values()))[:, None]
+                self.buffer.add_group(UPDATE_BASE_GROUP, list(self.base_rows), base_norms)

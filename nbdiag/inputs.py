@@ -17,7 +17,9 @@ import numpy as np
 import pandas as pd
 import torch
 from torch import nn
+from torch.nn.modules.module import register_module_forward_pre_hook
 
+from nbdiag.probe import in_backward, under_transform
 from nbdiag.record import Block
 
 GROUP = "inputs"
@@ -36,8 +38,8 @@ class InputSampler:
         self._handle: Any = None
 
     def attach(self) -> None:
-        if self._handle is None:
-            self._handle = self.model.register_forward_pre_hook(self._hook)
+        if self._handle is None:  # a global pre-hook filtered to the model: a deep copy never inherits it
+            self._handle = register_module_forward_pre_hook(self._hook)
 
     def detach(self) -> None:
         if self._handle is not None:
@@ -46,8 +48,10 @@ class InputSampler:
 
     def _hook(self, module: nn.Module, args: tuple) -> None:
         try:
+            if module is not self.model or self.sample is not None or not torch.is_grad_enabled():
+                return
             x = args[0] if args else None
-            if self.sample is not None or not torch.is_grad_enabled() or not isinstance(x, torch.Tensor) or x.ndim < 1:
+            if not isinstance(x, torch.Tensor) or x.ndim < 1 or under_transform(x) or in_backward():
                 return
             rows = x.detach()[:MAX_SAMPLES]
             self.shape, self.dtype = tuple(rows.shape[1:]), str(rows.dtype).replace("torch.", "")

@@ -68,20 +68,24 @@ def leaf_modules(model: nn.Module) -> list[tuple[str, nn.Module]]:
     """(name, module) per recorded module in ``named_modules`` order; a module registered twice keeps its first name.
 
     Recorded: leaf modules, :data:`RECORDED_UNITS` (whose children are then skipped), and modules whose only children
-    are ``torch.nn.utils.parametrize`` parametrizations (weight/spectral norm: the Linear or Conv is recorded, the
-    parametrization, which computes a weight and not an activation, is not). Reshape-only modules
-    (:data:`RESHAPE_ONLY`) are left out: their rows would repeat the previous layer's.
+    are helpers that compute no activation: ``torch.nn.utils.parametrize`` parametrizations (weight/spectral norm:
+    the Linear or Conv is recorded, the parametrization, which computes a weight, is not) and ``torch.ao``
+    quantization fake-quantizers and observers (a QAT ``Linear`` is recorded, its ``weight_fake_quant`` is not). A
+    QAT module that computes with weights of its own beside a child layer (fused ``ConvBnReLU2d`` with its ``bn``)
+    is recorded too. Reshape-only modules (:data:`RESHAPE_ONLY`) are left out: their rows would repeat the previous
+    layer's.
     """
     leaves, seen, inside = [], set(), set()
     for name, module in model.named_modules():
         if id(module) in seen or id(module) in inside:
             continue
         seen.add(id(module))
-        children = _own_children(module)
-        if isinstance(module, RECORDED_UNITS) or (not children and not isinstance(module, RESHAPE_ONLY)):
+        helpers = _skipped_children(module)
+        children = _own_children(module, helpers)
+        computes = not children or (helpers and any(True for _ in module.parameters(recurse=False)))
+        if isinstance(module, RECORDED_UNITS) or (computes and not isinstance(module, RESHAPE_ONLY)):
             leaves.append((name or type(model).__name__, module))
-        if isinstance(module, RECORDED_UNITS) or parametrize.is_parametrized(module):
-            inside.update(id(m) for child in _skipped_children(module) for m in child.modules())
+        inside.update(id(m) for child in helpers for m in child.modules())
     return leaves
 
 
@@ -94,16 +98,28 @@ def layer_type(module: nn.Module) -> str:
     return cls.__name__
 
 
-def _own_children(module: nn.Module) -> list[nn.Module]:
-    """Children that are layers: without a parametrized module's ``parametrizations`` container."""
-    skipped = {id(m) for m in _skipped_children(module)} if parametrize.is_parametrized(module) else set()
+def _own_children(module: nn.Module, helpers: list[nn.Module]) -> list[nn.Module]:
+    """Children that are layers: without the ``helpers`` (see :func:`_skipped_children`)."""
+    skipped = {id(m) for m in helpers}
     return [child for child in module.children() if id(child) not in skipped]
 
 
 def _skipped_children(module: nn.Module) -> list[nn.Module]:
+    """Children never recorded: all of a :data:`RECORDED_UNITS`' children, a parametrized module's
+    ``parametrizations``, quantization fake-quantizers and observers."""
     if isinstance(module, RECORDED_UNITS):
         return list(module.children())
-    return [module.parametrizations] if parametrize.is_parametrized(module) else []
+    helpers = [module.parametrizations] if parametrize.is_parametrized(module) else []
+    return helpers + [child for child in module.children() if is_quantization_helper(child)]
+
+
+def is_quantization_helper(module: nn.Module) -> bool:
+    """A ``torch.ao.quantization`` fake-quantizer or observer (QAT): it shadows a layer's weight or output, it is
+    not a layer (checked by class name, so ``torch.ao`` is never imported for it)."""
+    return any(
+        cls.__name__ in ("FakeQuantizeBase", "ObserverBase") and cls.__module__.startswith("torch.ao.quantization")
+        for cls in type(module).__mro__
+    )
 
 
 def module_outputs(module: nn.Module, output: Any) -> Iterator[tuple[str, torch.Tensor]]:
@@ -152,6 +168,21 @@ def first_tensor(output: Any) -> torch.Tensor:
     for _, tensor in iter_tensors(output):
         return tensor
     raise TypeError(f"got model output of type {type(output).__name__}, expected a tensor or a tuple/dict of them")
+
+
+def under_transform(output: Any) -> bool:
+    """Whether a hook runs inside a ``torch.func`` transform (vmap, grad, jvp, ...): a transform level is active, or
+    the output holds functorch-wrapped tensors. Reducing such a tensor would be traced by the transform (vmap
+    refuses the histogram's ``scatter_add_``), and per-sample values are not the layer's batch statistics."""
+    if torch._C._functorch.maybe_current_level() is not None:
+        return True
+    return any(torch._C._functorch.is_functorch_wrapped_tensor(t) for _, t in iter_tensors(output))
+
+
+def in_backward() -> bool:
+    """Whether the autograd engine is running a backward pass on this thread: a forward hook that fires then sees
+    activation checkpointing recompute the forward (``torch.utils.checkpoint``, reentrant or not)."""
+    return torch._C._current_graph_task_id() != -1
 
 
 def model_device(model: nn.Module) -> torch.device:

@@ -18,6 +18,7 @@ import nbdiag
 from nbdiag import buffer
 from nbdiag.monitor import NbdiagWarning
 from tests import models
+from tests.hooks import global_hook_count, optimizer_hooks
 
 
 def classification_batch(n: int = 32):
@@ -241,7 +242,7 @@ def test_model_with_500_layers():
 
 # -- hooks are always removed -----------------------------------------------------------------------------------
 def hook_count(model: nn.Module) -> int:
-    count = 0
+    count = global_hook_count()
     for module in model.modules():
         count += len(module._forward_hooks) + len(module._forward_pre_hooks)
     for p in model.parameters():
@@ -254,11 +255,12 @@ def test_close_removes_every_hook_including_optimizer():
     opt = torch.optim.SGD(model.parameters(), lr=0.1)
     mon = nbdiag.watch(model, opt, every=1)
     assert hook_count(model) > 0
-    assert len(opt._optimizer_step_pre_hooks) == 1
+    assert len(optimizer_hooks._global_optimizer_pre_hooks) == 1
     mon.close()
     mon.close()  # idempotent
     assert hook_count(model) == 0
-    assert len(opt._optimizer_step_pre_hooks) == 0 and len(opt._optimizer_step_post_hooks) == 0
+    assert len(optimizer_hooks._global_optimizer_pre_hooks) == 0
+    assert len(optimizer_hooks._global_optimizer_post_hooks) == 0
 
 
 @pytest.mark.parametrize("where", ["forward", "backward"])
