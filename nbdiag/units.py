@@ -125,7 +125,8 @@ class UnitWindow:
         history.append((step, array))
         fired, saturated, elements = np.sum([a for _, a in history], axis=0)
         units = float(len(elements))
-        dead = float(np.sum(fired == 0)) if spec is not None and spec.dead else np.nan
+        # a unit that saw no input (a routed expert that got no token) is not dead: it never had the chance to fire
+        dead = float(np.sum((fired == 0) & (elements > 0))) if spec is not None and spec.dead else np.nan
         pinned = np.nan
         if spec is not None and spec.bounds is not None:
             pinned = float(np.sum(saturated >= UNIT_SATURATED_FRAC * np.maximum(elements, 1)))

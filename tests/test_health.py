@@ -181,8 +181,18 @@ def _update_entry(ratios: dict[str, float], weight_before: float = 1.0, grad_nor
     [(0.99e-5, "warn"), (updates.UPDATE_RATIO_LOW, None), (updates.UPDATE_RATIO_HIGH, None), (0.101, "warn")],
 )
 def test_update_ratio_median_outside_1e_5_to_1e_1(ratio, expected):
-    rec = record([_update_entry({"a": ratio, "b": ratio * 0.5, "c": ratio * 2})] * 4)
+    stalled = [2.0] * 30  # the second signal: the loss does not fall
+    rec = record([_update_entry({"a": ratio, "b": ratio * 0.5, "c": ratio * 2})] * 4, losses=stalled)
     assert found(rec, "train.update_ratio").get("train.update_ratio") == expected
+
+
+@pytest.mark.parametrize(("final_loss", "expected"), [(1.81, "warn"), (1.79, "info"), (None, "info")])
+def test_an_update_ratio_out_of_bounds_warns_only_when_the_loss_agrees(final_loss, expected):
+    """Issue 25: pytorch/examples mnist_forward_forward (Adam lr 0.03) and torchdiffeq's ode_demo run at 0.13-0.16
+    with a falling loss. Out of bounds warns when the loss kept >= 90% of its start; else a note."""
+    losses = [] if final_loss is None else [2.0] * 5 + [final_loss] * 25
+    rec = record([_update_entry({"a": 0.15, "b": 0.2, "c": 0.3})] * 4, losses=losses)
+    assert found(rec, "train.update_ratio") == {"train.update_ratio": expected}
 
 
 def test_update_ratio_leaves_out_zero_initialized_and_frozen_parameters():
@@ -384,10 +394,10 @@ def test_tiny_updates_under_saturation_defer_to_it(ratio, deferred):
     """Large-init tanh (seeds/004): saturation is the cause, the tiny update ratio its consequence; a too-large
     ratio is a learning-rate problem of its own and keeps its severity."""
     spec = {**_update_entry({"w": ratio}), **_units_entry("2", "saturated_units", 95)}
-    by_id = {f.id: f for f in evaluate(record([spec] * 3, types=TYPES))}
+    by_id = {f.id: f for f in evaluate(record([spec] * 3, types=TYPES, losses=[2.0] * 30))}
     assert by_id["act.saturation"].severity == "warn"  # never fail: saturation slows learning, it does not break it
     update = by_id["train.update_ratio"]
     assert (update.severity == "info") is deferred
     assert ("consequence of act.saturation at layer 2" in update.message) is deferred
-    alone = {f.id: f for f in evaluate(record([_update_entry({"w": ratio})] * 3))}
+    alone = {f.id: f for f in evaluate(record([_update_entry({"w": ratio})] * 3, losses=[2.0] * 30))}
     assert alone["train.update_ratio"].severity == "warn"

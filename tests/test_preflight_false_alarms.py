@@ -343,3 +343,30 @@ def test_class_imbalance_with_a_weighted_loss_is_a_note_without_reweight_advice(
     assert weighted.severity == "info" and "Reweight" not in weighted.advice and "already weights" in weighted.message
     (pos_weighted,) = check_class_balance(batches, nn.BCEWithLogitsLoss(pos_weight=torch.tensor(15.0)))
     assert pos_weighted.severity == "info"
+
+
+def test_preflight_runs_on_a_pruned_model():
+    """Issue 25: torch.nn.utils.prune keeps ``weight = weight_orig * weight_mask`` as a non-leaf attribute, which
+    deepcopy refuses; preflight raised instead of checking."""
+    from torch.nn.utils import prune
+
+    import nbdiag
+
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(16, 32), nn.ReLU(), nn.Linear(32, 4))
+    prune.l1_unstructured(model[0], "weight", amount=0.5)
+    x, y = torch.randn(64, 16), torch.randint(0, 4, (64,))
+    report = nbdiag.preflight(model, (x, y), nn.CrossEntropyLoss(), checks=("gradient_flow", "initial_loss"))
+    assert not [f for f in report.findings if f.id == "check.error"] and serious(report.findings) == []
+    assert torch.equal(model[0].weight, model[0].weight_orig * model[0].weight_mask)  # the model is unchanged
+
+
+def test_a_zero_initialised_last_layer_gates_the_layers_before_it():
+    """Issue 25: the spatial transformer tutorial zero-inits fc_loc[2].weight (identity transform at init), so the
+    localization layers get an exactly zero gradient at init only."""
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(16, 32), nn.ReLU(), nn.Linear(32, 4))
+    nn.init.zeros_(model[2].weight)
+    x, y = torch.randn(64, 16), torch.randint(0, 4, (64,))
+    found = check_gradient_flow(model, [(x, y)], nn.CrossEntropyLoss())
+    assert serious(found) == [] and any("zero-initialised factor gates them" in f.message for f in found)

@@ -379,3 +379,16 @@ def test_too_good_is_silent_on_a_healthy_digits_run_and_notes_a_leaking_one():
     leaking into pixel 0 and validating on training samples is noted."""
     assert "train.too_good" not in [f.id for f in _digits_run(leak=False)]
     assert "train.too_good" in [f.id for f in _digits_run(leak=True)]
+
+
+def test_units_that_saw_no_input_are_not_dead():
+    """Issue 25: a top-1 routed expert that got no token over the window is idle, not dead."""
+    from nbdiag.units import UnitSpec, UnitWindow
+
+    spec, window = UnitSpec(axis=-1, dead=True, bounds=None), UnitWindow(size=3)
+    idle = np.zeros((3, 4), dtype=np.int64)  # fired, saturated, elements: no input at all
+    dead_and_idle = np.array([[0, 5, 0, 0], [0, 0, 0, 0], [8, 8, 0, 0]])  # unit 0 saw 8 inputs, never fired
+    for step in range(3):
+        block = window.block(step, {"expert": idle if step < 2 else dead_and_idle}, {"expert": spec})
+    row = dict(zip(block.stats, block.values[0], strict=True))
+    assert row["dead_units"] == 1 and row["units"] == 4  # unit 0 only; units 2-3 never saw an input

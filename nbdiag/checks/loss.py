@@ -17,9 +17,11 @@ from nbdiag.rng import forked_rng
 
 # Initial loss (Karpathy 2 "verify loss @ init"; 37 reasons 3.2 "look for correct loss at chance"):
 # class and binary losses are flagged beyond +-30% of -ln(1/C) (C = 10: outside [1.61, 2.99]);
-# MSE beyond a factor 3 of Var y + Var f (a fresh model f: the loss without a mean offset, see expected_initial_loss).
+# MSE beyond a factor 10 of Var y + Var f (a fresh model f: the loss without a mean offset, see expected_initial_loss).
+# Calibrated on the corpus (issue 25): pytorch/examples super_resolution (pixel targets of mean ~0.4, a fresh model
+# at ~0) starts at 3.5x and trains fine; the zoo's targets-around-50 bug starts at ~1000x.
 CLASS_LOSS_TOLERANCE = 0.3
-MSE_LOSS_FACTOR = 3.0
+MSE_LOSS_FACTOR = 10.0
 INITIAL_LOSS_BATCHES = 4
 # Output form: rows summing to 1 within this tolerance (probabilities) or with logsumexp within it of 0
 # (log-probabilities) (37 reasons 3.4 "check the loss input").
@@ -56,7 +58,7 @@ def check_initial_loss(
     Measured on a fresh copy in train mode, without updates, averaged over up to ``INITIAL_LOSS_BATCHES`` batches.
     Expected: ln C for class losses (:func:`expected_initial_loss`), flagged when off by more than
     ``CLASS_LOSS_TOLERANCE`` (30%) of it; Var y + Var f for MSE, flagged beyond a factor ``MSE_LOSS_FACTOR``
-    (3); 'fail' when the loss is already NaN/Inf; ``loss.constant`` ('fail') when the loss is the same on every
+    (10); 'fail' when the loss is already NaN/Inf; ``loss.constant`` ('fail') when the loss is the same on every
     batch and gives no parameter a gradient (CrossEntropyLoss over one output unit); 'info' when the model has
     frozen parameters (a pretrained base:
     the expectation is for a freshly initialised model). Source: seeds/001 (Karpathy) 2 "verify loss @ init";

@@ -14,8 +14,18 @@ CHECK_SEED = 0  # every check runs under nbdiag.rng.forked_rng(seed=CHECK_SEED),
 
 
 def model_copy(model: nn.Module, train: bool = True) -> nn.Module:
-    """A deep copy of ``model`` in train (or eval) mode with its gradients cleared."""
-    clone = copy.deepcopy(model)
+    """A deep copy of ``model`` in train (or eval) mode with its gradients cleared.
+
+    Tensors that a module holds as plain attributes but computes from its parameters (``torch.nn.utils.prune``'s
+    ``weight = weight_orig * weight_mask``, recomputed before each forward) are not graph leaves and refuse to be
+    deep-copied; the copy gets them detached (issue 25: preflight raised on a pruned model)."""
+    memo = {
+        id(value): value.detach().clone()
+        for module in model.modules()
+        for value in vars(module).values()
+        if isinstance(value, torch.Tensor) and value.grad_fn is not None
+    }
+    clone = copy.deepcopy(model, memo)
     clone.train(train)
     for parameter in clone.parameters():
         parameter.grad = None

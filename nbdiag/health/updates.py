@@ -16,13 +16,18 @@ from __future__ import annotations
 import numpy as np
 
 from nbdiag.findings import Finding, make_finding
-from nbdiag.health.window import MIN_WINDOW_ENTRIES, Window, layers_of, steps_text
+from nbdiag.health.window import LOSS_HEAD, LOSS_TAIL, MIN_WINDOW_ENTRIES, Window, layers_of, steps_text
 from nbdiag.record import stat_matrix
 
 UPDATE_RATIO_TARGET = 1e-3  # seeds/004, babysitting: update/weight ~ 0.001
 UPDATE_RATIO_LOW = 1e-5  # 100x below the target: the weights barely move (learning rate too low)
 UPDATE_RATIO_HIGH = 1e-1  # 100x above: each step rewrites 10% of the weights (learning rate too high)
 MIN_WEIGHT_NORM = 1e-12  # below this pre-step norm the ratio is undefined (zero-initialized parameters)
+# Severity policy (docs/findings.md): a ratio outside the bounds is one signal; it warns when the loss agrees that
+# the learning rate hurts (it kept at least LOSS_KEPT_FOR_LR of its start: stalled or rising), or when nothing moves
+# at all (ratio 0). The corpus (issue 25) runs its sources' settings at 0.13-0.16 with a falling loss: pytorch/examples
+# mnist_forward_forward (Adam lr 0.03), torchdiffeq ode_demo (RMSprop lr 1e-3 on 4 parameters).
+LOSS_KEPT_FOR_LR = 0.9
 
 
 def update_ratio(window: Window) -> list[Finding]:
@@ -37,23 +42,36 @@ def update_ratio(window: Window) -> list[Finding]:
     ordered = sorted(ratios, key=ratios.get)
     extreme = ordered[0] if low else ordered[-1]
     entries = tuple(e for e in window.recent if "update" in e.blocks)
-    return [
-        make_finding(
-            "train.update_ratio",
-            "warn",
-            f"the median update/weight ratio over {len(ratios)} parameters is {median:.2g} in "
-            f"{steps_text(entries)}, {'below' if low else 'above'} the ~{UPDATE_RATIO_TARGET:g} rule of thumb "
-            f"(bounds {UPDATE_RATIO_LOW:g}-{UPDATE_RATIO_HIGH:g}): the learning rate looks too "
-            f"{'low' if low else 'high'}",
-            step=entries[-1].step,
-            evidence={
-                "median_ratio": median,
-                "parameters": len(ratios),
-                "extreme_parameter": extreme,
-                "extreme_ratio": ratios[extreme],
-            },
+    kept = _loss_kept(window)
+    corroborated = median == 0 or kept >= LOSS_KEPT_FOR_LR  # NaN (no loss logged): one signal only
+    message = (
+        f"the median update/weight ratio over {len(ratios)} parameters is {median:.2g} in "
+        f"{steps_text(entries)}, {'below' if low else 'above'} the ~{UPDATE_RATIO_TARGET:g} rule of thumb "
+        f"(bounds {UPDATE_RATIO_LOW:g}-{UPDATE_RATIO_HIGH:g})"
+    )
+    if corroborated:
+        message += f": the learning rate looks too {'low' if low else 'high'}"
+        if np.isfinite(kept):
+            message += f" (the loss kept {kept:.0%} of its start)"
+    else:
+        message += (
+            "; the loss falls, so this is a note"
+            if np.isfinite(kept)
+            else "; no loss logged to tell whether it hurts (mon.step(loss=...))"
         )
-    ]
+    evidence = {"median_ratio": median, "parameters": len(ratios), "extreme_parameter": extreme}
+    evidence |= {"extreme_ratio": ratios[extreme], "loss_kept": kept}
+    severity = "warn" if corroborated else "info"
+    return [make_finding("train.update_ratio", severity, message, step=entries[-1].step, evidence=evidence)]
+
+
+def _loss_kept(window: Window) -> float:
+    """The recent loss (median of the last ``LOSS_TAIL``) as a fraction of its start (median of the first
+    ``LOSS_HEAD``), for a positive loss; NaN when too few losses were logged."""
+    loss = window.loss[np.isfinite(window.loss)]
+    if len(loss) < LOSS_HEAD + LOSS_TAIL or not np.median(loss[:LOSS_HEAD]) > 0:
+        return float("nan")
+    return float(np.median(loss[-LOSS_TAIL:]) / np.median(loss[:LOSS_HEAD]))
 
 
 def weighted_median(values: np.ndarray, weights: np.ndarray) -> float:
