@@ -194,9 +194,8 @@ CATALOG: dict[str, CatalogEntry] = {
     ),
     "data.target_leak": CatalogEntry(
         "Too good to be true: one input feature alone predicts the label, or validation equals training",
-        "A feature that alone predicts the label: drop it (an id, a label copied into the inputs, a watermark "
-        "pixel). Validation samples found among the training samples: split the data once, before any "
-        "preprocessing, and draw validation only from the held-out part.",
+        "Drop the leaking feature (an id, a label copied into the inputs, a watermark pixel) and split before any "
+        "preprocessing, so validation never contains training samples.",
         f"{_KARPATHY}, 1 (become one with the data); {_KARPATHY}, 2 (dumb baselines: suspicious results)",
     ),
     "train.too_good": CatalogEntry(

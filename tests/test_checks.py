@@ -595,3 +595,16 @@ def test_a_constant_loss_fails_with_its_own_advice_and_targets_that_dwarf_the_ou
     scaled = [f for f in check_targets(models.mlp(outputs=1), (x, 1e4 * target), nn.MSELoss()) if f.severity != "info"]
     assert [f.id for f in scaled] == ["data.target_scale"] and "Normalize the targets" in scaled[0].message
     assert check_targets(models.mlp(outputs=1), (x, target), nn.MSELoss()) == []
+
+
+def test_a_progress_bar_closed_early_by_design_is_not_left_red_on_the_page():
+    """Issue 20: the overfit check stops once it has overfit (by design); tqdm's notebook bar closed short of its
+    total turned red ("danger") and stayed above "preflight OK". finish() hides it instead."""
+    notebook = pytest.importorskip("tqdm.notebook")
+    from nbdiag.checks.progress import finish
+
+    bar = notebook.tqdm(total=100, leave=False)
+    bar.update(2)
+    finish(bar)
+    assert bar.container.children[1].bar_style != "danger"
+    assert bar.container.layout.visibility == "hidden"

@@ -195,7 +195,7 @@ def test_target_leak_finds_the_pixel_that_encodes_the_label():
     x[:, 0, 2, 3] = y.float() * 0.1
     found = check_target_leak((x, y), nn.CrossEntropyLoss())
     assert [f.evidence["feature"] for f in found] == [11]
-    assert "(0, 2, 3)" in found[0].message
+    assert "(0, 2, 3)" in found[0].message and "Drop the leaking feature" in found[0].advice
 
 
 def test_no_target_leak_on_noise_a_noisy_copy_or_regression():
@@ -211,6 +211,7 @@ def test_validation_that_is_the_training_set_is_a_leak():
     x, y = torch.randn(200, 8), _labels(200)
     found = check_target_leak((x, y), nn.CrossEntropyLoss(), val_data=(x[:100], y[:100]))
     assert [f.evidence.get("fraction") for f in found] == [1.0]
+    assert "Split the data once" in found[0].advice and "leaking feature" not in found[0].advice  # no feature leaks
     assert check_target_leak((x, y), nn.CrossEntropyLoss(), val_data=(torch.randn(100, 8), y[:100])) == []
 
 

@@ -21,6 +21,10 @@ MIN_SAMPLES = 64  # fewer sampled samples cannot tell a leak from chance
 MAX_CODES = 32  # a feature with more distinct values is cut into this many quantile bins
 MAX_FEATURES = 4096  # wider inputs are judged on an evenly strided subset of features
 SAME_SPLIT_FRACTION = 0.9  # validation samples found in training: from this fraction on, validation is training
+SAME_SPLIT_ADVICE = (  # the catalog's advice is for a leaking feature; here no feature leaks, the split does
+    "Split the data once, before any preprocessing or augmentation, and draw the validation set only from the "
+    "held-out part: no validation sample may also be a training sample."
+)
 
 
 def check_target_leak(data: object, loss_fn: object, val_data: object | None = None) -> list[Finding]:
@@ -124,4 +128,4 @@ def _same_split(train: list[Batch], val: list[Batch]) -> list[Finding]:
         "validation set is the training set, so validation scores measure memorization"
     )
     evidence = {"shared": shared, "val_samples": len(val_digests), "fraction": fraction}
-    return [make_finding("data.target_leak", "warn", message, evidence=evidence)]
+    return [make_finding("data.target_leak", "warn", message, evidence=evidence, advice=SAME_SPLIT_ADVICE)]

@@ -14,7 +14,7 @@ from torch import nn
 from nbdiag.checks import budget
 from nbdiag.checks.batches import collect_batches, to_device
 from nbdiag.checks.calls import loss_of, run_model
-from nbdiag.checks.progress import progress_bar
+from nbdiag.checks.progress import finish, progress_bar
 from nbdiag.checks.sandbox import CHECK_SEED, clone_optimizer, model_copy
 from nbdiag.findings import Finding, make_finding
 from nbdiag.probe import model_device
@@ -144,7 +144,7 @@ def _run(clone, optimizer, batches, loss_fn, lrs, deadline, progress) -> list[fl
             if not math.isfinite(smoothed) or smoothed > DIVERGE_FACTOR * best:
                 break
     finally:
-        bar.close()
+        finish(bar)
     return losses
 
 

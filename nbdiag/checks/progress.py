@@ -18,6 +18,17 @@ class _NoBar:
         """Nothing to close."""
 
 
+def finish(bar: Any) -> None:
+    """Close ``bar`` after a check that may stop early by design (it succeeded, the loss diverged, the time budget
+    ran out). tqdm's notebook bar closed short of its total turns red ("danger") and stays on the page, above a
+    "preflight OK"; so the total becomes the steps done, and the bar (``leave=False``) goes away."""
+    total, done = getattr(bar, "total", None), getattr(bar, "n", None)
+    if total is not None and done is not None and done < total:
+        bar.total = done
+        bar.refresh()
+    bar.close()
+
+
 def progress_bar(total: int, desc: str, enabled: bool) -> Any:
     """A tqdm.auto bar (notebook widget or text) of ``total`` steps, or a silent stand-in when not ``enabled``."""
     if not enabled:

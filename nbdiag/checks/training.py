@@ -11,7 +11,7 @@ from torch import nn
 from nbdiag.checks import budget
 from nbdiag.checks.batches import Batch, to_device
 from nbdiag.checks.calls import loss_of, run_model
-from nbdiag.checks.progress import progress_bar
+from nbdiag.checks.progress import finish, progress_bar
 from nbdiag.probe import model_device
 
 
@@ -83,7 +83,7 @@ def train_copy(
                 loss.backward()
                 optimizer.step()
     finally:
-        bar.close()
+        finish(bar)
     return trace
 
 
