@@ -94,7 +94,7 @@ def pytest_runtest_makereport(item, call):
 def page(browser, request, artifacts):
     """A fresh browser page (own context: no cookies or storage shared); screenshot saved when the test fails."""
     context = browser.new_context(viewport=VIEWPORT)
-    context.set_default_timeout(30_000)
+    context.set_default_timeout(90_000)  # a hang guard: a screenshot of a busy page took over 30 s on a loaded CI core
     new_page = context.new_page()
     yield new_page
     report = getattr(request.node, "report_call", None)
