@@ -43,7 +43,8 @@ def test_every_floating_dtype_is_measured_in_every_path(dtype):
     outputs: list = []
     hook = _outputs_of(model[1], outputs)
     weight, grads, befores, held = model[0].weight, [], [], []
-    mon = nbdiag.watch(model, optimizer, every=1, display=False, inputs=False)
+    fixed = (torch.randn(3, 6).to(dtype), torch.tensor([0, 1, 2]))
+    mon = nbdiag.watch(model, optimizer, every=1, display=False, fixed_batch=fixed, num_classes=3)
     for step in range(2):
         x = torch.randn(8, 6).to(dtype)
         loss = model(x).float().pow(2).mean()
@@ -69,6 +70,10 @@ def test_every_floating_dtype_is_measured_in_every_path(dtype):
     ratio = (after - befores[1]).norm() / befores[1].norm()
     assert _value(mon, 1, "0.weight", "update_ratio") == pytest.approx(ratio.item(), rel=1e-2 if rel > 1e-5 else rel)
     assert _value(mon, 1, "(model)", "stale_grad_norm") == pytest.approx(held[0], rel=rel)
+    with torch.no_grad():  # the fixed batch's predictions, taken after the last update
+        probabilities = model(fixed[0]).double().softmax(dim=1)
+    assert _value(mon, 1, "2", "p/2", "prediction") == pytest.approx(probabilities[2, 2].item(), rel=rel)
+    assert mon.inputs().values.shape == (8, 6)  # the sampled model input, of this dtype
 
 
 @pytest.mark.parametrize("dtype", [torch.float64, torch.float16, torch.bfloat16])
