@@ -137,13 +137,14 @@ def test_numbers_match_a_manual_forward_and_backward():
 def test_histograms_dead_units_and_edges():
     df = deep_net_activations(activation="tanh", init="large", depth=3, width=100, n_samples=200)
     edges = df.attrs["edges"]
-    # tanh's range [-1, 1] padded by 10% of its width: the pile-up at +-1 sits inside the slot, not on its edge.
-    assert edges[0] == pytest.approx(-1.2) and edges[-1] == pytest.approx(1.2) and np.all(np.diff(edges) > 0)
+    # tanh's range [-1, 1] padded by 4.5 bins of 0.05: the pile-up at +-1 sits inside the slot, not on its edge,
+    # in one bin centred on each bound.
+    assert edges[0] == pytest.approx(-1.225) and edges[-1] == pytest.approx(1.225) and np.allclose(np.diff(edges), 0.05)
     centres = 0.5 * (edges[:-1] + edges[1:])
-    near_bound = np.abs(np.abs(centres) - 1) < 0.06  # the bins on either side of -1 and of +1
+    near_bound = np.abs(np.abs(centres) - 1) < 1e-9  # the bins centred on -1 and on +1
     for counts in df["hist"]:
         assert counts.sum() == 100 * 200
-        assert counts[np.abs(centres) > 1.06].sum() == 0  # the padding past the bounds stays empty
+        assert counts[np.abs(centres) > 1.01].sum() == 0  # the padding past the bounds stays empty
         assert counts[near_bound].sum() / counts.sum() > 0.5  # piled up at -1 and +1
     relu = deep_net_activations(activation="relu", init="he", depth=2, width=100, n_samples=200)
     # ReLU: about half the outputs are exactly 0, but a unit is dead only if it is 0 for all 200 samples.
@@ -190,6 +191,9 @@ def test_init_lab_widget_recomputes_on_control_change(tmp_path):
     np.testing.assert_allclose(lab.view.figure_widget.data[2].y, expected["std"])
     lab.view.controls["depth"].value = 4
     assert len(lab.view.figure_widget.data[1].x) == 4
+    flat = next(t for t in lab.view.figure_widget.data if t.name == "share of f'(z) ~ 0")  # beside the gradients
+    np.testing.assert_allclose(flat.y, lab.data["flat"])
+    assert flat.yaxis != lab.view.figure_widget.data[3].yaxis  # its own 0-100% axis, the std lines on a log one
     assert lab.view.controls["std"].layout.display == "none"  # the custom-std slider only for init="custom"
     lab.view.controls["init"].value = "custom"
     assert lab.view.controls["std"].layout.display is None

@@ -151,13 +151,14 @@ def _layer_frame(pre, post, weights, act: Activation, backward: bool) -> pd.Data
 
 
 def _edges(act: Activation, first_layer: torch.Tensor) -> np.ndarray:
-    """Linear bin edges: the activation's range in ``HIST_BINS`` bins plus ``PAD_BINS`` empty ones past each bound
-    when bounded (a saturated layer's mass at a bound sits inside its slot, not on the slot's edge), else the first
-    layer's 0.1%-99.9% span."""
+    """Linear bin edges: when bounded, ``HIST_BINS`` bins' width with a bin centred on each bound (tanh's outputs
+    at -1 and at +1 fall in one bin each) and ``PAD_BINS`` empty ones past it (the pile at a bound sits inside its
+    slot, not on the slot's edge); else the first layer's 0.1%-99.9% span."""
     if act.bounds is not None and None not in act.bounds:
         low, high = act.bounds
-        pad = PAD_BINS * (high - low) / HIST_BINS
-        return np.linspace(low - pad, high + pad, HIST_BINS + 2 * PAD_BINS + 1)
+        width = (high - low) / HIST_BINS
+        reach = (PAD_BINS + 0.5) * width
+        return np.linspace(low - reach, high + reach, HIST_BINS + 2 * PAD_BINS + 2)
     sample = first_layer.reshape(-1)[:: max(1, first_layer.numel() // 100_000)]
     low, high = (float(q) for q in torch.quantile(sample, torch.tensor([0.001, 0.999])))
     low, high = min(low, 0.0), max(high, 0.0)

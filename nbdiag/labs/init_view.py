@@ -13,6 +13,9 @@ if TYPE_CHECKING:  # the lab imports this module to draw itself; at run time onl
     from nbdiag.labs.init import InitLab
 
 SLOT = 0.9  # width of one layer's histogram on the layer axis
+FLAT_LABEL = "share of f'(z) ~ 0"  # the lecture's "local gradients vanish": |f'(z)| < FLAT_GRAD, per layer
+FLAT_COLOUR = "#7f7f7f"
+FLAT_HOVER = "layer %{x}: %{y:.0%} of local gradients f'(z) below 0.01<extra></extra>"
 
 
 def histogram_row(df: pd.DataFrame) -> dict[str, np.ndarray]:
@@ -53,8 +56,12 @@ class InitLabView(WidgetView):
         fig = make_subplots(
             rows=2,
             cols=2,
-            specs=[[{"colspan": 2}, None], [{}, {}]],
-            subplot_titles=("activation histograms per layer", "activation mean and std", "gradient std"),
+            specs=[[{"colspan": 2}, None], [{}, {"secondary_y": True}]],
+            subplot_titles=(
+                "activation histograms per layer",
+                "activation mean and std",
+                "gradient going back: local f'(z) ~ 0 (bars), backpropagated std (lines)",
+            ),
             vertical_spacing=0.18,
         )
         fig.add_trace(go.Bar(name="histogram", marker_color="#4c72b0", showlegend=False), row=1, col=1)
@@ -62,7 +69,10 @@ class InitLabView(WidgetView):
         fig.add_trace(go.Scatter(name="std", mode="lines+markers"), row=2, col=1)
         fig.add_trace(go.Scatter(name="dLoss/dh std", mode="lines+markers"), row=2, col=2)
         fig.add_trace(go.Scatter(name="dLoss/dW std", mode="lines+markers"), row=2, col=2)
-        fig.update_yaxes(type="log", row=2, col=2)
+        flat = go.Bar(name=FLAT_LABEL, marker_color=FLAT_COLOUR, opacity=0.35, hovertemplate=FLAT_HOVER)
+        fig.add_trace(flat, row=2, col=2, secondary_y=True)
+        fig.update_yaxes(type="log", title_text="std", row=2, col=2, secondary_y=False)
+        fig.update_yaxes(range=[0, 1], tickformat=".0%", title_text="share f'(z) ~ 0", row=2, col=2, secondary_y=True)
         fig.update_xaxes(title_text="layer", row=2)
         fig.update_layout(height=560, margin={"t": 40, "b": 40, "l": 50, "r": 20}, bargap=0)
         self.figure_widget = responsive(go.FigureWidget(fig))
@@ -94,18 +104,20 @@ class InitLabView(WidgetView):
         layers = df["layer"].to_numpy()
         fig = self.figure_widget
         with fig.batch_update():
-            bars, mean, std, grad, weight_grad = fig.data
+            bars, mean, std, grad, weight_grad, flat = fig.data
             bars.update(x=row["x"], y=row["y"], width=row["width"], customdata=row["fraction"])
             bars.hovertemplate = "x=%{x:.2f}<br>share of layer=%{customdata:.2%}<extra></extra>"
             mean.update(x=layers, y=df["mean"].to_numpy())
             std.update(x=layers, y=df["std"].to_numpy())
             grad.update(x=layers, y=df["grad_std"].to_numpy())
             weight_grad.update(x=layers, y=df["weight_grad_std"].to_numpy())
+            flat.update(x=layers, y=df["flat"].to_numpy())
             fig.layout.xaxis.update(tickvals=layers, ticktext=[f"layer {layer}" for layer in layers])
             fig.layout.xaxis.title.text = f"each layer's slot spans [{edges[0]:.3g}, {edges[-1]:.3g}]"
         self.status.value = (
             f"<code>{df.attrs['activation']}, init={df.attrs['init']}: last layer std {df['std'].iloc[-1]:.3g}, "
-            f"saturated {df['saturated'].iloc[-1]:.0%}, dead units {df['dead'].iloc[-1]:.0%} "
+            f"saturated {df['saturated'].iloc[-1]:.0%}, f'(z) ~ 0 for {df['flat'].iloc[-1]:.0%}, "
+            f"dead units {df['dead'].iloc[-1]:.0%} "
             f"&mdash; recomputed in {lab.elapsed_s * 1000:.0f} ms</code>"
         )
 
@@ -124,8 +136,17 @@ def draw(df: pd.DataFrame, fig) -> None:
     stats_ax.plot(df["layer"], df["std"], "o-", label="std")
     stats_ax.set_xlabel("layer")
     stats_ax.legend()
+    flat_ax = grad_ax.twinx()
+    flat_ax.bar(df["layer"], df["flat"], color=FLAT_COLOUR, alpha=0.35, label=FLAT_LABEL)
+    flat_ax.set_ylim(0, 1)
+    flat_ax.set_ylabel("share f'(z) ~ 0")
     grad_ax.semilogy(df["layer"], df["grad_std"], "o-", label="dLoss/dh std")
     grad_ax.semilogy(df["layer"], df["weight_grad_std"], "o-", label="dLoss/dW std")
+    grad_ax.set_zorder(flat_ax.get_zorder() + 1)  # the lines over the bars
+    grad_ax.patch.set_visible(False)
     grad_ax.set_xlabel("layer")
-    grad_ax.legend()
+    grad_ax.set_title("gradient going back: local f'(z) ~ 0 (bars), backpropagated std (lines)", fontsize=9)
+    handles = grad_ax.get_legend_handles_labels()
+    bars = flat_ax.get_legend_handles_labels()
+    grad_ax.legend(handles[0] + bars[0], handles[1] + bars[1], fontsize=8)
     fig.suptitle(f"{df.attrs['activation']}, init={df.attrs['init']}, batch_norm={df.attrs['batch_norm']}")
