@@ -328,6 +328,25 @@ def test_preprocessing_lab_widget_follows_the_controls(tmp_path):
     assert lab.savefig(tmp_path / "pre.png").read_bytes()[:4] == b"\x89PNG"
 
 
+def test_preprocessing_lab_shares_its_scales_so_the_lesson_shows_without_numbers():
+    """Issue 20: every stage on one square around 0 with equal aspect (zero-centering moves the cloud, whitening
+    rounds it), one colour scale for all covariance matrices, one grey scale for all images."""
+    lab = preprocessing_lab()
+    lab.widget  # noqa: B018 - build it
+    layout, data = lab.view.figure_widget.layout, lab.view.figure_widget.data
+    stages = len(lab.stages)
+    ranges = {tuple(layout[f"{axis}axis{'' if k == 1 else k}"].range) for k in range(1, stages + 1) for axis in "xy"}
+    (limit,) = {high for _, high in ranges}
+    assert len(ranges) == 1 and limit >= max(np.abs(data[i].x).max() for i in range(0, 3 * stages, 3))
+    assert all(layout[f"yaxis{'' if k == 1 else k}"].scaleanchor == f"x{'' if k == 1 else k}" for k in range(1, 6))
+    heats = data[2::3]
+    largest = max(np.abs(np.asarray(h.z)).max() for h in heats)
+    assert {(h.zmin, h.zmax) for h in heats} == {(-largest, largest)}
+    images = lab.view.image_widget.data
+    assert len({(image.zmin, image.zmax) for image in images}) == 1
+    assert images[0].zmin == min(np.min(image.z) for image in images)
+
+
 def test_activations_lab_colours_are_distinct_and_bars_have_their_own_legend():
     from nbdiag.labs.activations_view import BAR_COLOURS, LINE_COLOURS
 
