@@ -30,7 +30,7 @@ def refresh_times(n_layers: int, n_steps: int, refreshes: int) -> np.ndarray:
 
     rng = np.random.default_rng(0)
     record = Record(capacity=512)
-    record.meta.update(
+    record.update_meta(
         num_classes=10, layer_types={str(i): "Linear" if i % 2 == 0 else "Tanh" for i in range(n_layers)}
     )
     for step in range(n_steps):

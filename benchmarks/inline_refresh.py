@@ -27,7 +27,7 @@ from tests.synthetic import synthetic_entry  # noqa: E402
 
 def filled_record(n_layers: int, n_steps: int, rng: np.random.Generator) -> Record:
     record = Record(capacity=512)
-    record.meta.update(
+    record.update_meta(
         model="MLP",
         num_classes=10,
         layer_types={str(i): "Linear" if i % 2 == 0 else "Tanh" for i in range(n_layers)},

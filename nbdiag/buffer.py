@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import threading
 from collections import defaultdict
+from collections.abc import Callable
 
 import numpy as np
 import torch
@@ -41,17 +42,26 @@ def host_dtype(device: torch.device) -> torch.dtype:
     return torch.float32 if device.type == "mps" else torch.float64
 
 
+Mark = tuple[dict[tuple[str, str], list[RawStats]], dict[str, tuple[list[str], torch.Tensor]]]
+Groups = dict[str, tuple[list[str], np.ndarray]]
+
+
 class StepBuffer:
-    """Collects (layer, kind) -> raw statistics and named groups of per-parameter scalars for one step.
+    """The one owner of a sampled step's device state: (layer, kind) -> raw statistics, and named groups of rows.
 
     Statistics stay on the device until :meth:`flush`, which concatenates everything per device and copies once.
     Each (layer, kind) keeps a short list of raw statistics; past :data:`MERGE_AT` they are merged on the device.
+    Groups come three ways: set whole (:meth:`add_group`, the latest wins), row by row (:meth:`set_row`), or
+    accumulated over the step's passes (:meth:`accumulate`, e.g. per-unit counts). Raw statistics and accumulated
+    groups are what a pass adds, so they are what :meth:`mark`/:meth:`rollback` restore when a pass raised.
     A lock makes each addition atomic, so gradient hooks on autograd's device threads may add concurrently.
     """
 
     def __init__(self) -> None:
         self._pending: dict[tuple[str, str], list[RawStats]] = {}
         self._groups: dict[str, tuple[list[str], torch.Tensor]] = {}
+        self._rows: dict[str, dict[str, torch.Tensor]] = {}
+        self._accumulated: dict[str, tuple[list[str], torch.Tensor]] = {}
         self._lock = threading.Lock()
 
     def __len__(self) -> int:
@@ -66,24 +76,48 @@ class StepBuffer:
             if len(raws) > MERGE_AT:
                 raws[:] = [merge_raw(raws)]
 
-    def mark(self) -> dict[tuple[str, str], list[RawStats]]:
-        """A snapshot to :meth:`rollback` to: the lists of raw statistics held now (not copies of the statistics,
-        which are never changed in place; a merge makes a new one)."""
+    def mark(self) -> Mark:
+        """A snapshot to :meth:`rollback` to: the raw statistics and accumulated groups held now (not copies of the
+        tensors, which are never changed in place; a merge or a sum makes a new one)."""
         with self._lock:
-            return {key: list(raws) for key, raws in self._pending.items()}
+            return {key: list(raws) for key, raws in self._pending.items()}, dict(self._accumulated)
 
-    def rollback(self, mark: dict[tuple[str, str], list[RawStats]]) -> None:
-        """Forget the statistics added since ``mark`` (those of a pass that raised)."""
+    def rollback(self, mark: Mark) -> None:
+        """Forget the statistics and accumulations added since ``mark`` (those of a pass that raised)."""
+        pending, accumulated = mark
         with self._lock:
-            self._pending = {key: list(raws) for key, raws in mark.items()}
+            self._pending = {key: list(raws) for key, raws in pending.items()}
+            self._accumulated = dict(accumulated)
 
     def add_group(self, group: str, names: list[str], values: torch.Tensor) -> None:
         """Add a (len(names), k) tensor of per-parameter scalars; a later group of the same name replaces it."""
-        self._groups[group] = (names, values)
+        with self._lock:
+            self._groups[group] = (names, values)
+
+    def clear(self) -> None:
+        """Forget everything held (a step that was not flushed)."""
+        with self._lock:
+            self._pending, self._groups, self._rows, self._accumulated = {}, {}, {}, {}
+
+    def set_row(self, group: str, name: str, row: torch.Tensor) -> None:
+        """Set the row ``name`` of ``group`` (rows of one group have one shape; flushed in first-set order)."""
+        with self._lock:
+            self._rows.setdefault(group, {})[name] = row
+
+    def accumulate(self, group: str, names: list[str], values: torch.Tensor, merge: Callable) -> None:
+        """Merge ``values`` into ``group``: ``merge(held, values)`` when the group is held (e.g. a sum of counts
+        over a layer's calls), else ``values``."""
+        with self._lock:
+            held = self._accumulated.get(group)
+            self._accumulated[group] = (names, values if held is None else merge(held[1], values))
+
+    def held(self, group: str) -> bool:
+        """Whether ``group`` holds anything this step (set, row by row or accumulated)."""
+        return group in self._groups or group in self._rows or group in self._accumulated
 
     def flush(
         self,
-    ) -> tuple[dict[str, tuple[list[str], np.ndarray]], dict[str, tuple[list[str], np.ndarray]]]:
+    ) -> tuple[dict[str, tuple[list[str], np.ndarray]], Groups]:
         """Copy to the host and reset.
 
         Returns:
@@ -91,7 +125,10 @@ class StepBuffer:
             groups maps group -> (names, (n, k) array).
         """
         with self._lock:
-            pending, groups, self._pending, self._groups = self._pending, self._groups, {}, {}
+            pending, groups = self._pending, {**self._accumulated, **self._groups}
+            for group, rows in self._rows.items():
+                groups[group] = (list(rows), torch.stack(list(rows.values())))
+            self._pending, self._groups, self._rows, self._accumulated = {}, {}, {}, {}
         keys = [key for key, raws in pending.items() for _ in raws]
         raw = [r for raws in pending.values() for r in raws]
         parts = [torch.stack([r.moments for r in raw]), torch.stack([r.counts for r in raw])] if raw else []

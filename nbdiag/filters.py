@@ -14,6 +14,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from nbdiag.meta import FilterMeta
 from nbdiag.record import Block
 from nbdiag.stored import stored_tensor
 
@@ -60,10 +61,10 @@ class FirstFilters:
         """Drop the weight (the monitor closes)."""
         self.weight = None
 
-    def meta(self) -> dict:
-        """What views need to draw the filters (kept in ``record.meta['filters']``)."""
+    def meta(self) -> FilterMeta:
+        """What views need to draw the filters (kept in ``record.meta.filters``)."""
         trainable = self.weight is not None and self.weight.requires_grad
-        return {"layer": self.layer, "shape": list(self.shape), "trainable": trainable}
+        return FilterMeta(self.layer, self.shape, trainable)
 
 
 def first_filters(model: nn.Module) -> FirstFilters | None:

@@ -10,7 +10,7 @@ weights still fit it is taken to be untrained. Source: 37 reasons, 3.8 "layers f
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 
 import torch
 from torch import nn
@@ -53,8 +53,3 @@ def frozen_at_init(model: nn.Module) -> list[FrozenAtInit]:
         if peak <= bound * (1 + BOUND_SLACK) and abs(std - expected) <= STD_TOLERANCE * expected:
             found.append(FrozenAtInit(name or type(module).__name__, type(module).__name__, bound, std, expected))
     return found
-
-
-def as_meta(layers: list[FrozenAtInit]) -> list[dict]:
-    """``layers`` as plain dicts (``record.meta['frozen_at_init']``, written to run manifests)."""
-    return [asdict(layer) for layer in layers]

@@ -1,11 +1,9 @@
-"""What the model sees: a few samples of the tensor entering ``model.forward`` on sampled steps.
+"""What the model sees: the ``inputs`` block read back as a few samples of the tensor entering ``model.forward``.
 
-Karpathy's recipe, 2: "visualize just before the net" (the data and labels as the tensor holds them). A forward
-pre-hook on the root module, attached only on sampled steps, keeps a detached view of the first ``MAX_SAMPLES``
-samples of the first training forward of the step (at most ``MAX_VALUES`` values each, a small device copy);
-the flush copies it with
-the step's statistics (one buffer group, the same single device→host copy) into an ``inputs`` block, and the view
-is dropped. Off by default when the monitor writes a run directory (``watch(..., inputs=True)`` turns it on).
+Karpathy's recipe, 2: "visualize just before the net" (the data and labels as the tensor holds them). The kind is
+recorded by :class:`nbdiag.quantities.inputs.Inputs` (a root forward pre-hook on sampled steps; at most
+``MAX_SAMPLES`` samples of at most ``MAX_VALUES`` values, riding the step's one device→host copy). Off by default
+when the monitor writes a run directory (``watch(..., inputs=True)`` turns it on).
 """
 
 from __future__ import annotations
@@ -15,54 +13,12 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-import torch
-from torch import nn
-from torch.nn.modules.module import register_module_forward_pre_hook
 
-from nbdiag.probe import in_backward, under_transform
 from nbdiag.record import Block
 
 GROUP = "inputs"
 MAX_SAMPLES = 8
 MAX_VALUES = 3 * 32 * 32  # per sample: a CIFAR-sized image whole; longer inputs keep their first values
-
-
-class InputSampler:
-    """The root forward pre-hook of sampled steps and the sample it took (None once flushed)."""
-
-    def __init__(self, model: nn.Module) -> None:
-        self.model = model
-        self.sample: torch.Tensor | None = None
-        self.shape: tuple[int, ...] = ()
-        self.dtype = ""
-        self._handle: Any = None
-
-    def attach(self) -> None:
-        if self._handle is None:  # a global pre-hook filtered to the model: a deep copy never inherits it
-            self._handle = register_module_forward_pre_hook(self._hook)
-
-    def detach(self) -> None:
-        if self._handle is not None:
-            self._handle.remove()
-            self._handle = None
-
-    def _hook(self, module: nn.Module, args: tuple) -> None:
-        try:
-            if module is not self.model or self.sample is not None or not torch.is_grad_enabled():
-                return
-            x = args[0] if args else None
-            if not isinstance(x, torch.Tensor) or x.ndim < 1 or under_transform(x) or in_backward():
-                return
-            rows = x.detach()[:MAX_SAMPLES]
-            self.shape, self.dtype = tuple(rows.shape[1:]), str(rows.dtype).replace("torch.", "")
-            self.sample = rows.reshape(len(rows), -1)[:, :MAX_VALUES].clone()  # small; the batch is not kept
-        except Exception:  # noqa: BLE001 - never break the user's forward
-            self.sample = None
-
-    def take(self) -> torch.Tensor | None:
-        """The sample of this step (and forget it)."""
-        sample, self.sample = self.sample, None
-        return sample
 
 
 def inputs_block(names: list[str], values: np.ndarray) -> Block:
@@ -114,11 +70,11 @@ def input_kind(shape: tuple[int, ...], dtype: str) -> str:
 
 def latest_sample(record: Any) -> InputSample | None:
     """The newest ``inputs`` block of ``record`` as an :class:`InputSample` (None when nothing was sampled)."""
-    meta = record.meta.get("inputs") or {}
+    meta = record.meta.inputs
     for entry in reversed(record.entries()):
         block = entry.blocks.get(GROUP)
-        if block is not None and meta:
-            shape, dtype = tuple(meta["shape"]), meta["dtype"]
+        if block is not None and meta is not None:
+            shape, dtype = meta.shape, meta.dtype
             values = block.values
             if int(np.prod(shape)) == values.shape[1]:
                 values = values.reshape(len(values), *shape)

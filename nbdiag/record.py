@@ -11,17 +11,26 @@ import numpy as np
 import pandas as pd
 
 from nbdiag.errors import ErrorLog
+from nbdiag.meta import RunMeta
+from nbdiag.names import module_of
 from nbdiag.stats import HIST_EDGES
+
+MIN_CAPACITY = 4
 
 
 @dataclass(frozen=True)
 class Block:
-    """Statistics of one kind at one step: ``values[i, j]`` is stat ``stats[j]`` of ``layers[i]``."""
+    """Statistics of one kind at one step: ``values[i, j]`` is stat ``stats[j]`` of ``layers[i]``.
+
+    ``optional`` names the stats where NaN means "does not apply to this layer" (saturation of an unbounded
+    activation, dead units of a tanh): :meth:`Record.frame` leaves those cells out instead of showing a NaN value.
+    """
 
     layers: tuple[str, ...]
     stats: tuple[str, ...]
     values: np.ndarray  # (n_layers, n_stats) float64
     hist: np.ndarray | None = None  # (n_layers, N_BINS) float32 counts, for activation and gradient
+    optional: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -78,8 +87,9 @@ class Record:
     """
 
     def __init__(self, capacity: int = 512, scalar_capacity: int = 20_000) -> None:
-        if capacity < 4 or scalar_capacity < 4:
-            raise ValueError(f"capacity must be >= 4, got {capacity} and {scalar_capacity}")
+        for name, value in (("capacity", capacity), ("scalar_capacity", scalar_capacity)):
+            if value < MIN_CAPACITY:
+                raise ValueError(f"got {name}={value}, expected an int >= {MIN_CAPACITY}; try {name}=512")
         self.capacity = capacity
         self.scalar_capacity = scalar_capacity
         self._lock = threading.Lock()
@@ -89,7 +99,7 @@ class Record:
         self._layer_order: dict[str, dict[str, None]] = {}
         self.first_nonfinite: NonFinite | None = None
         self.version = 0  # bumped on every write; renderers poll it
-        self.meta: dict[str, Any] = {}  # model name, layer -> module type, num_classes, every, ...
+        self._meta = RunMeta()
         self.listeners: list[Callable[[str, Any], None]] = []  # called after each write: ("entry"|"scalars"|...)
         self.errors = ErrorLog()  # nbdiag's own failures around this record (see nbdiag.errors)
 
@@ -106,10 +116,26 @@ class Record:
             except Exception as error:  # a writer must never break training
                 self.errors.add("listener", error)
 
+    @property
+    def meta(self) -> RunMeta:
+        """The run's facts (model, layer types, ...): a frozen :class:`~nbdiag.meta.RunMeta`, whole at any read."""
+        return self._meta
+
+    def update_meta(self, **changes: Any) -> None:
+        """Change fields of :attr:`meta` (a new RunMeta, swapped in under the lock: readers on other threads, such as
+        the run writer, see the old one or the new one, never a half-written one)."""
+        with self._lock:
+            self._meta = self._meta.replace(**changes)
+
+    def replace_meta(self, meta: RunMeta) -> None:
+        """Set :attr:`meta` whole (a run directory read back)."""
+        with self._lock:
+            self._meta = meta
+
     def layer_type(self, layer: str) -> str | None:
         """Class name of the module behind ``layer`` (``lstm/0`` -> the LSTM's), if known."""
-        types = self.meta.get("layer_types", {})
-        return types.get(layer) or types.get(layer.split("/")[0])
+        types = self._meta.layer_types
+        return types.get(layer) or types.get(module_of(layer))
 
     # -- writing -------------------------------------------------------------------------------------------
     def append(self, entry: StepEntry) -> None:
@@ -242,8 +268,6 @@ def _block_rows(step: int, kind: str, block: Block) -> pd.DataFrame:
             "value": block.values.reshape(-1),
         }
     )
-    if kind == "units":  # NaN there means "cannot die" / "not bounded", not a NaN value
-        rows = rows[rows["value"].notna()]
-    elif "saturated_frac" in block.stats:  # NaN there means "not a bounded activation", not a NaN value
-        rows = rows[~((rows["stat"] == "saturated_frac") & rows["value"].isna())]
+    if block.optional:  # NaN there means "does not apply", not a NaN value
+        rows = rows[~(rows["stat"].isin(block.optional) & rows["value"].isna())]
     return rows

@@ -149,5 +149,5 @@ def summary_table(entry: StepEntry, record: Record | None = None) -> pd.DataFram
     table = table.dropna(axis=1, how="all")
     table.attrs["step"] = entry.step
     if record is not None:
-        table.attrs["not_recorded"] = dict(record.meta.get("not_recorded", {}))
+        table.attrs["not_recorded"] = dict(record.meta.not_recorded)
     return table

@@ -20,6 +20,7 @@ import torch
 from torch import nn
 
 from nbdiag.activation_types import activation_kind
+from nbdiag.names import without_rank
 from nbdiag.probe import layer_type
 from nbdiag.record import Block
 from nbdiag.stats import output_bounds, saturated_mask
@@ -115,7 +116,7 @@ class UnitWindow:
         """
         if not counts:
             return None
-        rows = [self._row(step, layer, array, specs.get(layer.split("@rank")[0])) for layer, array in counts.items()]
+        rows = [self._row(step, layer, array, specs.get(without_rank(layer))) for layer, array in counts.items()]
         return Block(tuple(counts), UNIT_STATS, np.array(rows, dtype=np.float64).reshape(len(rows), len(UNIT_STATS)))
 
     def _row(self, step: int, layer: str, array: np.ndarray, spec: UnitSpec | None) -> list[float]:

@@ -54,7 +54,7 @@ def test_parametrized_layers_are_recorded_and_their_parametrization_is_not(norm)
         model[2](hidden.unsqueeze(1)).sum().backward()
         mon.step()
     stats = activations(mon)
-    assert set(stats) == {"0", "1", "2"} and mon.record.meta["layer_types"]["0"] == "Linear"
+    assert set(stats) == {"0", "1", "2"} and mon.record.meta.layer_types["0"] == "Linear"
     assert stats["0"]["mean"] == pytest.approx(first["out"].mean().item(), abs=1e-6)
     assert not any("parametrizations" in layer for layer in mon.frame().query("kind != 'weight'").layer)
 
@@ -108,7 +108,7 @@ def test_registered_activations_get_their_kind_and_bounds():
     with nbdiag.watch(model, every=1, display=False) as mon:
         model(torch.randn(32, 4)).sum().backward()
         mon.step()
-    assert mon.record.meta["activation_kinds"] == {"1": "bounded"}
+    assert mon.record.meta.activation_kinds == {"1": "bounded"}
     assert activations(mon)["1"]["saturated_frac"] > 0.5
     assert "saturated_frac" not in activations(mon)["0"]  # NaN (left out of the frame): unbounded
 

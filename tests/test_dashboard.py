@@ -35,7 +35,7 @@ def synthetic_source(n_layers: int = 6, n_steps: int = 20, findings=(), predicti
     """Anything with .record/.findings()/.predictions, as a run reader would be."""
     rng = np.random.default_rng(seed)
     record = Record(capacity=512)
-    record.meta.update(
+    record.update_meta(
         model="MLP",
         num_classes=10,
         layer_types={str(i): ("Linear" if i % 2 == 0 else "Tanh") for i in range(n_layers)},

@@ -123,7 +123,7 @@ def _worker(rank: int, port: int, out: str) -> None:
             "frame": mon.frame(),
             "hist": mon.histograms("activation")[1],
             "errors": mon.errors,
-            "layer_types": mon.record.meta["layer_types"],
+            "layer_types": mon.record.meta.layer_types,
         }
     pd.to_pickle(results, f"{out}/{rank}.pkl")
     dist.destroy_process_group()
@@ -202,7 +202,7 @@ def test_watching_leaves_losses_unchanged_and_names_are_the_users(ranks, name):
         assert result[name]["losses"] == result[name]["plain"]  # bitwise
         types = result[name]["layer_types"]
         assert not any("FSDP" in t for t in types.values()), types
-    assert results[0][name]["layer_types"] == reference(name).record.meta["layer_types"]
+    assert results[0][name]["layer_types"] == reference(name).record.meta.layer_types
     first_loss = sum(results[rank][name]["losses"][0] for rank in range(WORLD)) / WORLD
     assert math.isclose(first_loss, reference(name).losses[0], rel_tol=1e-6)
 

@@ -71,7 +71,7 @@ def test_a_failing_hook_is_a_finding_with_its_traceback(monkeypatch):
     def broken(*args, **kwargs):
         raise RuntimeError("planted stats bug")
 
-    monkeypatch.setattr("nbdiag.capture.raw_stats", broken)
+    monkeypatch.setattr("nbdiag.quantities.activation.raw_stats", broken)
     with pytest.warns(NbdiagWarning, match="switched monitoring off"):
         losses, mon = train()
     mon.close()

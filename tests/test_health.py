@@ -5,10 +5,10 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from nbdiag.capture import MODEL_STATS
 from nbdiag.findings import SEVERITY_COLOURS, Findings, findings_text, make_finding
 from nbdiag.health import _one_per_place, activations, evaluate, gradients, loss, updates
 from nbdiag.health.window import BASELINE_ENTRIES, WINDOW_ENTRIES
+from nbdiag.quantities.stale_grad import MODEL_STATS
 from nbdiag.record import Block, NonFinite, Record, StepEntry
 from nbdiag.stats import ACTIVATION_STATS, GRADIENT_STATS
 from nbdiag.units import UNIT_STATS, UNIT_WINDOW
@@ -38,7 +38,7 @@ def block(kind: str, layers: dict[str, dict[str, float]]) -> Block:
 def record(specs: list[Spec], steps: list[int] | None = None, types: dict[str, str] | None = None, losses=()) -> Record:
     """A Record of one sampled step per spec (steps 0, 1, ... unless given) and a loss per step."""
     rec = Record(capacity=1024)
-    rec.meta["layer_types"] = dict(types or {})
+    rec.update_meta(layer_types=dict(types or {}))
     for step, spec in zip(steps or range(len(specs)), specs, strict=True):
         rec.append(StepEntry(step, {kind: block(kind, layers) for kind, layers in spec.items()}))
     for step, value in enumerate(losses):

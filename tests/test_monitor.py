@@ -427,9 +427,9 @@ def test_stale_gradient_norm_depends_only_on_zeroing(order):
 def test_bad_inputs_get_clear_errors():
     with pytest.raises(TypeError, match="expects a torch.nn.Module, got generator"):
         nbdiag.watch(nn.Linear(2, 2).parameters())
-    with pytest.raises(ValueError, match="every must be >= 1"):
+    with pytest.raises(ValueError, match="got every=0, expected an int >= 1"):
         nbdiag.watch(nn.Linear(2, 2), every=0)
-    with pytest.raises(TypeError, match="every must be an int"):
+    with pytest.raises(TypeError, match="got every=2.5, expected an int >= 1"):
         nbdiag.watch(nn.Linear(2, 2), every=2.5)
     with pytest.raises(TypeError, match="optimizer must be a torch.optim.Optimizer"):
         nbdiag.watch(nn.Linear(2, 2), [1])
@@ -460,7 +460,7 @@ def test_watching_twice_closes_the_first_monitor():
 def test_failing_hook_switches_capture_off_and_training_goes_on(monkeypatch):
     model = nn.Sequential(nn.Linear(3, 3), nn.ReLU(), nn.Linear(3, 1))
     opt = torch.optim.SGD(model.parameters(), lr=0.1)
-    monkeypatch.setattr("nbdiag.capture.raw_stats", lambda *a, **k: 1 / 0)
+    monkeypatch.setattr("nbdiag.quantities.activation.raw_stats", lambda *a, **k: 1 / 0)
     mon = nbdiag.watch(model, opt, every=1)
     torch.manual_seed(0)
     with pytest.warns(NbdiagWarning, match="switched monitoring off"):

@@ -15,7 +15,8 @@ from torch import nn
 from torch.utils._python_dispatch import TorchDispatchMode
 
 import nbdiag
-from nbdiag import capture, monitor, stats
+from nbdiag import capture, stats
+from nbdiag.quantities import weight
 from tests import models
 
 # ops whose CUDA kernels wait for the device: scalar reads, data-dependent output sizes, comparisons to a bool
@@ -94,11 +95,11 @@ class SyncRecorder(TorchDispatchMode):
 
 @pytest.fixture
 def recorder(monkeypatch):
-    """A SyncRecorder wired into every hook (through Capture._guard) and the parameter statistics of a step."""
+    """A SyncRecorder wired into every hook (through Capture.guard) and the parameter statistics of a step."""
     rec = SyncRecorder()
-    original_guard = capture.Capture._guard
-    monkeypatch.setattr(capture.Capture, "_guard", lambda self, hook: rec.wrap(original_guard(self, hook)))
-    monkeypatch.setattr(monitor, "weight_matrix", rec.wrap(monitor.weight_matrix))
+    original_guard = capture.Capture.guard
+    monkeypatch.setattr(capture.Capture, "guard", lambda self, hook: rec.wrap(original_guard(self, hook)))
+    monkeypatch.setattr(weight, "weight_matrix", rec.wrap(weight.weight_matrix))
     return rec
 
 

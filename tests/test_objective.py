@@ -23,7 +23,7 @@ def _one_thread(one_thread):
 def scalar_record(objective: str | None = None, **series: list[float]) -> Record:
     """A record holding only scalars: ``series`` name -> one value per step."""
     rec = Record(capacity=64)
-    rec.meta["objective"] = objective
+    rec.update_meta(objective=objective)
     for step in range(max(len(values) for values in series.values())):
         rec.add_scalars(step, {name: values[step] for name, values in series.items() if step < len(values)})
     return rec
@@ -170,5 +170,5 @@ def test_declared_objective_travels_with_the_run_directory(tmp_path):
         for value in np.linspace(1.0, 30.0, 40):  # a loss that grows: no verdict for RL
             model(torch.randn(4, 2)).sum().backward()
             mon.step(loss=float(value))
-    assert nbdiag.open_run(str(tmp_path / "run")).record.meta["objective"] == "policy_gradient"
+    assert nbdiag.open_run(str(tmp_path / "run")).record.meta.objective == "policy_gradient"
     assert [f.id for f in nbdiag.open_run(str(tmp_path / "run")).findings() if f.id.startswith("train.")] == []

@@ -13,13 +13,14 @@ from nbdiag.checks import check_frozen_init, check_output_activation, check_targ
 from nbdiag.health import evaluate, updates
 from nbdiag.health.generalization import training_at
 from nbdiag.health.window import Window
+from nbdiag.meta import ValidationMode
 from nbdiag.record import Record
 
 
 def curves(train: list[float], val: dict[int, float], **meta) -> Record:
     """A record with a training loss per step and validation losses at the given steps."""
     rec = Record(capacity=64)
-    rec.meta.update(meta)
+    rec.update_meta(**meta)
     for step, value in enumerate(train):
         rec.add_scalars(step, {"loss": value})
     for step, value in val.items():
@@ -135,7 +136,7 @@ def test_validate_logs_at_the_last_trained_step():
     mon = _train(_net(), 3, validate_mode="eval")
     scalars = mon.scalars()
     assert scalars["val_loss"].dropna().index.tolist() == [0, 1, 2]
-    assert mon.record.meta["validation_mode"] == {"calls": 3, "train_mode_calls": 0, "layers": []}
+    assert mon.record.meta.validation_mode == ValidationMode(calls=3, train_mode_calls=0, layers=())
 
 
 def test_training_in_eval_mode_is_caught_live_and_train_mode_is_quiet():

@@ -10,6 +10,7 @@ from torch import nn
 import nbdiag
 from nbdiag.filters import MAX_FILTERS
 from nbdiag.health import evaluate
+from nbdiag.meta import FilterMeta
 from nbdiag.views.data import snapshot
 from nbdiag.views.filter_panels import filter_grid, filters_panel
 from nbdiag.views.generalization_panels import gap_panel
@@ -47,7 +48,7 @@ def test_filters_block_holds_the_first_convs_weights_at_each_sampled_step():
     block = entry.blocks["filters"]
     assert block.layers == tuple(f"0[{i}]" for i in range(6))
     np.testing.assert_array_equal(block.values, model[0].weight.detach().reshape(6, -1).double().numpy())
-    assert mon.record.meta["filters"] == {"layer": "0", "shape": [3, 3, 3], "trainable": True}
+    assert mon.record.meta.filters == FilterMeta(layer="0", shape=(3, 3, 3), trainable=True)
     first = mon.record.entries()[0].blocks["filters"].values
     assert not np.array_equal(first, block.values)  # the weights moved between sampled steps
 

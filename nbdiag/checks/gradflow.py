@@ -10,6 +10,7 @@ from nbdiag.checks.calls import loss_of, run_model
 from nbdiag.checks.sandbox import CHECK_SEED, model_copy, optimized_names
 from nbdiag.findings import Finding, make_finding
 from nbdiag.frozen_init import INIT_TYPES, frozen_at_init
+from nbdiag.names import owning_layer
 from nbdiag.probe import model_device
 from nbdiag.rng import forked_rng
 
@@ -177,5 +178,5 @@ def _flow_findings(groups: dict[str, list[str]], in_optimizer: set[str] | None, 
 
 def _finding(severity: str, message: str, names: list[str]) -> Finding:
     shown = ", ".join(names[:5]) + (f", ... ({len(names)} in all)" if len(names) > 5 else "")
-    layer = names[0].rsplit(".", 1)[0] if names else None
+    layer = owning_layer(names[0]) if names else None
     return make_finding("model.frozen", severity, f"{message}: {shown}", layer=layer, evidence={"parameters": names})

@@ -15,6 +15,7 @@ import numpy as np
 
 from nbdiag.findings import Finding, make_finding
 from nbdiag.health.window import LOSS_HEAD, LOSS_TAIL, MIN_WINDOW_ENTRIES, Window, layers_of, steps_text
+from nbdiag.names import is_rank_row, module_of
 from nbdiag.record import StepEntry, stat_matrix
 from nbdiag.units import UNIT_SATURATED_FRAC, UNIT_WINDOW
 
@@ -149,7 +150,7 @@ def _unit_rows(window: Window, stat: str, full: bool = False):
     needed = UNIT_WINDOW if full else MIN_WINDOW_ENTRIES
     for layer, values in zip(block.layers, block.values, strict=True):
         row = dict(zip(block.stats, values, strict=True))
-        if "@rank" not in layer and np.isfinite(row[stat]) and row["window_steps"] >= needed:
+        if not is_rank_row(layer) and np.isfinite(row[stat]) and row["window_steps"] >= needed:
             yield layer, row, entry
 
 
@@ -250,8 +251,8 @@ def _trend_finding(
 
 def _of_types(window: Window, layers: tuple[str, ...], types: frozenset[str]) -> tuple[str, ...]:
     """Layers of these torch types, or of any activation kind the monitor recognised (nbdiag.register_activation)."""
-    kinds = window.record.meta.get("activation_kinds", {})
-    return tuple(layer for layer in layers if window.record.layer_type(layer) in types or layer.split("/")[0] in kinds)
+    kinds = window.record.meta.activation_kinds
+    return tuple(layer for layer in layers if window.record.layer_type(layer) in types or module_of(layer) in kinds)
 
 
 def _percent(fraction: float) -> str:

@@ -22,16 +22,16 @@ ALIKE_COSINE = 0.95  # mean |cosine| between distinct filters above this: all al
 def first_layer_filters(window: Window) -> list[Finding]:
     """model.first_layer_filters (warn): a trainable first conv whose filters did not move, or that are all alike
     (mean |cosine| > ``ALIKE_COSINE``) at the first recorded step or now."""
-    meta = window.record.meta.get("filters") or {}
+    meta = window.record.meta.filters
     entries = [entry for entry in (*window.baseline, *window.recent) if GROUP in entry.blocks]
     if not meta or len(entries) < MIN_WINDOW_ENTRIES:
         return []
     first, last = entries[0].blocks[GROUP].values, entries[-1].blocks[GROUP].values
-    layer, step = meta["layer"], entries[-1].step
+    layer, step = meta.layer, entries[-1].step
     if first.shape != last.shape or len(last) < 2:
         return []
     change = float(np.linalg.norm(last - first) / max(np.linalg.norm(first), 1e-30))
-    if meta.get("trainable") and step >= MIN_STEPS and change < UNCHANGED:
+    if meta.trainable and step >= MIN_STEPS and change < UNCHANGED:
         message = (
             f"the {len(last)} filters of {layer} (the first conv) have not changed since step {entries[0].step} "
             f"(relative change {change:.2g} by step {step}) although they are trainable: are they in the optimizer, "

@@ -1,4 +1,4 @@
-"""A frozen layer still at its random init, seen when the monitor attaches (``record.meta['frozen_at_init']``,
+"""A frozen layer still at its random init, seen when the monitor attaches (``record.meta.frozen_at_init``,
 measured once by ``watch()`` from the model's weights, see :mod:`nbdiag.frozen_init`): model.frozen (warn).
 Source: 37 reasons, 3.8 "layers frozen by accident".
 """
@@ -27,5 +27,5 @@ def frozen_init_finding(layers: list[FrozenAtInit]) -> Finding:
 
 def frozen_at_init_rule(window: Window) -> list[Finding]:
     """model.frozen (warn): layers that ``watch()`` found frozen at PyTorch's default init."""
-    layers = [FrozenAtInit(**layer) for layer in window.record.meta.get("frozen_at_init") or []]
+    layers = list(window.record.meta.frozen_at_init)
     return [frozen_init_finding(layers)] if layers else []

@@ -118,7 +118,7 @@ def _plateau_finding(start: float, now: float, val: np.ndarray, val_steps: np.nd
 
 
 def _no_gap(window: Window, now: float, val: np.ndarray, val_steps: np.ndarray) -> list[Finding]:
-    parameters = window.record.meta.get("parameters") or 0
+    parameters = window.record.meta.parameters
     if parameters < LARGE_MODEL_PARAMETERS or abs(val[-1] - now) > NO_GAP_FRACTION * now:
         return []
     message = (

@@ -4,7 +4,7 @@ model is validated.
 The monitor writes, at every sampled step, a ``mode`` block (stat ``training``: 1 in train mode, 0 in eval mode)
 over the modules whose mode changes what they compute and that are meant to train: every dropout, and batch norms
 that have a trainable parameter (a frozen batch norm kept in eval mode is a deliberate fine-tuning choice). Each
-``mon.validate()`` call counts the same modules in train mode (``record.meta['validation_mode']``).
+``mon.validate()`` call counts the same modules in train mode (``record.meta.validation_mode``).
 Source: seeds/003 (37 reasons) 4.6 "train/test mode switching".
 """
 
@@ -14,8 +14,6 @@ import numpy as np
 
 from nbdiag.findings import Finding, make_finding
 from nbdiag.health.window import MIN_WINDOW_ENTRIES, Window, steps_text
-
-VALIDATION_MODE = "validation_mode"  # record.meta key: {"calls", "train_mode_calls", "layers"}
 
 
 def trained_in_eval_mode(window: Window) -> list[Finding]:
@@ -46,11 +44,11 @@ def trained_in_eval_mode(window: Window) -> list[Finding]:
 
 def validated_in_train_mode(window: Window) -> list[Finding]:
     """model.train_eval_mode (warn): every ``mon.validate()`` call found dropout/batch norm in train mode."""
-    seen = window.record.meta.get(VALIDATION_MODE) or {}
-    calls, in_train = int(seen.get("calls", 0)), int(seen.get("train_mode_calls", 0))
+    seen = window.record.meta.validation_mode
+    calls, in_train = seen.calls, seen.train_mode_calls
     if calls == 0 or in_train < calls:
         return []
-    names = list(seen.get("layers", []))
+    names = list(seen.layers)
     message = (
         f"at all {calls} mon.validate() call(s) the model's dropout/batch-norm layers were in train mode "
         f"({', '.join(names[:5])}): validation ran with dropout on and batch norm updating its statistics. "

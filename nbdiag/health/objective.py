@@ -5,7 +5,7 @@ discriminator improves, and a REINFORCE loss grows with the episode length as th
 as supervised losses gives "lower the learning rate" for a healthy run. So the rules first ask for the objective:
 
 - declared: ``watch(..., objective="supervised" | "gan" | "policy_gradient" | "custom")`` (kept in
-  ``record.meta["objective"]``, so a run directory read back is judged the same way);
+  ``record.meta.objective``, so a run directory read back is judged the same way);
 - otherwise inferred from the scalar names given to ``mon.step()``, only where the names leave no doubt:
   a discriminator *and* a generator loss (``loss_d``/``loss_g``, ``errD``/``errG`` as in pytorch/examples dcgan,
   ``d_loss``/``g_loss``, ``loss_disc``/``loss_gen``), or the discriminator's outputs (``D_x`` and ``D_G_z``/

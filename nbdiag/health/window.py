@@ -13,6 +13,7 @@ from typing import Any
 import numpy as np
 
 from nbdiag.health.objective import Objective, resolve
+from nbdiag.names import module_of
 from nbdiag.record import StepEntry
 
 WINDOW_ENTRIES = 10  # the last sampled steps judged: with every=10, about the last 100 training steps
@@ -47,7 +48,7 @@ class Window:
         """Read the window of ``record`` (a :class:`nbdiag.record.Record` or anything with its reading API)."""
         entries = record.entries()
         loss_steps, loss = record.scalar_series("loss")  # NaN kept: a NaN loss is the clearest sign of divergence
-        objective = resolve(record.meta.get("objective"), record.scalar_names())
+        objective = resolve(record.meta.objective, record.scalar_names())
         baseline, recent = tuple(entries[:BASELINE_ENTRIES]), tuple(entries[-WINDOW_ENTRIES:])
         return cls(record, baseline, recent, loss_steps, loss, objective)
 
@@ -60,9 +61,9 @@ class Window:
         the last one, and when one monitor watches several models (a ``ModuleDict``, as for a GAN's G and D) the
         last registered leaf of each (``D.3``, D's sigmoid)."""
         outputs = {_module_of(layer) for layer in layers[-1:]}
-        if self.record.meta.get("model") == "ModuleDict":
+        if self.record.meta.model == "ModuleDict":
             last_of_root: dict[str, str] = {}
-            for name in self.record.meta.get("layer_types", {}):
+            for name in self.record.meta.layer_types:
                 last_of_root[name.split(".", 1)[0]] = name
             outputs.update(last_of_root.values())
         return tuple(layer for layer in layers if _module_of(layer) not in outputs)
@@ -75,7 +76,7 @@ class Window:
 
 def _module_of(layer: str) -> str:
     """``'lstm/1/0@rank1'`` -> ``'lstm'``: the module a recorded row belongs to."""
-    return layer.split("@rank", 1)[0].split("/", 1)[0]
+    return module_of(layer)
 
 
 def steps_text(entries: tuple[StepEntry, ...] | list[StepEntry]) -> str:

@@ -19,7 +19,8 @@ except ImportError as error:
 import torch
 from torch import nn
 
-from nbdiag.monitor import Monitor, watch
+from nbdiag.config import WatchConfig
+from nbdiag.monitor import Monitor
 
 
 class NbdiagCallback(TrainerCallback):
@@ -29,7 +30,8 @@ class NbdiagCallback(TrainerCallback):
     Args:
         every: sample every ``every``-th optimizer step (see :func:`nbdiag.watch`).
         run_dir: also write a run directory there (read it with ``nbdiag.open_run``).
-        **watch_kwargs: any other :func:`nbdiag.watch` argument (``dense``, ``num_classes``, ``display``, ...).
+        **watch_kwargs: any other :func:`nbdiag.watch` argument (``dense``, ``num_classes``, ``display``,
+            ``fixed_batch``, ...), checked here: a bad value raises now, not when training starts.
 
     The loss is read from the model's output (``outputs.loss``, as ``Trainer.compute_loss`` uses it); a custom
     ``compute_loss`` whose model returns no loss gets the Trainer's logged loss at each logging step instead.
@@ -42,9 +44,8 @@ class NbdiagCallback(TrainerCallback):
     """
 
     def __init__(self, every: int = 10, run_dir: str | None = None, **watch_kwargs: Any) -> None:
-        self.every = every
-        self.run_dir = run_dir
-        self.watch_kwargs = watch_kwargs
+        self.fixed_batch = watch_kwargs.pop("fixed_batch", None)
+        self.config = WatchConfig(every=every, run_dir=run_dir, **watch_kwargs)
         self.monitor: Monitor | None = None
         self._loss_hook: Any = None
         self._losses: list[torch.Tensor] = []
@@ -54,9 +55,7 @@ class NbdiagCallback(TrainerCallback):
         self.close()
         if model is None:
             return
-        self.monitor = watch(
-            model, kwargs.get("optimizer"), every=self.every, run_dir=self.run_dir, **self.watch_kwargs
-        )
+        self.monitor = Monitor(model, kwargs.get("optimizer"), self.config, fixed_batch=self.fixed_batch)
         self._model_has_loss = False
         self._loss_hook = model.register_forward_hook(self._read_loss)
 

@@ -17,7 +17,8 @@ except ImportError:
 
 import torch
 
-from nbdiag.monitor import Monitor, watch
+from nbdiag.config import WatchConfig
+from nbdiag.monitor import Monitor
 
 
 class NbdiagCallback(Callback):
@@ -27,7 +28,8 @@ class NbdiagCallback(Callback):
     Args:
         every: sample every ``every``-th training batch (see :func:`nbdiag.watch`).
         run_dir: also write a run directory there (rank 0 only under DDP).
-        **watch_kwargs: any other :func:`nbdiag.watch` argument (``dense``, ``num_classes``, ``display``, ...).
+        **watch_kwargs: any other :func:`nbdiag.watch` argument (``dense``, ``num_classes``, ``display``,
+            ``fixed_batch``, ...), checked here: a bad value raises now, not when training starts.
 
     With several optimizers, update/weight ratios are not recorded (``watch`` takes one optimizer).
 
@@ -36,20 +38,14 @@ class NbdiagCallback(Callback):
     """
 
     def __init__(self, every: int = 10, run_dir: str | None = None, **watch_kwargs: Any) -> None:
-        self.every = every
-        self.run_dir = run_dir
-        self.watch_kwargs = watch_kwargs
+        self.fixed_batch = watch_kwargs.pop("fixed_batch", None)
+        self.config = WatchConfig(every=every, run_dir=run_dir, **watch_kwargs)
         self.monitor: Monitor | None = None
 
     def on_fit_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
         optimizers = trainer.optimizers
-        self.monitor = watch(
-            pl_module,
-            optimizers[0] if len(optimizers) == 1 else None,
-            every=self.every,
-            run_dir=self.run_dir,
-            **self.watch_kwargs,
-        )
+        optimizer = optimizers[0] if len(optimizers) == 1 else None
+        self.monitor = Monitor(pl_module, optimizer, self.config, fixed_batch=self.fixed_batch)
 
     def on_train_batch_end(
         self, trainer: Trainer, pl_module: LightningModule, outputs: Any, batch: Any, batch_idx: int

@@ -18,6 +18,7 @@ import torch.distributed as dist
 from torch import nn
 
 from nbdiag.errors import NbdiagWarning
+from nbdiag.names import rank_row
 from nbdiag.probe import named_parameters
 from nbdiag.runs.shards import merge_sharded_groups
 from nbdiag.sharding import UPDATE_BASE_GROUP, shard_layout
@@ -105,7 +106,7 @@ class Aggregator:
             return layers, merged
         for rank, vectors in enumerate(per_rank):
             names, values = vectors.get(kind, ([], np.empty((0, merged.shape[1]))))
-            layers += [f"{name}@rank{rank}" for name in names]
+            layers += [rank_row(name, rank) for name in names]
             merged = np.concatenate([merged, values])
         return layers, merged
 

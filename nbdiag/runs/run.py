@@ -8,15 +8,20 @@ import warnings
 from pathlib import Path
 from typing import Any
 
+from nbdiag.config import WatchConfig
 from nbdiag.errors import ErrorReport, NbdiagWarning
+from nbdiag.meta import RunMeta
 from nbdiag.predictions import KIND as PREDICTION_KIND
 from nbdiag.predictions import PredictionHistory
 from nbdiag.record import NonFinite, Record
 from nbdiag.record_reader import RecordReader
 from nbdiag.runs.files import read_manifest, segment_files
 from nbdiag.runs.segments import decode_entries, decode_scalars, read_segment
+from nbdiag.units import UNIT_STATS
 
 FOLLOW_INTERVAL = 1.0  # seconds between polls of a followed run
+# Block.optional of manifests written before the manifest listed it (and of a segment read before its manifest)
+EARLIER_OPTIONAL = {"activation": ["saturated_frac"], "units": list(UNIT_STATS)}
 
 
 class SegmentWarning(NbdiagWarning):
@@ -72,7 +77,7 @@ class Run(RecordReader):
         """
         with self._lock:
             self.manifest = read_manifest(self.path)
-            self.record.meta = dict(self.manifest.get("meta") or {})
+            self.record.replace_meta(RunMeta.from_dict(self.manifest.get("meta") or {}))
             added = sum(self._read_segment(path) for path in segment_files(self.path) if path.name not in self._read)
             self._note_nonfinite()
             return added
@@ -114,12 +119,19 @@ class Run(RecordReader):
         return PredictionHistory(self.record) if self.record.layers(PREDICTION_KIND) else None
 
     @property
+    def config(self) -> WatchConfig | None:
+        """The :class:`~nbdiag.config.WatchConfig` the run was recorded with (None for runs written before it was
+        stamped into the manifest, or saved with ``Monitor.save``)."""
+        stamped = self.manifest.get("config")
+        return None if not stamped else WatchConfig.from_dict(stamped)
+
+    @property
     def model_name(self) -> str:
-        return str(self.record.meta.get("model", "?"))
+        return self.record.meta.model or "?"
 
     @property
     def num_classes(self) -> int | None:
-        return self.record.meta.get("num_classes")
+        return self.record.meta.num_classes
 
     def __repr__(self) -> str:
         state = "closed" if self.finished else "running (or stopped without closing)"
@@ -142,7 +154,8 @@ class Run(RecordReader):
             report = self.record.errors.add("reader", error, context=context)
             warnings.warn(report.message, SegmentWarning, stacklevel=4)
             return 0
-        for entry in decode_entries(rows):
+        optional = {**EARLIER_OPTIONAL, **(self.manifest.get("optional") or {})}
+        for entry in decode_entries(rows, optional):
             self.record.append(entry)
         for step, values in decode_scalars(rows):
             self.record.add_scalars(step, values)

@@ -66,14 +66,16 @@ def read_segment(path: str) -> pd.DataFrame:
     return pq.read_table(path, schema=SCHEMA).to_pandas()
 
 
-def decode_entries(rows: pd.DataFrame) -> list[StepEntry]:
-    """Rebuild the step entries held in a segment's ``rows``: steps, blocks, layers and stats in written order."""
+def decode_entries(rows: pd.DataFrame, optional: dict[str, list[str]] | None = None) -> list[StepEntry]:
+    """Rebuild the step entries held in a segment's ``rows``: steps, blocks, layers and stats in written order;
+    ``optional`` is each kind's ``Block.optional`` (from the manifest)."""
+    optional = optional or {}
     rows = rows[rows["kind"] != SCALAR_KIND]
     is_hist = (rows["stat"] == HIST_STAT).to_numpy()
     hists = {key: group for key, group in rows[is_hist].groupby(["step", "kind"], sort=False)}
     entries: dict[int, dict[str, Block]] = {}
     for (step, kind), group in rows[~is_hist].groupby(["step", "kind"], sort=False):
-        block = _block(group, hists.get((step, kind)))
+        block = _block(group, hists.get((step, kind)), tuple(optional.get(kind, ())))
         entries.setdefault(int(step), {})[kind] = block
     return [StepEntry(step, blocks) for step, blocks in entries.items()]
 
@@ -87,7 +89,7 @@ def decode_scalars(rows: pd.DataFrame) -> list[tuple[int, dict[str, float]]]:
     ]
 
 
-def _block(group: pd.DataFrame, hist_rows: pd.DataFrame | None) -> Block:
+def _block(group: pd.DataFrame, hist_rows: pd.DataFrame | None, optional: tuple[str, ...] = ()) -> Block:
     layers = tuple(pd.unique(group["layer"]))
     stats = tuple(pd.unique(group["stat"]))  # every (layer, stat) cell is written, NaN included
     layer_index = pd.Index(layers).get_indexer(group["layer"])
@@ -98,7 +100,7 @@ def _block(group: pd.DataFrame, hist_rows: pd.DataFrame | None) -> Block:
     if hist_rows is not None:
         by_layer = dict(zip(hist_rows["layer"], hist_rows["counts"], strict=True))
         hist = np.stack([np.asarray(by_layer[layer], np.float32) for layer in layers])  # (n_layers, N_BINS)
-    return Block(layers, stats, values, hist)
+    return Block(layers, stats, values, hist, optional)
 
 
 def _stat_rows(step: int, kind: str, block: Block) -> pa.Table:

@@ -12,6 +12,7 @@ from typing import Any
 
 import torch
 
+from nbdiag.config import WatchConfig
 from nbdiag.errors import NbdiagWarning
 from nbdiag.record import NonFinite, Record, StepEntry
 from nbdiag.runs.files import (
@@ -50,6 +51,7 @@ class RunWriter:
         segment_steps: sampled steps per segment.
         segment_seconds: the longest a written step waits before it reaches the disk.
         live: subscribe to ``record`` (False: the caller writes a snapshot, see :func:`save_record`).
+        config: the monitor's configuration, stamped into the manifest (``open_run(...).config``).
 
     Raises:
         FileExistsError: ``run_dir`` is a file or a non-empty folder that is not an nbdiag run.
@@ -63,9 +65,11 @@ class RunWriter:
         segment_steps: int = SEGMENT_STEPS,
         segment_seconds: float = SEGMENT_SECONDS,
         live: bool = True,
+        config: WatchConfig | None = None,
     ) -> None:
         self.run_dir = Path(run_dir)
         self.record = record
+        self.config = config
         self.segment_steps = segment_steps
         self.segment_seconds = segment_seconds
         self.enabled = _is_writing_rank()
@@ -77,6 +81,7 @@ class RunWriter:
         self._created = now_iso()
         self._layers: dict[str, dict[str, None]] = {}
         self._stats: dict[str, list[str]] = {}
+        self._optional: dict[str, list[str]] = {}
         self._queue: queue.Queue[tuple[str, Any]] = queue.Queue(maxsize=QUEUE_EVENTS)
         self._thread: threading.Thread | None = None
         self._final_error: Exception | None = None
@@ -137,6 +142,7 @@ class RunWriter:
         for kind, block in entry.blocks.items():
             self._layers.setdefault(kind, {}).update(dict.fromkeys(block.layers))
             self._stats.setdefault(kind, list(block.stats))
+            self._optional.setdefault(kind, list(block.optional))
 
     def add_scalars(self, step: int, values: dict[str, float]) -> None:
         """Queue the scalars of one step."""
@@ -192,9 +198,11 @@ class RunWriter:
             "created": self._created,
             "updated": now_iso(),
             "segments": self._segments,
-            "meta": self.record.meta,
+            "config": None if self.config is None else self.config.as_dict(),
+            "meta": self.record.meta.as_dict(),  # a frozen RunMeta, swapped whole under the record's lock
             "layers": {kind: list(names) for kind, names in self._layers.items()},
             "stats": self._stats,
+            "optional": self._optional,
             "n_bins": N_BINS,
             "hist_edges": HIST_EDGES[1:-1].astype(float).tolist(),
             "first_nonfinite": dataclasses.asdict(found) if found is not None else None,
@@ -203,13 +211,13 @@ class RunWriter:
         write_manifest(self.run_dir, manifest)
 
 
-def save_record(record: Record, path: str | Path) -> None:
+def save_record(record: Record, path: str | Path, config: WatchConfig | None = None) -> None:
     """Write everything ``record`` holds now to a run directory at ``path`` (one segment).
 
     Raises:
         FileExistsError: ``path`` is a file or a non-empty folder that is not an nbdiag run.
     """
-    writer = RunWriter(path, record, live=False)
+    writer = RunWriter(path, record, live=False, config=config)
     for entry in record.entries():
         writer.add_entry(entry)
     for step, values in _scalar_writes(record):

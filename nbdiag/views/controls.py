@@ -8,6 +8,7 @@ import weakref
 from typing import Any
 
 from nbdiag.findings import by_severity, severity_badge, where_text
+from nbdiag.names import owning_layer
 from nbdiag.views.data import Snapshot
 from nbdiag.views.figure import PanelFigure
 from nbdiag.views.grid import build_panels
@@ -127,7 +128,7 @@ class Controls:
         if dashboard is None:
             return
         layers = dashboard.snapshot().layers
-        layer = next((n for n in (finding.layer, (finding.layer or "").rsplit(".", 1)[0]) if n in layers), None)
+        layer = next((n for n in (finding.layer, owning_layer(finding.layer or "")) if n in layers), None)
         dashboard.select(layer=layer, step=finding.step)
 
     def show_status(self, html: str) -> None:

@@ -302,7 +302,7 @@ class Dashboard:
 
     def title(self) -> str:
         """Model name and latest sampled step."""
-        model = self.source.record.meta.get("model", "")
+        model = self.source.record.meta.model
         steps = self.source.record.steps()
         return f"{model} · step {steps[-1]}" if steps else model
 

@@ -9,6 +9,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from nbdiag.names import owning_layer
 from nbdiag.record import Block, StepEntry
 from nbdiag.stats import HIST_EDGES
 
@@ -65,7 +66,7 @@ def snapshot(source: Any) -> Snapshot:
         layers=layers,
         labels=[layer_label(record, layer) for layer in layers],
         scalars=record.scalars(),
-        num_classes=record.meta.get("num_classes"),
+        num_classes=record.meta.num_classes,
         predictions=_predictions(source),
         record=record,
     )
@@ -79,7 +80,7 @@ def _predictions(source: Any) -> Any:
 
 def layer_label(record: Any, name: str) -> str:
     """A readable name: ``"3 · Conv2d"`` for layer ``3``, ``"3.weight · Conv2d"`` for its parameter."""
-    kind = record.layer_type(name) or record.layer_type(name.rsplit(".", 1)[0])
+    kind = record.layer_type(name) or record.layer_type(owning_layer(name))
     return f"{name} · {kind}" if kind else name
 
 

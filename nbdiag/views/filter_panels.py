@@ -29,16 +29,16 @@ def filter_grid(images: np.ndarray) -> np.ndarray:
 
 def filters_panel(snap: Snapshot, state: ViewState) -> Panel:
     """The filters at the sampled step under the slider (latest by default), on a symmetric colour scale."""
-    meta = snap.record.meta.get("filters") if snap.record is not None else None
+    meta = snap.record.meta.filters if snap.record is not None else None
     entries = [entry for entry in snap.entries if GROUP in entry.blocks]
     if not meta or not entries:
         return Panel("filters", "first-layer filters", note=NO_CONV if not meta else "")
     step = selected_step(snap, state)
     entry = next((e for e in reversed(entries) if step is None or e.step <= step), entries[0])
-    images = filter_images(entry.blocks[GROUP], tuple(meta["shape"]))
+    images = filter_images(entry.blocks[GROUP], meta.shape)
     grid = filter_grid(images)
     bound = float(np.nanmax(np.abs(grid))) if np.isfinite(grid).any() else 1.0
-    channels = f", mean of {meta['shape'][0]} channels" if meta["shape"][0] > 1 else ""
+    channels = f", mean of {meta.shape[0]} channels" if meta.shape[0] > 1 else ""
     series = Series(
         "weight",
         "heatmap",
@@ -48,5 +48,5 @@ def filters_panel(snap: Snapshot, state: ViewState) -> Panel:
         zrange=(-bound, bound),
         colorscale="RdBu",
     )
-    title = f"{meta['layer']}: {len(images)} filters @ step {entry.step}{channels}"
+    title = f"{meta.layer}: {len(images)} filters @ step {entry.step}{channels}"
     return Panel("filters", title, (series,), reversed_y=True)

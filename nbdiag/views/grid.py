@@ -27,11 +27,11 @@ def grid(snap: Snapshot) -> tuple[tuple[PanelBuilder, ...], ...]:
 def recipe_row(snap: Snapshot) -> tuple[PanelBuilder, ...]:
     """The train/validation gap, first-layer filters and sampled inputs panels, those that have data (panels flow
     in ``COLS`` columns, so a shorter row is filled by the next)."""
-    meta = snap.record.meta if snap.record is not None else {}
+    meta = snap.record.meta if snap.record is not None else None
     has = (
         (generalization_panels.gap_panel, "val_loss" in snap.scalars.columns),
-        (filter_panels.filters_panel, bool(meta.get("filters"))),
-        (input_panels.inputs_panel, bool(meta.get("inputs"))),
+        (filter_panels.filters_panel, meta is not None and meta.filters is not None),
+        (input_panels.inputs_panel, meta is not None and meta.inputs is not None),
     )
     return tuple(build for build, shown in has if shown)
 

@@ -8,6 +8,7 @@ from typing import Any
 
 import numpy as np
 
+from nbdiag.names import owning_layer
 from nbdiag.record import stat_matrix
 from nbdiag.views import data
 from nbdiag.views.data import Snapshot
@@ -197,7 +198,7 @@ def scalars_panel(snap: Snapshot, state: ViewState) -> Panel:
 
 def depth_of(snap: Snapshot, name: str) -> float:
     """Forward-order depth of a layer, or of the layer owning a parameter (``"3.weight"`` -> depth of ``3``)."""
-    for candidate in (name, name.rsplit(".", 1)[0]):
+    for candidate in (name, owning_layer(name)):
         if candidate in snap.layers:
             return float(snap.layers.index(candidate))
     return float("nan")
@@ -244,10 +245,10 @@ def weights_of(snap: Snapshot, layer: str | None, names: list[str]) -> tuple[set
     the nearest layer before it that has some, with a legend label that says so."""
     if layer is None or layer not in snap.layers:
         return set(), ""
-    owners = {name.rsplit(".", 1)[0] for name in names}
+    owners = {owning_layer(name) for name in names}
     for candidate in reversed(snap.layers[: snap.layers.index(layer) + 1]):
         if candidate in owners:
-            chosen = {name for name in names if name.rsplit(".", 1)[0] == candidate}
+            chosen = {name for name in names if owning_layer(name) == candidate}
             label = ", ".join(snap.label(name) for name in sorted(chosen))
             return chosen, label if candidate == layer else f"{label} (feeds {snap.label(layer)})"
     return set(), ""
