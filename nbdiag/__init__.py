@@ -34,6 +34,7 @@ _LAZY = {
     "compare_inits": ("nbdiag.labs.compare_inits", "compare_inits"),
     "track_predictions": ("nbdiag.labs.predictions", "track_predictions"),
     "open_run": ("nbdiag.runs.run", "open_run"),
+    "WatchConfig": ("nbdiag.config", "WatchConfig"),
     "Run": ("nbdiag.runs.run", "Run"),
     "Dashboard": ("nbdiag.views.dashboard", "Dashboard"),
     "PredictionTracker": ("nbdiag.labs.predictions", "PredictionTracker"),
