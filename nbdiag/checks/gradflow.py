@@ -106,7 +106,7 @@ def _trained_frozen(model: nn.Module, frozen: list[str]) -> bool:
     layers = {
         name
         for name, module in model.named_modules()
-        if isinstance(module, INIT_TYPES) and any(f.rsplit(".", 1)[0] == name for f in frozen)
+        if isinstance(module, INIT_TYPES) and any(owning_layer(f) == name for f in frozen)
     }
     return bool(layers) and not (layers & at_init)
 
