@@ -9,6 +9,7 @@ finding, and record the same activation std as an independent forward hook.
 from __future__ import annotations
 
 import contextlib
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -80,6 +81,8 @@ class Run:
     monitors: dict[str, Any] = field(default_factory=dict)
     hooks_left: dict[str, int] = field(default_factory=dict)
     spied: dict[str, dict[tuple[int, str], list]] = field(default_factory=dict)
+    optimized: tuple[str, ...] = ()  # the models watched with their optimizer
+    warned: list[str] = field(default_factory=list)  # NbdiagWarnings given while watching
 
 
 def train_plain(name: str) -> Run:
@@ -104,22 +107,27 @@ def train_watched(name: str, *, spy: bool = False, **watch_kwargs: Any) -> Run:
     """Train once with one monitor per model; with ``spy``, a global forward hook records each leaf's output std."""
     prog = build(name)
     before = {k: hook_count(m, prog.optimizers.get(k)) for k, m in prog.models.items()}
-    monitors = {
-        k: nbdiag.watch(m, prog.optimizers.get(k), display=False, **{**prog.watch_kwargs, **watch_kwargs})
-        for k, m in prog.models.items()
-    }
-    counted = {k: _Counted(mon) for k, mon in monitors.items()}
     spied: dict[str, dict[tuple[int, str], list]] = {k: {} for k in prog.models}
-    with _spy(prog.models, counted, spied) if spy else contextlib.nullcontext():
-        try:
-            torch.manual_seed(1)
-            losses = prog.train(counted)
-        finally:
-            for mon in monitors.values():
-                mon.close()
+    with warnings.catch_warnings(record=True) as caught:  # recorded, whatever the warning filters say
+        warnings.simplefilter("always", nbdiag.NbdiagWarning)
+        monitors = {
+            k: nbdiag.watch(m, prog.optimizers.get(k), display=False, **{**prog.watch_kwargs, **watch_kwargs})
+            for k, m in prog.models.items()
+        }
+        counted = {k: _Counted(mon) for k, mon in monitors.items()}
+        with _spy(prog.models, counted, spied) if spy else contextlib.nullcontext():
+            try:
+                torch.manual_seed(1)
+                losses = prog.train(counted)
+            finally:
+                for mon in monitors.values():
+                    mon.close()
+    warned = [str(w.message)[:300] for w in caught if issubclass(w.category, nbdiag.NbdiagWarning)]
     left = {k: hook_count(m, prog.optimizers.get(k)) - before[k] for k, m in prog.models.items()}
     left.update({f"copy{i}": hook_count(c) for i, c in enumerate(prog.copies)})
-    return Run([torch.as_tensor(v).detach() for v in losses], _states(prog), monitors, left, spied)
+    optimized = tuple(k for k in prog.models if prog.optimizers.get(k) is not None)
+    losses = [torch.as_tensor(v).detach() for v in losses]
+    return Run(losses, _states(prog), monitors, left, spied, optimized, warned)
 
 
 @contextlib.contextmanager

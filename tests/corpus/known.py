@@ -1,7 +1,8 @@
 """Corpus programs that nbdiag still gets wrong: ``(test, program) -> "<class>: <one line>"``.
 
 ``test`` is one of ``bitwise`` (training changed, an exception, a hook left), ``live`` (a warn/fail finding from the
-live rules), ``stats`` (recorded std differs from an independent hook, or nothing recorded) and ``preflight``.
+live rules), ``stats`` (recorded std differs from an independent hook, or nothing recorded), ``update`` (no update
+ratio recorded although the optimizer was given to ``watch``) and ``preflight``.
 ``program`` is a program's name, or ``<name>-every1`` / ``<name>-every10`` for one watch setting only. Each entry turns
 its test into ``xfail(strict=True)``: when nbdiag is fixed the test passes unexpectedly (XPASS fails the run) until
 the entry is removed. The classes are listed with their evidence in /work/coord/corpus_status.md (during development)
@@ -36,6 +37,12 @@ KNOWN: dict[tuple[str, str], str] = {
     "iteration (step-0 loss 2.0125155 unwatched vs 2.0125232 watched)",
     ("bitwise", "ema_averaged_model-every1"): DEEPCOPY,
     ("bitwise", "cleanrl_dqn-every1"): DEEPCOPY,
+    ("update", "time_sequence_prediction"): FLOAT64_STATS,
+    ("update", "pinn_float64"): FLOAT64_STATS,
+    ("update", "per_sample_grads"): VMAP_STATS,
+    ("update", "dp_sgd"): VMAP_STATS,
+    ("update", "sam"): "silently blind: SAM's first_step/second_step step the inner base_optimizer, never the "
+    "SAM.step() nbdiag hooked, so no update ratio is recorded",
     # -- false alarms of live rules (owner: rules) --
     ("live", "mnist_forward_forward"): DEAD + "; and " + RATIO,
     ("live", "siamese_network-every10"): DEAD,

@@ -4,6 +4,7 @@ record the same activation std as an independent forward hook. Known failures ar
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 import torch
 
@@ -58,6 +59,8 @@ def test_watching_changes_nothing_and_leaves_no_hook(name, every, one_thread):
     assert {k: n for k, n in watched.hooks_left.items() if n} == {}, "hooks left"
     for key, mon in watched.monitors.items():
         assert mon.errors == [], f"{key}: {mon.errors}"
+    assert watched.warned == [], "nbdiag warned"
+    for key, mon in watched.monitors.items():
         assert len(mon.record.steps()) >= 2, f"{key}: {mon.record.steps()} sampled"
 
 
@@ -84,6 +87,17 @@ def test_recorded_std_equals_an_independent_hook(name, one_thread):
     assert compared > 0, (
         f"no layer to compare: recorded {layers}, spied {[list(s)[:5] for s in watched.spied.values()]}"
     )
+
+
+@pytest.mark.parametrize("name", _cases("update", CORPUS))
+def test_update_ratio_recorded_when_watched_with_the_optimizer(name, one_thread):
+    watched = _run(name, 1)
+    if not watched.optimized:
+        pytest.skip("no optimizer passed to watch (manual updates, or one optimizer per parameter)")
+    for key in watched.optimized:
+        frame = watched.monitors[key].record.frame("update", stats=["update_ratio"])
+        values = frame.value.to_numpy()
+        assert len(values) and (np.isfinite(values) & (values > 0)).any(), f"{key}: no update ratio recorded"
 
 
 @pytest.mark.parametrize("name", _cases("preflight", CORPUS))

@@ -47,6 +47,17 @@ def no_trainer_loop(model, batches, *, lr=2e-3, key="model", warmup=3, clip=1.0,
     return Program({key: model}, {key: optimizer}, train)
 
 
+def with_preflight(prog: Program, batches: list[dict], key: str = "model") -> Program:
+    """Preflight on the first 8 dict batches (inputs and ``labels`` split as Hugging Face datasets give them)."""
+    prog.preflight = {
+        "model": prog.models[key],
+        "data": batches[:8],
+        "loss_fn": nn.CrossEntropyLoss(),
+        "optimizer": prog.optimizers[key],
+    }
+    return prog
+
+
 def lm_batches(n, vocab, length=16, batch=8):
     table = torch.randint(1, vocab, (vocab, 2))
     return [{"input_ids": ids, "labels": ids} for ids in markov_tokens(n * batch, length, vocab, table).split(batch)]
@@ -113,7 +124,7 @@ def make_hf_vit():
     x, y = digits()
     order = torch.randperm(len(x))[: 25 * 16]
     batches = [{"pixel_values": (x[i] - 0.5) / 0.5, "labels": y[i]} for i in order.split(16)]
-    return no_trainer_loop(model, batches, lr=2e-3)
+    return with_preflight(no_trainer_loop(model, batches, lr=2e-3), batches)
 
 
 @program(HF + "examples/pytorch/token-classification/run_ner_no_trainer.py (BertForTokenClassification)")
@@ -154,7 +165,7 @@ def make_hf_distilbert_classification():
     for _ in range(25):
         ids = torch.randint(3, 40, (8, 12))
         batches.append({"input_ids": ids, "attention_mask": torch.ones_like(ids), "labels": (ids == 7).any(1).long()})
-    return no_trainer_loop(model, batches, lr=3e-3)
+    return with_preflight(no_trainer_loop(model, batches, lr=3e-3), batches)
 
 
 # -- LoRA adapters (peft's lora.Linear) on a GPT-2 whose base weights are frozen --------------------------------------
