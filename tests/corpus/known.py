@@ -11,49 +11,29 @@ and summarised in docs/findings.md.
 
 from __future__ import annotations
 
-FLOAT64 = "exception: float64 model, _foreach_norm(dtype=float32) refuses to narrow a double (monitor.hook_error)"
 VMAP = "exception: forward hooks under torch.func vmap(grad(functional_call)) fail (scatter_add_ under vmap)"
 VMAP_STATS = "stats: capture switched off under torch.func vmap, nothing recorded"
-FLOAT64_STATS = "stats: capture switched off on a float64 model, nothing recorded"
 DEEPCOPY = "hook left: a deepcopy of the model taken on a sampled step keeps nbdiag's hooks after close()"
 DEAD = "false alarm act.dead_units: ReLU units quiet over 10 sampled steps in a correct, learning program"
 RATIO = "false alarm train.update_ratio: median update/weight ratio > 0.1 with the source's own optimizer settings"
 
 KNOWN: dict[tuple[str, str], str] = {
     # -- exceptions, observation changing training, hooks left (owner: robust) --
-    ("bitwise", "time_sequence_prediction"): FLOAT64,
-    ("bitwise", "pinn_float64"): FLOAT64,
-    ("live", "time_sequence_prediction"): FLOAT64,
-    ("live", "pinn_float64"): FLOAT64,
-    ("stats", "time_sequence_prediction"): FLOAT64_STATS,
-    ("stats", "pinn_float64"): FLOAT64_STATS,
     ("bitwise", "per_sample_grads"): VMAP,
     ("bitwise", "dp_sgd"): VMAP,
     ("live", "per_sample_grads"): VMAP,
     ("live", "dp_sgd"): VMAP,
     ("stats", "per_sample_grads"): VMAP_STATS,
     ("stats", "dp_sgd"): VMAP_STATS,
-    ("bitwise", "spectral_norm_gan"): "loss not bitwise: reading a spectral_norm-parametrized weight runs its power "
-    "iteration (step-0 loss 2.0125155 unwatched vs 2.0125232 watched)",
     ("bitwise", "ema_averaged_model-every1"): DEEPCOPY,
     ("bitwise", "cleanrl_dqn-every1"): DEEPCOPY,
-    ("update", "time_sequence_prediction"): FLOAT64_STATS,
-    ("update", "pinn_float64"): FLOAT64_STATS,
     ("update", "per_sample_grads"): VMAP_STATS,
     ("update", "dp_sgd"): VMAP_STATS,
     ("update", "sam"): "silently blind: SAM's first_step/second_step step the inner base_optimizer, never the "
     "SAM.step() nbdiag hooked, so no update ratio is recorded",
     # -- false alarms of live rules (owner: rules) --
     ("live", "mnist_forward_forward"): DEAD + "; and " + RATIO,
-    ("live", "siamese_network-every10"): DEAD,
-    ("live", "simclr"): DEAD,
-    ("live", "maml_sine"): DEAD,
-    ("live", "lightning_autoencoder"): DEAD,
-    ("live", "gin_graph_classification"): DEAD,
-    ("live", "ncf"): DEAD,
-    ("live", "cleanrl_dqn"): DEAD,
-    ("live", "knowledge_distillation-every1"): DEAD,
-    ("live", "neural_ode_spiral-every10"): RATIO,
+    ("live", "time_sequence_prediction"): RATIO + " (LBFGS lr=0.8, max_iter, as in the example)",
     ("live", "switch_moe"): "false alarm train.nonfinite (fail): an MoE expert given no token this step has an empty "
     "activation whose mean/std are NaN; and act.dead_units on that expert's ReLU, which had no input to fire on",
     # -- preflight (owner: rules) --
@@ -61,9 +41,4 @@ KNOWN: dict[tuple[str, str], str] = {
     "0.2511 vs 'expected about 0.07259 (Var y + Var of the outputs)'",
     ("preflight", "pruning"): "exception: preflight raises RuntimeError deepcopying a pruned model (weight is a "
     "non-leaf computed by prune's forward pre-hook) instead of reporting check.error",
-    (
-        "preflight",
-        "spatial_transformer",
-    ): "false alarm preflight model.frozen: the tutorial zero-inits fc_loc[2].weight "
-    "(identity transform), so the localization net gets exactly zero gradient at init, by design",
 }
