@@ -18,11 +18,15 @@ from nbdiag.version import __version__
 
 
 def _views() -> display.DisplayBackend:
-    """The views behind ``mon.dashboard()``, ``to_html()``, ``savefig()`` (see nbdiag/display.py)."""
+    """The views behind ``mon.dashboard()``, ``to_html()``, ``savefig()`` and every lab's display (see
+    nbdiag/display.py)."""
+    from nbdiag.labs._widgets import lab_draw, lab_view, show_lab
     from nbdiag.views.dashboard import Dashboard
     from nbdiag.views.export import savefig, to_html
 
-    return display.DisplayBackend(dashboard=Dashboard, to_html=to_html, savefig=savefig)
+    return display.DisplayBackend(
+        dashboard=Dashboard, to_html=to_html, savefig=savefig, lab_view=lab_view, lab_draw=lab_draw, show_lab=show_lab
+    )
 
 
 display.provide(_views)

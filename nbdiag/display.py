@@ -3,7 +3,9 @@
 ``RecordReader`` (core) offers ``dashboard()``, ``to_html()`` and ``savefig()``, but the code that draws lives in
 ``nbdiag.views``, a higher layer. The top layer (``nbdiag/__init__.py``, the composition root, which Python
 imports before any submodule) calls :func:`provide` with a loader; the core asks :func:`display_backend` for it at
-call time. So the dependency points one way (top -> views, core -> this module) and no plotting package is
+call time. The labs reach their views the same way (``lab_view``, ``lab_draw``, ``show_lab``): a lab computes,
+its view draws, and the lab never imports it.
+So the dependency points one way (top -> views, core -> this module) and no plotting package is
 imported until something is drawn.
 """
 
@@ -17,11 +19,15 @@ from typing import Any
 
 @dataclass(frozen=True)
 class DisplayBackend:
-    """What the core needs from the views: a dashboard for a source, and its two file exports."""
+    """What the core and the labs need from the views: a dashboard for a source, its two file exports, and a
+    lab's widgets, matplotlib drawing and notebook display (a lab never imports its view)."""
 
     dashboard: Callable[[Any], Any]
     to_html: Callable[[Any, str | Path], Any]
     savefig: Callable[[Any, str | Path], Any]
+    lab_view: Callable[[Any], Any]
+    lab_draw: Callable[[Any, Any], None]
+    show_lab: Callable[[Any, str], None]
 
 
 _loader: Callable[[], DisplayBackend] | None = None

@@ -50,14 +50,14 @@ def test_the_model_and_rng_are_untouched(batch):
         assert torch.equal(value, before[key]), key
     assert model.training and not model[1].training and model[3].training
     assert all(p.grad is None for p in model.parameters())
-    assert set(result.summary.index) == {"small", "xavier", "he", "orthogonal"}
+    assert set(result.summary().index) == {"small", "xavier", "he", "orthogonal"}
 
 
 def test_relu_net_prefers_he_and_explains_why(batch):
     result = nbdiag.compare_inits(mlp(), batch)
     assert result.best == "he"
     assert "'small' collapses" in result.recommendation and "'large' explodes" in result.recommendation
-    summary = result.summary
+    summary = result.summary()
     # ReLU + Xavier halves the second moment per layer: over 8 layers the last hidden std is far below the first.
     assert summary.loc["xavier", "act_std_last"] < 0.2 * summary.loc["xavier", "act_std_first"]
     # Small init: logits ~ 0, so the initial loss is the chance loss ln(10) (seeds/001 "verify loss @ init").
@@ -127,11 +127,11 @@ def test_regression_and_unlabelled_batches():
     x, y = torch.randn(128, 8), torch.randn(128, 1) * 3 + 1
     result = nbdiag.compare_inits(mlp(depth=2, classes=1)[:], (x[:, :8].repeat(1, 4), y), schemes=("he", "small"))
     # Chance for regression: predicting the mean, MSE = Var(y).
-    assert result.summary.loc["he", "chance_loss"] == pytest.approx(y.var(correction=0).item())
-    small_loss = result.summary.loc["small", "initial_loss"]
+    assert result.summary().loc["he", "chance_loss"] == pytest.approx(y.var(correction=0).item())
+    small_loss = result.summary().loc["small", "initial_loss"]
     assert small_loss == pytest.approx((y**2).mean().item(), rel=1e-3)  # near-zero outputs: MSE = E[y^2]
     unlabelled = nbdiag.compare_inits(mlp(depth=2), torch.randn(64, 32), schemes=("he",))
-    assert math.isnan(unlabelled.summary.loc["he", "initial_loss"])
+    assert math.isnan(unlabelled.summary().loc["he", "initial_loss"])
     assert unlabelled.frame()["grad_std"].notna().all()
 
 

@@ -47,7 +47,7 @@ def synthetic_source(n_layers: int = 6, n_steps: int = 20, findings=(), predicti
 
 
 def trace(dashboard: Dashboard, panel: str, name: str):
-    return dashboard.plot.data[dashboard._widget.figure.slots[(panel, name)]]
+    return dashboard.plot.data[dashboard._controls().figure.slots[(panel, name)]]
 
 
 def test_std_vs_depth_trace_equals_record_frame():
@@ -80,9 +80,9 @@ def test_selected_layer_and_step_follow_the_controls():
     step_4 = source.record.entries()[4]
     mean = step_4.blocks["activation"].values[:, ACTIVATION_STATS.index("mean")]
     np.testing.assert_allclose(trace(dashboard, "act_depth", "mean").y, mean)
-    assert dashboard._widget.step.value == 40 and dashboard._widget.layer.value == "3"  # the slider shows steps
-    assert "showing step 40" in dashboard._widget.status.value
-    assert (dashboard._widget.step.min, dashboard._widget.step.max) == (0, 190)
+    assert dashboard._controls().step.value == 40 and dashboard._controls().layer.value == "3"  # the slider shows steps
+    assert "showing step 40" in dashboard._controls().status.value
+    assert (dashboard._controls().step.min, dashboard._controls().step.max) == (0, 190)
 
 
 def test_loss_panel_draws_losses_and_chance_level():

@@ -3,10 +3,12 @@ at most 2 updates a second, each bounded in size, carrying plotly's figure JSON 
 
 from __future__ import annotations
 
+import base64
 import itertools
 import json
 import re
 import time
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -17,6 +19,7 @@ pytest.importorskip("plotly")
 pytest.importorskip("matplotlib")
 
 import nbdiag  # noqa: E402
+from nbdiag.record import Record  # noqa: E402
 from nbdiag.views.dashboard import Dashboard  # noqa: E402
 from nbdiag.views.inline import MAX_BYTES_PER_S, MAX_HZ, bundle_bytes  # noqa: E402
 from tests.clock import FakeClock  # noqa: E402
@@ -41,6 +44,18 @@ def figure_of(bundle) -> dict:
     """The plotly figure JSON the bundle's page draws."""
     (figure,) = re.findall(r"figure=(\{.*\}),tries=0;", bundle["text/html"])
     return json.loads(figure)
+
+
+def traces_of(page: str) -> list[dict]:
+    """Every plotly figure JSON a page draws (a lab may have several)."""
+    return [json.loads(figure) for figure in re.findall(r"figure=(\{.*?\}),tries=0;", page)]
+
+
+def typed_array(value) -> np.ndarray:
+    """A figure JSON array: a list, or plotly's base64 typed array ``{"dtype": "f8", "bdata": ...}``."""
+    if isinstance(value, dict):
+        return np.frombuffer(base64.b64decode(value["bdata"]), dtype=value["dtype"])
+    return np.asarray(value, dtype=float)
 
 
 def traces(bundle) -> dict[str, list[dict]]:
@@ -193,10 +208,26 @@ def test_monitor_dashboard_takes_display_and_selection(monkeypatch):
 
 
 @pytest.mark.parametrize(("front", "widget"), [("vscode", False), ("jupyter", True)])
-def test_labs_show_png_and_text_where_widgets_do_not_run(monkeypatch, front, widget):
+def test_labs_are_inline_where_widgets_do_not_run(monkeypatch, front, widget):
+    """Where no widget manager runs, a lab is drawn inline as the dashboard is: its plotly figure drawn by
+    plotly.js in the output (the same figure the widget shows), controls as arguments, a PNG fallback."""
     recorder = simulate_kernel(monkeypatch, front)
-    nbdiag.labs.activations_lab()
+    lab = nbdiag.labs.activations_lab(mean=1.0)
     (bundle,) = recorder.bundles("display")
     assert bundle["image/png"].startswith(PNG_MAGIC)
     assert ("application/vnd.jupyter.widget-view+json" in bundle) is widget
+    assert ("text/html" in bundle) is not widget
     assert ("the lab's controls are its function's arguments" in bundle["text/plain"]) is not widget
+    if not widget:
+        (figure,) = traces_of(bundle["text/html"])
+        bars = {trace["name"]: trace["y"] for trace in figure["data"] if trace["type"] == "bar"}
+        assert bars
+        for column, values in bars.items():
+            np.testing.assert_allclose(typed_array(values), lab.summary()[column].to_numpy())
+
+
+def test_dashboard_layer_before_the_first_sampled_step_is_a_clear_error():
+    """Nothing recorded yet: asking for a layer says why there is none, not an IndexError."""
+    dashboard = Dashboard(SimpleNamespace(record=Record(capacity=8), findings=list))
+    with pytest.raises(ValueError, match="no layer is recorded yet"):
+        dashboard.select(layer="0")

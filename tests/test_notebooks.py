@@ -186,3 +186,23 @@ def test_hyperparameter_search_notebook_shows_each_recipe_finding(executed):
     missing = [i for i in RECIPE_IDS if i not in text]
     assert not missing, f"notebook 08 shows no {missing}"
     assert re.search(r"grid\s+4\nrandom\s+16", text), "the coarse stage's distinct learning rates are not printed"
+
+
+LAB_CALL = re.compile(r"nbdiag\.labs\.\w+_lab\(")
+WIDGET_MIME = "application/vnd.jupyter.widget-view+json"
+
+
+@pytest.mark.timeout(3 * NOTEBOOK_TIMEOUT_S + 60)
+@pytest.mark.parametrize(
+    "name", ["03_weight_initialization.ipynb", "04_data_preprocessing.ipynb", "08_hyperparameter_search.ipynb"]
+)
+def test_every_lab_in_a_notebook_shows_its_widget_not_the_text_fallback(executed, name):
+    """A kernel driven like JupyterLab shows each lab as a widget (with PNG and text beside it for a saved
+    notebook); a lab that failed to build its widget falls back to text (notebook 08's search lab did)."""
+    notebook = executed(name)[0]
+    lab_cells = [cell for cell in notebook.cells if cell.cell_type == "code" and LAB_CALL.search(cell.source)]
+    assert lab_cells, f"{name} calls no lab"
+    for cell in lab_cells:
+        shown = [output.data for output in cell.outputs if output.output_type in ("display_data", "execute_result")]
+        assert any(WIDGET_MIME in data for data in shown), f"{name}: {cell.source!r} shows no widget: {shown!r:.300}"
+        assert all("image/png" in data and "text/plain" in data for data in shown if WIDGET_MIME in data)

@@ -87,3 +87,20 @@ def test_bad_budget_is_a_clear_error_and_the_lab_is_headless():
         random_vs_grid(budget=3)
     lab = nbdiag.labs.search_lab(budget=4, display=False)
     assert "random vs grid" in repr(lab) and lab.png()[:4] == b"\x89PNG"
+
+
+def test_search_lab_widget_redraws_the_trials_when_a_control_moves():
+    """The lab's widget is a figure of its trials (notebook 08 showed text only: the lab read a removed
+    attribute), and moving the budget slider reruns both searches and redraws them."""
+    lab = nbdiag.labs.search_lab(budget=4, display=False)
+    assert type(lab.widget).__name__ == "VBox"
+    (figure,) = lab.view.figures
+    grid_coarse = figure.data[0]
+    coarse = lab.frame().query("strategy == 'grid' and stage == 'coarse'")
+    np.testing.assert_array_equal(grid_coarse.x, coarse["lr"].to_numpy())
+    lab.view.controls["budget"].value = 9
+    assert len(lab.frame()) == 4 * 9
+    coarse = lab.frame().query("strategy == 'grid' and stage == 'coarse'")
+    np.testing.assert_array_equal(figure.data[0].x, coarse["lr"].to_numpy())
+    np.testing.assert_array_equal(figure.data[0].marker.color, coarse["val_acc"].to_numpy())
+    assert f"{lab.summary().loc['random', 'best_val_acc']:.4g}" in lab.view.table.value

@@ -11,6 +11,10 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+import torch
+from torch import nn
+
+import nbdiag
 
 pytest.importorskip("plotly")
 pytest.importorskip("ipywidgets")
@@ -44,7 +48,7 @@ def test_figure_widget_values_are_binary_float_arrays():
     """The echo is handled, not avoided: values stay float arrays, which the widget sends as binary buffers
     (lists cost 5x more CPU per refresh: plotly validates them element by element)."""
     dashboard = Dashboard(synthetic_source())
-    loss = dashboard.plot.data[dashboard._widget.figure.slots[("loss", "loss")]]
+    loss = dashboard.plot.data[dashboard._controls().figure.slots[("loss", "loss")]]
     dashboard.close()
     assert isinstance(loss._props["x"], np.ndarray) and loss._props["x"].dtype == np.float64
 
@@ -73,11 +77,76 @@ def test_figure_widget_is_born_with_its_values_and_not_edited_before_it_is_shown
     """A FigureWidget edited before its first view exists comes up empty in JupyterLab and Notebook 7 (plotly
     7.1): the dashboard's is created from the drawn figure and untouched until displayed."""
     dashboard = Dashboard(synthetic_source(n_layers=6, n_steps=20))
-    bundle = dashboard._widget_bundle()
+    bundle = dashboard.path("widget").bundle(dashboard.frame())
     figure = dashboard.plot
     edits = (figure._last_trace_edit_id, figure._last_layout_edit_id)
-    loss = figure.data[dashboard._widget.figure.slots[("loss", "loss")]]
+    loss = figure.data[dashboard._controls().figure.slots[("loss", "loss")]]
     dashboard.close()
     assert "application/vnd.jupyter.widget-view+json" in bundle
     assert edits == (0, 0)
     assert len(loss.x) == 20
+
+
+def _init_lab():
+    lab = nbdiag.labs.init_lab(display=False, depth=4, width=64, n_samples=128)
+    return lab, lambda: lab.view.controls["activation"].__setattr__("value", "relu")
+
+
+def _preprocessing_lab():
+    lab = nbdiag.labs.preprocessing_lab(display=False)
+    return lab, lambda: lab.view.controls["correlation"].__setattr__("value", 0.2)
+
+
+def _activations_lab():
+    lab = nbdiag.labs.activations_lab(display=False)
+    return lab, lambda: lab.view.controls["mean"].__setattr__("value", 1.5)
+
+
+def _search_lab():
+    lab = nbdiag.labs.search_lab(budget=4, display=False)
+    return lab, lambda: lab.view.controls["seed"].__setattr__("value", 3)
+
+
+def _compare_inits():
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(8, 16), nn.Tanh(), nn.Linear(16, 3))
+    result = nbdiag.compare_inits(model, (torch.randn(32, 8), torch.randint(0, 3, (32,))), schemes=("xavier", "he"))
+    return result, None  # computed once: no control
+
+
+def _prediction_tracker():
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Flatten(), nn.Linear(64, 3))
+    tracker = nbdiag.track_predictions(model, (torch.rand(12, 1, 8, 8), torch.randint(0, 3, (12,))))
+    tracker.record(0)
+    tracker.record(10)
+
+    def move():
+        tracker.view.slider.value = 0
+
+    return tracker, move
+
+
+LABS = [_init_lab, _preprocessing_lab, _activations_lab, _search_lab, _compare_inits, _prediction_tracker]
+
+
+@pytest.mark.parametrize("make", LABS, ids=lambda make: make.__name__.strip("_"))
+def test_every_lab_figure_survives_the_front_end_echo(make):
+    """Each lab draws on the shared plotly widget: its first draw's echo, and the echo after a control moved, are
+    processed without plotly's "truth value of an array is ambiguous" ValueError, and the control redrew."""
+    lab, move = make()
+    figures = lab.view.figures
+    assert figures and all(type(figure).__module__ == "nbdiag.views.plotly_widget" for figure in figures)
+    for figure in figures:
+        echo(figure)
+    before = [[_values(trace) for trace in figure.data] for figure in figures]
+    if move is not None:
+        move()
+        after = [[_values(trace) for trace in figure.data] for figure in figures]
+        assert after != before  # the control redrew the figure
+        for figure in figures:
+            echo(figure)
+
+
+def _values(trace) -> list:
+    return [np.asarray(getattr(trace, key, None), dtype=object).tolist() for key in ("x", "y", "z")]

@@ -14,8 +14,8 @@ import numpy as np
 import pandas as pd
 import torch
 
-from nbdiag.labs._widgets import LabView, present
 from nbdiag.labs.functions import ACTIVATIONS, get_activation, saturated_mask
+from nbdiag.labs.lab import Lab, present
 
 QUADRATURE_HALF_WIDTH = 10.0  # integrate over mean +- 10 std: the Gaussian mass outside is below 2e-23
 QUADRATURE_POINTS = 20_000  # midpoint rule, step 1e-3 std: a jump in the integrand costs at most 4e-4
@@ -97,8 +97,9 @@ def _gaussian_quadrature(mean: float, std: float) -> tuple[torch.Tensor, torch.T
     return mean + std * z, weight / weight.sum()
 
 
-class ActivationsLab(LabView):
-    """The activations lab: ``curves`` (fixed), ``stats`` for the current input distribution, ``update()``."""
+class ActivationsLab(Lab):
+    """The activations lab: ``frame()`` (the curves, fixed), ``summary()`` (statistics for the current input
+    distribution), ``update()``."""
 
     figsize = (15.0, 4.5)
 
@@ -113,18 +114,16 @@ class ActivationsLab(LabView):
         self.mean = self.mean if mean is None else mean
         self.std = self.std if std is None else std
         self.stats = activation_stats(self.mean, self.std)
-        self._refresh_view()
+        self._changed()
         return self.stats
 
-    def _make_view(self):
-        from nbdiag.labs.activations_view import ActivationsLabView
+    def frame(self) -> pd.DataFrame:
+        """Every activation's f(x) and f'(x) on a grid (see :func:`activation_curves`)."""
+        return self.curves
 
-        return ActivationsLabView(self)
-
-    def _draw(self, fig) -> None:
-        from nbdiag.labs.activations_view import draw
-
-        draw(self, fig)
+    def summary(self) -> pd.DataFrame:
+        """Per activation, for the current input distribution (see :func:`activation_stats`)."""
+        return self.stats
 
     def summary_text(self) -> str:
         head = f"activations lab: input x ~ N({self.mean:g}, {self.std:g}^2)"

@@ -9,7 +9,7 @@ import numpy as np
 
 from nbdiag.labs._widgets import WidgetView
 
-if TYPE_CHECKING:  # the lab imports this module to draw itself; at run time only that direction exists
+if TYPE_CHECKING:  # for annotations only: the lab never imports its view (see nbdiag.labs.lab)
     from nbdiag.labs.activations import ActivationsLab
 
 STAT_COLUMNS = ("mean_grad", "saturated", "zero_frac")
@@ -34,7 +34,7 @@ class ActivationsLabView(WidgetView):
         import plotly.graph_objects as go
         from plotly.subplots import make_subplots
 
-        from nbdiag.views.sizing import FitWidth, responsive
+        from nbdiag.views.plotly_widget import FitWidth, live
 
         self.lab = lab
         fig = make_subplots(
@@ -63,7 +63,8 @@ class ActivationsLabView(WidgetView):
             margin={"t": 40, "b": 40, "l": 40, "r": 20},
             legend2={"x": 1.0, "y": 1.0, "xanchor": "right", "bgcolor": "rgba(255,255,255,0.8)", "title": "statistic"},
         )
-        self.figure_widget = responsive(go.FigureWidget(fig))
+        self.figure_widget = live(fig)
+        self.figures = (self.figure_widget,)
         self.controls = {
             "mean": w.FloatSlider(value=lab.mean, min=-4, max=4, step=0.1, description="input mean"),
             "std": w.FloatLogSlider(value=lab.std, base=10, min=-1.5, max=1, description="input std"),
@@ -111,3 +112,11 @@ def draw(lab: ActivationsLab, fig) -> None:
     stats_ax.set_xticks(positions + 0.4 - bar_width / 2, lab.stats.index, rotation=45, fontsize=7)
     stats_ax.legend(fontsize=7)
     stats_ax.set_title(f"x ~ N({lab.mean:g}, {lab.std:g}^2)")
+
+
+VIEW = ActivationsLabView  # the widgets of this module's lab (see nbdiag.labs._widgets.VIEW_MODULES)
+
+
+def draw_lab(lab, fig) -> None:
+    """The lab drawn with matplotlib on ``fig``."""
+    draw(lab, fig)

@@ -17,7 +17,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from nbdiag.labs._widgets import LabView, present
+from nbdiag.labs.lab import Lab, present
 from nbdiag.labs.reinit import WEIGHTED, reinit_
 from nbdiag.probe import Hooks, first_tensor, iter_tensors, leaf_modules, model_device
 from nbdiag.rng import forked_rng
@@ -63,7 +63,7 @@ def compare_inits(
             None (auto) as for ``nbdiag.watch``: chosen for the front end, nothing outside a notebook.
 
     Returns:
-        :class:`InitComparison` with ``.frame()``, ``.summary``, ``.recommendation``, ``.best``, ``.savefig()``.
+        :class:`InitComparison` with ``.frame()``, ``.summary()``, ``.recommendation``, ``.best``, ``.savefig()``.
 
     Raises:
         TypeError: when ``model_or_factory`` is neither a module nor a callable returning one.
@@ -184,7 +184,7 @@ def _layer_frame(captured, modules) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-class InitComparison(LabView):
+class InitComparison(Lab):
     """The result of :func:`compare_inits`: per-layer table, per-scheme summary, recommendation, plots."""
 
     figsize = (15.0, 4.5)
@@ -201,7 +201,6 @@ class InitComparison(LabView):
         """One row per (scheme, layer) in forward order: activation and gradient statistics, weight std."""
         return self.layers[["scheme", "index", "layer", "type", *LAYER_COLUMNS]]
 
-    @property
     def summary(self) -> pd.DataFrame:
         """One row per scheme: initial and chance loss, activation scale, gradient drift, saturation, score."""
         return self.summary_frame
@@ -209,16 +208,6 @@ class InitComparison(LabView):
     def plot(self) -> Any:
         """A matplotlib Figure: activation std and gradient std per layer for each scheme, initial loss."""
         return self.figure()
-
-    def _draw(self, fig) -> None:
-        from nbdiag.labs.compare_inits_view import draw
-
-        draw(self, fig)
-
-    def _make_view(self):
-        from nbdiag.labs.compare_inits_view import InitComparisonView
-
-        return InitComparisonView(self)
 
     def summary_text(self) -> str:
         """Plain-text table and recommendation."""

@@ -8,7 +8,7 @@ import numpy as np
 
 from nbdiag.labs._widgets import WidgetView
 
-if TYPE_CHECKING:  # the lab imports this module to draw itself; at run time only that direction exists
+if TYPE_CHECKING:  # for annotations only: the lab never imports its view (see nbdiag.labs.lab)
     from nbdiag.labs.compare_inits import InitComparison
 
 
@@ -18,10 +18,11 @@ class InitComparisonView(WidgetView):
     def __init__(self, comparison: InitComparison) -> None:
         import ipywidgets as w
 
-        from nbdiag.views.sizing import FitWidth
+        from nbdiag.views.plotly_widget import FitWidth
 
         self.figure_widget = _figure_widget(comparison)
-        table = comparison.summary.to_html(float_format=lambda v: f"{v:.3g}")
+        self.figures = (self.figure_widget,)
+        table = comparison.summary().to_html(float_format=lambda v: f"{v:.3g}")
         recommendation = w.HTML(f"<b>{comparison.recommendation}</b>")
         self.box = w.VBox([recommendation, self.figure_widget, FitWidth(), w.HTML(table)])
 
@@ -34,13 +35,13 @@ def _figure_widget(comparison: InitComparison):
     import plotly.graph_objects as go
     from plotly.subplots import make_subplots
 
-    from nbdiag.views.sizing import responsive
+    from nbdiag.views.plotly_widget import live
 
     fig = make_subplots(
         rows=1, cols=3, subplot_titles=("activation std per layer", "gradient std per layer", "initial loss")
     )
     for i, (scheme, group) in enumerate(comparison.layers.groupby("scheme", sort=False)):
-        color = f"hsl({i * 360 // max(len(comparison.summary), 1)}, 60%, 45%)"
+        color = f"hsl({i * 360 // max(len(comparison.summary()), 1)}, 60%, 45%)"
         hover = group["layer"] + " (" + group["type"] + ")"
         for col, column in ((1, "act_std"), (2, "grad_std")):
             fig.add_trace(
@@ -56,7 +57,7 @@ def _figure_widget(comparison: InitComparison):
                 row=1,
                 col=col,
             )
-    summary = comparison.summary
+    summary = comparison.summary()
     fig.add_trace(
         go.Bar(x=summary.index, y=summary["initial_loss"], name="initial loss", showlegend=False), row=1, col=3
     )
@@ -77,7 +78,7 @@ def _figure_widget(comparison: InitComparison):
     fig.update_xaxes(title_text="layer (forward order)", row=1, col=1)
     fig.update_xaxes(title_text="layer (forward order)", row=1, col=2)
     fig.update_layout(height=420, margin={"t": 40, "b": 40, "l": 40, "r": 20})
-    return responsive(go.FigureWidget(fig))
+    return live(fig)
 
 
 def draw(comparison: InitComparison, fig) -> None:
@@ -91,7 +92,7 @@ def draw(comparison: InitComparison, fig) -> None:
     for ax in (act_ax, grad_ax):
         ax.set_xlabel("layer (forward order)")
     act_ax.legend(fontsize=8)
-    summary = comparison.summary
+    summary = comparison.summary()
     positions = np.arange(len(summary))
     loss_ax.bar(positions, summary["initial_loss"], label="initial loss")
     loss_ax.scatter(positions, summary["chance_loss"], marker="_", s=600, color="k", label="chance")
@@ -99,3 +100,11 @@ def draw(comparison: InitComparison, fig) -> None:
     loss_ax.set_title("initial loss")
     loss_ax.legend(fontsize=8)
     fig.suptitle(comparison.recommendation, fontsize=8, wrap=True)
+
+
+VIEW = InitComparisonView  # the widgets of this module's lab (see nbdiag.labs._widgets.VIEW_MODULES)
+
+
+def draw_lab(lab, fig) -> None:
+    """The lab drawn with matplotlib on ``fig``."""
+    draw(lab, fig)

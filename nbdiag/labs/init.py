@@ -12,8 +12,8 @@ import numpy as np
 import pandas as pd
 import torch
 
-from nbdiag.labs._widgets import LabView, present
 from nbdiag.labs.functions import Activation, get_activation
+from nbdiag.labs.lab import Lab, present
 from nbdiag.labs.schemes import canonical_scheme, init_weight_, scheme_std
 from nbdiag.stats import derive, tensor_stats
 
@@ -173,11 +173,11 @@ def _histogram(h: torch.Tensor, edges: np.ndarray) -> np.ndarray:
     return torch.histc(h.clamp(low, high), bins=len(edges) - 1, min=low, max=high).numpy().astype(np.int64)
 
 
-class InitLab(LabView):
+class InitLab(Lab):
     """The init lab: controls for activation, init, std, depth and batch norm over :func:`deep_net_activations`.
 
-    ``data`` is the current DataFrame; ``update(**kwargs)`` re-runs it (the widget's controls call it too);
-    ``elapsed_s`` is how long the last run took.
+    ``frame()`` is the current per-layer table, ``summary()`` its main columns; ``update(**kwargs)`` re-runs it
+    (the widget's controls call it too); ``elapsed_s`` is how long the last run took.
     """
 
     figsize = (14.0, 6.5)
@@ -198,18 +198,17 @@ class InitLab(LabView):
         start = time.perf_counter()
         self.data = deep_net_activations(**self.params)
         self.elapsed_s = time.perf_counter() - start
-        self._refresh_view()
+        self._changed()
         return self.data
 
-    def _make_view(self):
-        from nbdiag.labs.init_view import InitLabView
+    def frame(self) -> pd.DataFrame:
+        """One row per layer: activation statistics, histogram counts (``hist``), gradient std; ``attrs`` hold
+        the run's parameters and the histogram edges."""
+        return self.data
 
-        return InitLabView(self)
-
-    def _draw(self, fig) -> None:
-        from nbdiag.labs.init_view import draw
-
-        draw(self.data, fig)
+    def summary(self) -> pd.DataFrame:
+        """Per layer: mean, std, saturated and dead fractions, gradient std."""
+        return self.data[["layer", "mean", "std", "saturated", "flat", "dead", "grad_std"]]
 
     def summary_text(self) -> str:
         df, attrs = self.data, self.data.attrs
@@ -217,8 +216,7 @@ class InitLab(LabView):
             f"init lab: {len(df)} layers, {attrs['activation']}, init={attrs['init']}, "
             f"batch_norm={attrs['batch_norm']} (ran in {self.elapsed_s * 1000:.0f} ms)"
         )
-        columns = ["layer", "mean", "std", "saturated", "flat", "dead", "grad_std"]
-        return head + "\n" + df[columns].to_string(index=False, float_format=lambda v: f"{v:.3g}")
+        return head + "\n" + self.summary().to_string(index=False, float_format=lambda v: f"{v:.3g}")
 
 
 def init_lab(display: bool | str | None = None, **params) -> InitLab:
@@ -231,6 +229,6 @@ def init_lab(display: bool | str | None = None, **params) -> InitLab:
             batch_norm, n_samples, seed).
 
     Returns:
-        The :class:`InitLab`: ``.data`` (DataFrame), ``.widget``, ``.update(...)``, ``.savefig(path)``.
+        The :class:`InitLab`: ``.frame()``, ``.summary()``, ``.widget``, ``.update(...)``, ``.savefig(path)``.
     """
     return present(InitLab(**params), display)

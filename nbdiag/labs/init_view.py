@@ -9,7 +9,7 @@ import pandas as pd
 
 from nbdiag.labs._widgets import WidgetView
 
-if TYPE_CHECKING:  # the lab imports this module to draw itself; at run time only that direction exists
+if TYPE_CHECKING:  # for annotations only: the lab never imports its view (see nbdiag.labs.lab)
     from nbdiag.labs.init import InitLab
 
 SLOT = 0.9  # width of one layer's histogram on the layer axis
@@ -40,7 +40,7 @@ class InitLabView(WidgetView):
         import plotly.graph_objects as go
         from plotly.subplots import make_subplots
 
-        from nbdiag.views.sizing import FitWidth, responsive
+        from nbdiag.views.plotly_widget import FitWidth, live
 
         self.lab = lab
         params = lab.params
@@ -75,7 +75,8 @@ class InitLabView(WidgetView):
         fig.update_yaxes(range=[0, 1], tickformat=".0%", title_text="share f'(z) ~ 0", row=2, col=2, secondary_y=True)
         fig.update_xaxes(title_text="layer", row=2)
         fig.update_layout(height=560, margin={"t": 40, "b": 40, "l": 50, "r": 20}, bargap=0)
-        self.figure_widget = responsive(go.FigureWidget(fig))
+        self.figure_widget = live(fig)
+        self.figures = (self.figure_widget,)
         self.status = w.HTML()
         for control in self.controls.values():
             control.observe(self._on_change, names="value")
@@ -150,3 +151,11 @@ def draw(df: pd.DataFrame, fig) -> None:
     bars = flat_ax.get_legend_handles_labels()
     grad_ax.legend(handles[0] + bars[0], handles[1] + bars[1], fontsize=8)
     fig.suptitle(f"{df.attrs['activation']}, init={df.attrs['init']}, batch_norm={df.attrs['batch_norm']}")
+
+
+VIEW = InitLabView  # the widgets of this module's lab (see nbdiag.labs._widgets.VIEW_MODULES)
+
+
+def draw_lab(lab, fig) -> None:
+    """The lab drawn with matplotlib on ``fig``."""
+    draw(lab.frame(), fig)

@@ -7,16 +7,17 @@ import warnings
 from typing import Any
 
 import numpy as np
+import pandas as pd
 import torch
 from torch import nn
 
 from nbdiag.errors import NbdiagWarning
-from nbdiag.labs._widgets import LabView
+from nbdiag.labs.lab import Lab
 from nbdiag.predictions import KIND, PredictionHistory, PredictionProbe
 from nbdiag.record import Record, StepEntry
 
 
-class PredictionTracker(PredictionHistory, LabView):
+class PredictionTracker(PredictionHistory, Lab):
     """Records ``model(x)`` on a fixed batch: class probabilities (classification) or predictions (regression).
 
     Memory is bounded: past ``capacity`` recorded steps, the older half is thinned to every other step.
@@ -48,7 +49,7 @@ class PredictionTracker(PredictionHistory, LabView):
         """
         if capacity < 2:
             raise ValueError(f"got capacity={capacity}; expected >= 2")
-        LabView.__init__(self)
+        Lab.__init__(self)
         self.probe = PredictionProbe(model, batch, task=task, max_samples=max_samples)
         PredictionHistory.__init__(self, Record(capacity=max(capacity, 4)))
         self.capacity = capacity
@@ -94,17 +95,22 @@ class PredictionTracker(PredictionHistory, LabView):
 
     def refresh(self) -> None:
         """Bring the widget (if built) up to date with the steps recorded since."""
-        self._refresh_view()
+        self._changed()
 
-    def _make_view(self):
-        from nbdiag.labs.predictions_view import PredictionsView
+    def frame(self) -> pd.DataFrame:
+        """See :meth:`nbdiag.predictions.PredictionHistory.frame`."""
+        return PredictionHistory.frame(self)
 
-        return PredictionsView(self)
-
-    def _draw(self, fig) -> None:
-        from nbdiag.labs.predictions_view import draw
-
-        draw(self, fig)
+    def summary(self) -> pd.DataFrame:
+        """One row per recorded step: accuracy and mean p(true) (classification), or RMSE (regression)."""
+        frame = self.frame()
+        if frame.empty:
+            return pd.DataFrame()
+        if self.task == "classification":
+            correct = (frame["pred"] == frame["target"]).rename("accuracy")
+            return pd.concat([frame["step"], correct, frame["p_true"]], axis=1).groupby("step").mean()
+        error = ((frame["pred"] - frame["target"]) ** 2).rename("rmse")
+        return pd.concat([frame["step"], error], axis=1).groupby("step").mean() ** 0.5
 
 
 def track_predictions(model: nn.Module, batch: Any, **kwargs: Any) -> PredictionTracker:

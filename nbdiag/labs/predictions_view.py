@@ -9,7 +9,7 @@ import numpy as np
 
 from nbdiag.labs._widgets import WidgetView
 
-if TYPE_CHECKING:  # the tracker imports this module to draw itself; at run time only that direction exists
+if TYPE_CHECKING:  # for annotations only: the tracker never imports its view (see nbdiag.labs.lab)
     from nbdiag.labs.predictions import PredictionTracker
 
 
@@ -33,7 +33,7 @@ class PredictionsView(WidgetView):
         import plotly.graph_objects as go
         from plotly.subplots import make_subplots
 
-        from nbdiag.views.sizing import FitWidth, responsive
+        from nbdiag.views.plotly_widget import FitWidth, live
 
         self.tracker = tracker
         classification = tracker.task == "classification"
@@ -53,7 +53,8 @@ class PredictionsView(WidgetView):
         fig.update_yaxes(autorange="reversed", title_text="sample", row=1, col=1)
         fig.update_xaxes(title_text="step", row=1, col=1)
         fig.update_layout(height=460, margin={"t": 40, "b": 40, "l": 50, "r": 20})
-        self.figure_widget = responsive(go.FigureWidget(fig))
+        self.figure_widget = live(fig)
+        self.figures = (self.figure_widget,)
         self.slider = w.IntSlider(value=0, min=0, max=0, description="step #")
         self.slider.observe(lambda _change: self._show_step(), names="value")
         self.refresh()
@@ -145,3 +146,11 @@ def draw(tracker: PredictionTracker, fig) -> None:
         step_ax.set_xlabel("sample")
         step_ax.set_ylabel("p(true class)")
     step_ax.set_title(f"step {steps[-1]}")
+
+
+VIEW = PredictionsView  # the widgets of this module's lab (see nbdiag.labs._widgets.VIEW_MODULES)
+
+
+def draw_lab(lab, fig) -> None:
+    """The lab drawn with matplotlib on ``fig``."""
+    draw(lab, fig)

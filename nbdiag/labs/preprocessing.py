@@ -12,7 +12,7 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from nbdiag.labs._widgets import LabView, present
+from nbdiag.labs.lab import Lab, present
 
 STAGES = ("original", "zero-centered", "normalized", "decorrelated", "whitened")
 WHITEN_EPS = 1e-8  # added to eigenvalues before dividing, so a zero-variance direction stays finite
@@ -212,7 +212,7 @@ def digits_images(source: str = "digits") -> tuple[np.ndarray, np.ndarray]:
     raise ValueError(f"got source={source!r}, expected 'digits' or 'mnist'; try source='digits'")
 
 
-class PreprocessingLab(LabView):
+class PreprocessingLab(Lab):
     """The preprocessing lab: a point cloud through the stages, image preprocessing, and the split leak.
 
     ``steps`` (:class:`PreprocessingSteps`), ``leakage`` (DataFrame), ``images`` (dict of
@@ -246,18 +246,27 @@ class PreprocessingLab(LabView):
             train, test = self.user_data[:split], self.user_data[split:]
         self.steps = preprocessing_steps(train, test, fit_on=self.fit_on)
         self.leakage = split_leakage(train, test)
-        self._refresh_view()
+        self._changed()
         return self.steps
 
-    def _make_view(self):
-        from nbdiag.labs.preprocessing_view import PreprocessingLabView
+    def frame(self) -> pd.DataFrame:
+        """One row per (stage, split): the points' mean and standard deviation along each coordinate and the
+        covariance of the first two (what the stages change)."""
+        rows = []
+        for split, stages in (("train", self.steps.stages), ("test", self.steps.test_stages or {})):
+            for stage in (name for name in STAGES if name in stages):
+                x = stages[stage]
+                cov = covariance(x)
+                row = {"stage": stage, "split": split, "n": len(x)}
+                row.update({f"mean_{i}": float(v) for i, v in enumerate(x.mean(0)[:2])})
+                row.update({f"std_{i}": float(v) for i, v in enumerate(x.std(0)[:2])})
+                row["cov_01"] = float(cov[0, 1]) if cov.shape[0] > 1 else float("nan")
+                rows.append(row)
+        return pd.DataFrame(rows)
 
-        return PreprocessingLabView(self)
-
-    def _draw(self, fig) -> None:
-        from nbdiag.labs.preprocessing_view import draw
-
-        draw(self, fig)
+    def summary(self) -> pd.DataFrame:
+        """The split leak of the point cloud (see :func:`split_leakage`)."""
+        return self.leakage
 
     def summary_text(self) -> str:
         covariances = self.steps.covariances()
@@ -281,6 +290,7 @@ def preprocessing_lab(
             None (auto) as for ``nbdiag.watch``: chosen for the front end, nothing outside a notebook.
 
     Returns:
-        The :class:`PreprocessingLab` (``.steps``, ``.leakage``, ``.images``, ``.widget``, ``.savefig(path)``).
+        The :class:`PreprocessingLab` (``.frame()``, ``.summary()``, ``.steps``, ``.leakage``, ``.images``,
+        ``.widget``, ``.savefig(path)``).
     """
     return present(PreprocessingLab(data, images), display)

@@ -8,7 +8,7 @@ import numpy as np
 
 from nbdiag.labs._widgets import WidgetView
 
-if TYPE_CHECKING:  # the lab imports this module to draw itself; at run time only that direction exists
+if TYPE_CHECKING:  # for annotations only: the lab never imports its view (see nbdiag.labs.lab)
     from nbdiag.labs.preprocessing import PreprocessingLab
 
 IMAGE_PANELS = ("example", "mean image", "minus mean image", "minus channel mean", "channel standardized")
@@ -51,7 +51,7 @@ class PreprocessingLabView(WidgetView):
         import plotly.graph_objects as go
         from plotly.subplots import make_subplots
 
-        from nbdiag.views.sizing import FitWidth, responsive
+        from nbdiag.views.plotly_widget import FitWidth, live
 
         self.lab = lab
         cloud = make_subplots(rows=2, cols=len(lab.stages), subplot_titles=lab.stages, vertical_spacing=0.1)
@@ -79,8 +79,9 @@ class PreprocessingLabView(WidgetView):
             images.update_yaxes(autorange="reversed", scaleanchor=f"x{col}", row=1, col=col)
         images.update_layout(height=240, margin={"t": 40, "b": 10, "l": 10, "r": 10})
         images.update_annotations(font_size=12)
-        self.figure_widget = responsive(go.FigureWidget(cloud))
-        self.image_widget = responsive(go.FigureWidget(images))
+        self.figure_widget = live(cloud)
+        self.image_widget = live(images)
+        self.figures = (self.figure_widget, self.image_widget)
         self.controls = {
             "correlation": w.FloatSlider(
                 value=lab.correlation, min=-0.95, max=0.95, step=0.05, description="correlation"
@@ -162,3 +163,11 @@ def draw(lab: PreprocessingLab, fig) -> None:
         ax.axis("off")
     fig.colorbar(shown, ax=axes[2, -1], fraction=0.046, label="pixel value (one scale)")
     fig.suptitle(f"preprocessing; statistics fitted on: {lab.fit_on}")
+
+
+VIEW = PreprocessingLabView  # the widgets of this module's lab (see nbdiag.labs._widgets.VIEW_MODULES)
+
+
+def draw_lab(lab, fig) -> None:
+    """The lab drawn with matplotlib on ``fig``."""
+    draw(lab, fig)

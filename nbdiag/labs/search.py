@@ -11,12 +11,11 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Any
 
 import numpy as np
 import pandas as pd
 
-from nbdiag.labs._widgets import LabView, present
+from nbdiag.labs.lab import Lab, present
 
 LR_RANGE = (1e-3, 10.0)  # log10 range of the learning rate: the hyperparameter that matters
 DECAY_RANGE = (1e-6, 1e-2)  # weight decay: on digits it barely matters inside this range
@@ -171,40 +170,31 @@ def search_summary(frame: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame(rows).set_index("strategy")
 
 
-class SearchLab(LabView):
-    """The random vs grid search lab: ``frame`` (every trial), ``summary()``, ``update(budget=, seed=)``."""
+class SearchLab(Lab):
+    """The random vs grid search lab: ``frame()`` (every trial), ``summary()``, ``update(budget=, seed=)``."""
 
     figsize = (14.0, 5.0)
 
     def __init__(self, budget: int = 16, seed: int = 0) -> None:
         super().__init__()
         self.budget, self.seed = budget, seed
-        self.frame = random_vs_grid(budget, seed)
+        self.trials = random_vs_grid(budget, seed)
 
     def update(self, budget: int | None = None, seed: int | None = None) -> pd.DataFrame:
         """Rerun both searches with a new budget or seed (the widget's controls call this)."""
         self.budget = self.budget if budget is None else budget
         self.seed = self.seed if seed is None else seed
-        self.frame = random_vs_grid(self.budget, self.seed)
-        if self._widget is not None:
-            from nbdiag.labs.search_view import refresh
+        self.trials = random_vs_grid(self.budget, self.seed)
+        self._changed()
+        return self.trials
 
-            refresh(self)
-        return self.frame
+    def frame(self) -> pd.DataFrame:
+        """Every trial (see :func:`random_vs_grid`)."""
+        return self.trials
 
     def summary(self) -> pd.DataFrame:
         """See :func:`search_summary`."""
-        return search_summary(self.frame)
-
-    def _build_widget(self) -> Any:
-        from nbdiag.labs.search_view import build_widget
-
-        return build_widget(self)
-
-    def _draw(self, fig: Any) -> None:
-        from nbdiag.labs.search_view import draw
-
-        draw(self, fig)
+        return search_summary(self.trials)
 
     def summary_text(self) -> str:
         head = f"random vs grid search on digits: {self.budget} trials per stage, coarse then fine, seed {self.seed}"
@@ -221,6 +211,6 @@ def search_lab(budget: int = 16, seed: int = 0, display: bool | str | None = Non
             ``nbdiag.watch``.
 
     Returns:
-        The :class:`SearchLab` (``.frame``, ``.summary()``, ``.widget``, ``.savefig(path)``).
+        The :class:`SearchLab` (``.frame()``, ``.summary()``, ``.widget``, ``.savefig(path)``).
     """
     return present(SearchLab(budget, seed), display)

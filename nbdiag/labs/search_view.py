@@ -1,10 +1,15 @@
-"""Drawing the random vs grid search lab: where each strategy looked (lr x weight decay) and what it found."""
+"""Drawing the random vs grid search lab: where each strategy looked (lr x weight decay) and what it found; one
+plotly FigureWidget updated in place, and the same panels in matplotlib."""
 
 from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-if TYPE_CHECKING:  # the lab imports this module to draw itself; at run time only that direction exists
+import numpy as np
+
+from nbdiag.labs._widgets import WidgetView
+
+if TYPE_CHECKING:  # for annotations only: the lab never imports its view (see nbdiag.labs.lab)
     from nbdiag.labs.search import SearchLab
 
 COLORS = {"grid": "#1f77b4", "random": "#d62728"}
@@ -14,7 +19,7 @@ MARKERS = {"coarse": "o", "fine": "^"}
 def draw(lab: SearchLab, fig: Any) -> None:
     """Three axes: each strategy's trials in (lr, weight decay) coloured by validation accuracy, then validation
     accuracy against the learning rate for both (the important hyperparameter: the grid sees few values of it)."""
-    frame, summary = lab.frame, lab.summary()
+    frame, summary = lab.frame(), lab.summary()
     axes = fig.subplots(1, 3)
     for ax, strategy in zip(axes[:2], ("grid", "random"), strict=True):
         trials = frame[frame["strategy"] == strategy]
@@ -47,27 +52,82 @@ def draw(lab: SearchLab, fig: Any) -> None:
     axes[2].legend(loc="lower left", fontsize=8)
 
 
-def build_widget(lab: SearchLab) -> Any:
-    """Budget and seed controls above the lab's figure (a PNG, redrawn when a control changes) and its summary."""
-    import ipywidgets as w
+class SearchLabView(WidgetView):
+    """Budget and seed controls above one FigureWidget (each strategy's trials in lr x weight decay, and validation
+    accuracy against lr), and the summary table."""
 
-    lab.controls = {
-        "budget": w.IntSlider(value=lab.budget, min=4, max=49, description="trials/stage"),
-        "seed": w.IntText(value=lab.seed, description="seed"),
-    }
-    lab.image = w.Image(format="png")
-    lab.table = w.HTML()
+    def __init__(self, lab: SearchLab) -> None:
+        import ipywidgets as w
+        import plotly.graph_objects as go
+        from plotly.subplots import make_subplots
 
-    def on_change(_change) -> None:
-        lab.update(budget=lab.controls["budget"].value, seed=lab.controls["seed"].value)
+        from nbdiag.views.plotly_widget import FitWidth, live
 
-    for control in lab.controls.values():
-        control.observe(on_change, names="value")
-    refresh(lab)
-    return w.VBox([w.HBox(list(lab.controls.values())), lab.image, lab.table])
+        self.lab = lab
+        fig = make_subplots(rows=1, cols=3, subplot_titles=("grid", "random", "validation accuracy vs lr"))
+        for col, strategy in enumerate(("grid", "random"), start=1):
+            for stage, symbol in (("coarse", "circle"), ("fine", "triangle-up")):
+                marker = {"symbol": symbol, "colorscale": "Viridis", "cmin": 0, "cmax": 1, "size": 8}
+                marker["showscale"] = col == 2 and stage == "coarse"
+                marker["colorbar"] = {"title": {"text": "val acc"}, "x": 0.64, "len": 0.9}
+                name = f"{strategy} {stage}"
+                fig.add_trace(go.Scatter(mode="markers", name=name, marker=marker, showlegend=False), row=1, col=col)
+            star = {"symbol": "star", "size": 16, "color": "gold", "line": {"width": 1, "color": "black"}}
+            fig.add_trace(go.Scatter(mode="markers", name=f"{strategy} best", marker=star, showlegend=False), 1, col)
+        for strategy, color in COLORS.items():
+            marker = {"color": color, "size": 6, "opacity": 0.8}
+            fig.add_trace(go.Scatter(mode="markers", name=strategy, marker=marker), row=1, col=3)
+        fig.update_xaxes(type="log", title_text="learning rate")
+        fig.update_yaxes(type="log", title_text="weight decay", col=1)
+        fig.update_yaxes(type="log", col=2)
+        fig.update_yaxes(range=[0, 1.02], title_text="validation accuracy", col=3)
+        fig.update_layout(height=420, margin={"t": 40, "b": 40, "l": 60, "r": 20})
+        self.figure_widget = live(fig)
+        self.figures = (self.figure_widget,)
+        self.controls = {
+            "budget": w.IntSlider(value=lab.budget, min=4, max=49, description="trials/stage"),
+            "seed": w.IntText(value=lab.seed, description="seed"),
+        }
+        self.table = w.HTML()
+        for control in self.controls.values():
+            control.observe(self._on_change, names="value")
+        self.refresh()
+        self.box = w.VBox([w.HBox(list(self.controls.values())), self.figure_widget, FitWidth(), self.table])
+
+    def _on_change(self, _change: Any) -> None:
+        self.lab.update(budget=self.controls["budget"].value, seed=self.controls["seed"].value)
+
+    def refresh(self) -> None:
+        """Put the lab's trials into the figure (one batched message), and refill the summary table."""
+        frame, summary = self.lab.frame(), self.lab.summary()
+        fig = self.figure_widget
+        traces = iter(fig.data)
+        with fig.batch_update():
+            for strategy in ("grid", "random"):
+                trials = frame[frame["strategy"] == strategy]
+                for stage in ("coarse", "fine"):
+                    part = trials[trials["stage"] == stage]
+                    values = {"x": _floats(part["lr"]), "y": _floats(part["weight_decay"])}
+                    next(traces).update(values, marker_color=_floats(part["val_acc"]))
+                best = summary.loc[strategy]
+                next(traces).update(x=[float(best["best_lr"])], y=[float(best["best_weight_decay"])])
+            for strategy in COLORS:
+                trials = frame[frame["strategy"] == strategy]
+                next(traces).update(x=_floats(trials["lr"]), y=_floats(trials["val_acc"]))
+            for i, strategy in enumerate(("grid", "random")):
+                best = summary.loc[strategy]
+                title = f"{strategy}: {int(best['distinct_lr'])} distinct lr, best {best['best_val_acc']:.1%}"
+                fig.layout.annotations[i].text = title
+        self.table.value = summary.to_html(float_format=lambda v: f"{v:.4g}")
 
 
-def refresh(lab: SearchLab) -> None:
-    """Redraw the widget's figure and summary table from ``lab.frame``."""
-    lab.image.value = lab.png()
-    lab.table.value = lab.summary().to_html(float_format=lambda v: f"{v:.4g}")
+def _floats(column: Any) -> np.ndarray:
+    return column.to_numpy(dtype=np.float64)
+
+
+VIEW = SearchLabView  # the widgets of this module's lab (see nbdiag.labs._widgets.VIEW_MODULES)
+
+
+def draw_lab(lab: SearchLab, fig: Any) -> None:
+    """The lab drawn with matplotlib on ``fig``."""
+    draw(lab, fig)

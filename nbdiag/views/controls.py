@@ -11,9 +11,8 @@ from nbdiag.findings import by_severity, severity_badge, where_text
 from nbdiag.names import owning_layer
 from nbdiag.views.data import Snapshot
 from nbdiag.views.figure import PanelFigure
-from nbdiag.views.grid import build_panels
 from nbdiag.views.panels import ViewState, selected_layer
-from nbdiag.views.sizing import FitWidth
+from nbdiag.views.plotly_widget import FitWidth
 
 _SHORT_LABEL = {"description_width": "auto"}
 BANNER_FINDINGS = 6  # findings shown in the banner; the rest are counted (mon.findings() lists all)
@@ -22,13 +21,12 @@ BANNER_FINDINGS = 6  # findings shown in the banner; the rest are counted (mon.f
 class Controls:
     """The widgets of one Dashboard; user changes go to ``dashboard.set_state`` / ``pause`` / ``resume``."""
 
-    def __init__(self, dashboard: Any) -> None:
+    def __init__(self, dashboard: Any, panels: list) -> None:
         import ipywidgets as w
 
         self._dashboard = weakref.ref(dashboard)  # the widgets outlive a dropped dashboard; they must not keep it
         self._syncing = False
-        snap = dashboard.snapshot()
-        self.figure = PanelFigure(build_panels(snap, dashboard.state))
+        self.figure = PanelFigure(panels)
         self.layer = w.Dropdown(description="layer", options=[], layout=w.Layout(width="240px"), style=_SHORT_LABEL)
         self.step = w.IntSlider(
             description="step",
@@ -135,14 +133,11 @@ class Controls:
         self.status.value = html
 
     def draw(self, panels: list) -> None:
-        """Update the figure in place, or lay it out anew when the set of panels changed (one widget swapped)."""
+        """Update the figure in place, or lay it out anew in the same widget when the set of panels changed."""
         if self.figure.fits(panels):
             self.figure.update(panels)
             return
-        old = self.figure.figure
-        self.figure = PanelFigure(panels)
-        self.box.children = tuple(self.figure.figure if child is old else child for child in self.box.children)
-        old.close()
+        self.figure = PanelFigure(panels, into=self.figure.figure)
 
     @property
     def dashboard(self) -> Any:

@@ -1,8 +1,5 @@
-"""The live dashboard, drawn along one of three render paths chosen by :mod:`nbdiag.environment`:
-
-- "widget": a findings banner and controls above one plotly FigureWidget (JupyterLab, Notebook 7, Binder);
-- "inline": one output updated in place through a display handle (VS Code, Colab; :mod:`nbdiag.views.inline`);
-- "static": a PNG and the text summary, drawn again when training ends (scripts, nbconvert, CI).
+"""The live dashboard: one source drawn along the render paths of :mod:`nbdiag.views.paths` ("widget", "inline",
+"static"; chosen by :mod:`nbdiag.environment`), each fed one :class:`~nbdiag.views.paths.Frame` per refresh.
 
 The live paths are refreshed by a Renderer thread.
 """
@@ -16,15 +13,14 @@ import time
 from typing import Any
 
 from nbdiag.environment import Display, DisplayMode, resolve_display
-from nbdiag.findings import findings_html
-from nbdiag.views import inline, static
+from nbdiag.views import static
 from nbdiag.views.data import Snapshot, snapshot
-from nbdiag.views.grid import build_panels
 from nbdiag.views.panels import ViewState
+from nbdiag.views.paths import PATHS, WIDGET_MIME, Frame, RenderPath, WidgetPath
 from nbdiag.views.renderer import RENDER_BUDGET, Renderer
 from nbdiag.views.text import summary_text
 
-WIDGET_MIME = "application/vnd.jupyter.widget-view+json"
+__all__ = ["WIDGET_MIME", "Dashboard"]
 
 
 class Dashboard:
@@ -51,9 +47,7 @@ class Dashboard:
         self.paused = False
         self.findings_error: str | None = None
         self._lock = threading.RLock()
-        self._widget: Any = None
-        self._display: Any = None  # the DisplayHandle of the last widget or static display, to refresh its PNG
-        self._inline: inline.InlineView | None = None
+        self._paths: dict[str, RenderPath] = {}  # the paths shown (or built: the widget), by name
         self.mode: DisplayMode | None = None
         self.use(display)
         self.renderer = Renderer(  # bound methods only: the thread holds them weakly and ends with this dashboard
@@ -62,9 +56,10 @@ class Dashboard:
             self._is_paused,
             max_hz=max_hz,
             budget=budget,
-            on_idle=self._update_fallback,
+            on_idle=self._settle,
             on_error=self._renderer_failed,
         )
+        self._base_interval = self.renderer.min_interval
 
     # -- reading ------------------------------------------------------------------------------------------
     def findings(self) -> list[Any]:
@@ -87,9 +82,19 @@ class Dashboard:
         """The record read once, as the panels see it."""
         return snapshot(self.source)
 
+    def frame(self) -> Frame:
+        """One refresh's state: the record read once, the health rules run once, the shown state synced with the
+        controls; its panels, text and PNG all follow from it."""
+        with self._lock:
+            snap = self.snapshot()
+            for path in self._paths.values():
+                self.state = path.sync(snap, self.state)
+            found = self.findings()
+            return Frame(snap, found, self.state, self.title(), self._status(snap))
+
     def panels(self) -> list:
         """The panels of the current state (plain data; see :mod:`nbdiag.views.panels`)."""
-        return build_panels(self.snapshot(), self.state)
+        return self.frame().panels
 
     def text(self) -> str:
         """A readable text summary of the latest state."""
@@ -97,11 +102,13 @@ class Dashboard:
 
     def figure(self) -> Any:
         """The panels as a matplotlib Figure."""
-        return static.figure(self.panels(), self.findings(), self.title())
+        frame = self.frame()
+        return static.figure(frame.panels, frame.findings, frame.title)
 
     def png(self, dpi: int = 72) -> bytes:
         """The panels as PNG bytes."""
-        return static.png(self.panels(), self.findings(), self.title(), dpi=dpi)
+        frame = self.frame()
+        return static.png(frame.panels, frame.findings, frame.title, dpi=dpi)
 
     # -- the widget ---------------------------------------------------------------------------------------
     @property
@@ -115,13 +122,19 @@ class Dashboard:
         return self._controls().figure.figure
 
     def _controls(self) -> Any:
-        with self._lock:
-            if self._widget is None:
-                from nbdiag.views.controls import Controls
+        return self.path("widget").controls
 
-                self._widget = Controls(self)
+    def path(self, name: str) -> RenderPath:
+        """The render path ``name`` of this dashboard ("widget", "inline", "static"), built on first use; once
+        built it is refreshed with the others."""
+        with self._lock:
+            if name not in self._paths:
+                if name == "widget":
+                    self._paths[name] = WidgetPath(self, self.frame())
+                else:
+                    self._paths[name] = PATHS[name]()
                 self.refresh()
-            return self._widget
+            return self._paths[name]
 
     def use(self, display: Any) -> None:
         """Draw along ``display`` from the next display on ("widget", "inline", "static"; None or False: chosen
@@ -148,11 +161,16 @@ class Dashboard:
             loss_log, norm_log: log scale for the loss / the norms; None leaves it.
 
         Raises:
-            ValueError: for a layer that is not recorded.
+            ValueError: for a layer that is not recorded (none is before the first sampled step).
         """
         snap = self.snapshot()
         changes: dict[str, Any] = {}
         if layer is not None:
+            if not snap.layers:
+                raise ValueError(
+                    f"got layer={layer!r}, but no layer is recorded yet (nothing before the first sampled step); "
+                    "choose the layer once training has sampled a step, or leave layer= out"
+                )
             if layer not in snap.layers:
                 raise ValueError(f"got layer={layer!r}, expected one of {snap.layers}; try layer={snap.layers[0]!r}")
             changes["layer"] = layer
@@ -163,17 +181,18 @@ class Dashboard:
             self.set_state(**changes)
 
     def refresh(self) -> None:
-        """Redraw every live view from the newest record state (one message per view)."""
+        """Redraw every shown path from the newest record state (one frame for all)."""
         with self._lock:
-            if self._inline is not None:
-                self._update_inline()
-            if self._widget is None:
+            if not self._paths:
                 return
-            snap = self.snapshot()
-            self.state = self._widget.sync(snap, self.state)
-            self._widget.draw(build_panels(snap, self.state))
-            self._widget.show_findings(self.findings())
-            self._widget.show_status(self._status(snap))
+            frame = self.frame()
+            for path in list(self._paths.values()):
+                path.refresh(frame)
+            self._pace()
+
+    def _pace(self) -> None:
+        """The renderer waits as long as the slowest shown path asks (inline: its bytes per second)."""
+        self.renderer.min_interval = max([self._base_interval] + [p.min_interval() for p in self._paths.values()])
 
     def set_state(self, **changes: Any) -> None:
         """Change what is shown (``layer``, ``index``, ``loss_log``, ``norm_log``) and redraw.
@@ -208,94 +227,50 @@ class Dashboard:
         self._controls()
         self.renderer.start()
 
-    def _start_inline(self) -> None:
-        """Show a new inline output (the latest one follows training) and start the renderer at <= 2 Hz."""
+    def _settle(self) -> None:
+        """Training went quiet or ended: every shown path draws the same frame, fallback PNG and text included,
+        so a notebook saved now shows the last state."""
         with self._lock:
-            if self._inline is None:
-                self._inline = inline.InlineView()
-            view = self._inline
-            view.show(self._inline_bundle(png=False))
-            self.renderer.min_interval = view.min_interval()
-        self.renderer.start()
-
-    def _inline_bundle(self, png: bool) -> dict[str, Any]:
-        snap = self.snapshot()
-        found = self.findings()
-        panels = build_panels(snap, self.state)
-        picture = static.png(panels, found, self.title()) if png else None
-        table = f"<b>Health</b>{findings_html(found)}"
-        return self._inline.bundle(panels, self._heading(snap, found), summary_text(snap, found), table, picture)
-
-    def _update_inline(self, png: bool = False) -> None:
-        self._inline.update(self._inline_bundle(png))
-        self.renderer.min_interval = self._inline.min_interval()
+            if not self._paths:
+                return
+            frame = self.frame()
+            for path in list(self._paths.values()):
+                path.refresh(frame)
+                path.settle(frame)
 
     def finish(self) -> None:
-        """Training is over: redraw once more, refresh the displayed PNG/text fallback (so a notebook saved now
-        shows the final state), and stop the renderer thread. The controls keep working."""
+        """Training is over: draw once more, fallback PNG and text included (a notebook saved now shows the final
+        state), and stop the renderer thread. The controls keep working."""
         self.renderer.stop()
-        self.refresh()
-        self._update_fallback()
+        self._settle()
 
     def close(self) -> None:
         """Stop the renderer and close the widgets."""
         self.renderer.stop()
         with self._lock:
-            if self._widget is not None:
-                self._widget.close()
-                self._widget = None
+            for path in self._paths.values():
+                path.close()
+            self._paths.clear()
 
     # -- display ------------------------------------------------------------------------------------------
+    def _chosen(self) -> str:
+        return self.mode or resolve_display(None) or "static"
+
     def _repr_mimebundle_(self, include: Any = None, exclude: Any = None) -> dict[str, Any]:
         """The bundle of this dashboard's path ("widget" unless chosen): widget view + image/png + text/plain,
         so a saved notebook or nbconvert output shows the state."""
-        if self.mode == "static":
-            return self._static_bundle()
-        if self.mode == "inline":
-            inline_view = self._inline or inline.InlineView()
-            snap, found = self.snapshot(), self.findings()
-            panels = build_panels(snap, self.state)
-            png = static.png(panels, found, self.title())
-            table = f"<b>Health</b>{findings_html(found)}"
-            return inline_view.bundle(panels, self._heading(snap, found), summary_text(snap, found), table, png)
-        bundle = self._widget_bundle()
-        self.renderer.start()
+        path = self.path(self.mode or "widget")
+        bundle = path.bundle(self.frame())
+        if path.live:  # started once the view exists: edits before the first view would leave it empty
+            self.renderer.start()
         return bundle
-
-    def _widget_bundle(self) -> dict[str, Any]:
-        """The widget view's bundle; the caller starts the renderer once it is displayed (edits before the first
-        view would leave it empty)."""
-        controls = self._controls()
-        self.refresh()
-        controls.figure.figure._repr_mimebundle_()  # a new view starts from the current figure
-        bundle = {"text/plain": self.text(), "image/png": self.png()}
-        bundle[WIDGET_MIME] = controls.box._repr_mimebundle_()[WIDGET_MIME]
-        return bundle
-
-    def _static_bundle(self) -> dict[str, Any]:
-        note = "static view: drawn again when training ends (close()); display='inline' or 'widget' draws live"
-        return {"text/plain": f"{self.text()}\n\n({note})", "image/png": self.png()}
 
     def _ipython_display_(self) -> None:
-        from IPython.display import display
-
-        mode = self.mode or resolve_display(None) or "static"
-        if mode == "inline":
-            self._start_inline()
-        elif mode == "static":
-            self._display = display(self._static_bundle(), raw=True, display_id=True)
-        else:
-            self._display = display(self._widget_bundle(), raw=True, display_id=True)
+        path = self.path(self._chosen())
+        path.show(self.frame())
+        if path.live:
+            self._pace()  # the first message may set it (inline: its size)
             self.renderer.start()
-
-    def _update_fallback(self) -> None:
-        """When training went quiet, refresh the displayed PNG and text, so a saved notebook shows the last state."""
-        with self._lock:
-            if self._inline is not None:
-                self._update_inline(png=True)
-        if self._display is not None:
-            static_shown = self._widget is None
-            self._display.update(self._static_bundle() if static_shown else self._widget_bundle(), raw=True)
 
     def __repr__(self) -> str:
         return self.text()
@@ -305,15 +280,6 @@ class Dashboard:
         model = self.source.record.meta.model
         steps = self.source.record.steps()
         return f"{model} · step {steps[-1]}" if steps else model
-
-    def _heading(self, snap: Snapshot, found: list[Any]) -> str:
-        """The inline view's first line: model, step, layers, findings by severity."""
-        latest = snap.entries[-1].step if snap.entries else "-"
-        counts = {}
-        for finding in found:
-            counts[finding.severity] = counts.get(finding.severity, 0) + 1
-        summary = ", ".join(f"{n} {severity}" for severity, n in counts.items()) or "no findings"
-        return f"{self.title() or 'nbdiag'} · latest sampled step {latest} · {len(snap.layers)} layers · {summary}"
 
     def _status(self, snap: Snapshot) -> str:
         costs = list(self.renderer.costs)

@@ -6,7 +6,6 @@ keeps what it last sent and passes plotly only the properties that changed.
 
 from __future__ import annotations
 
-import functools
 from typing import Any
 
 import numpy as np
@@ -26,9 +25,11 @@ class PanelFigure:
         panels: the first panels to draw (their order fixes the grid positions).
         widget: build a ``go.FigureWidget`` (live, in a notebook) instead of a static ``go.Figure``.
         digits: round values to this many significant digits (None: exact), for views sent as JSON text.
+        into: a live FigureWidget to draw into instead of a new one (the set of panels changed: the same widget
+            model keeps being shown; see :func:`nbdiag.views.plotly_widget.refill`).
     """
 
-    def __init__(self, panels: list[Panel], widget: bool = True, digits: int | None = None) -> None:
+    def __init__(self, panels: list[Panel], widget: bool = True, digits: int | None = None, into: Any = None) -> None:
         from plotly.subplots import make_subplots
 
         rows = -(-len(panels) // COLS)
@@ -45,7 +46,7 @@ class PanelFigure:
         layout = grid.layout.to_plotly_json()
         layout.update(
             height=ROW_HEIGHT * rows,
-            autosize=True,  # the width follows the output area (see nbdiag.views.sizing)
+            autosize=True,  # the width follows the output area (see nbdiag.views.plotly_widget)
             margin={"t": 60, "b": 50, "l": 95, "r": 20},
             template="plotly_white",
             hovermode="closest",
@@ -70,7 +71,9 @@ class PanelFigure:
         if widget:
             # Wrapped only now, with the values in: a FigureWidget edited before its first view exists comes up
             # empty in JupyterLab and Notebook 7 (plotly 7.1; seen in the browser tests).
-            self.figure = _live(self.figure)
+            from nbdiag.views.plotly_widget import live, refill
+
+            self.figure = live(self.figure) if into is None else refill(into, self.figure)
 
     def _make(self, traces: list[dict], layout: dict) -> Any:
         """The plotly object the slots are drawn on (a subclass may draw on another with the same methods)."""
@@ -184,61 +187,6 @@ def _axes(fig: Any, i: int) -> tuple[str, str, str, str]:
     subplot = fig.get_subplot(row + 1, column + 1)
     x_name, y_name = subplot.xaxis.plotly_name, subplot.yaxis.plotly_name
     return x_name, y_name, x_name.replace("axis", ""), y_name.replace("axis", "")
-
-
-def _live(figure: Any) -> Any:
-    """``figure`` as a FigureWidget that fills its output area's width."""
-    from nbdiag.views.sizing import responsive
-
-    return responsive(_figure_widget_class()(figure))
-
-
-@functools.cache
-def _figure_widget_class() -> type:
-    """``go.FigureWidget`` that survives the front end's echo of binary arrays.
-
-    After each edit plotly's widget JavaScript sends back what plotly.js holds (``createDeltaObject``); a float
-    array sent as a binary buffer is a typed array there, which that function walks like an object, so the echo
-    holds ``{"0": v0, "1": v1, ...}``. plotly 7.1's ``_remove_overlapping_props`` then raised "The truth value of
-    an array ... is ambiguous" on every interaction. Those entries only record plotly.js's defaults for values we
-    set ourselves: they are dropped before plotly reads the echo.
-    """
-    import plotly.graph_objects as go
-    from traitlets import observe
-
-    class FigureWidget(go.FigureWidget):
-        @observe("_js2py_traceDeltas")
-        def _handler_js2py_traceDeltas(self, change: dict) -> None:
-            message = change["new"]
-            if message:
-                props = {trace.uid: trace._props for trace in self.data}
-                deltas = [_without_array_echoes(d, props.get(d.get("uid"), {})) for d in message["trace_deltas"]]
-                change = {**change, "new": {**message, "trace_deltas": deltas}}
-            super()._handler_js2py_traceDeltas(change)
-
-        @observe("_js2py_layoutDelta")
-        def _handler_js2py_layoutDelta(self, change: dict) -> None:
-            message = change["new"]
-            if message:
-                layout = _without_array_echoes(message["layout_delta"], self._layout)
-                change = {**change, "new": {**message, "layout_delta": layout}}
-            super()._handler_js2py_layoutDelta(change)
-
-    return FigureWidget
-
-
-def _without_array_echoes(delta: dict, props: Any) -> dict:
-    """``delta`` without the objects that stand where ``props`` holds a numpy array (see
-    :func:`_figure_widget_class`); nested dicts are walked alike."""
-    if not isinstance(props, dict):
-        return delta
-    kept = {}
-    for key, value in delta.items():
-        mine = props.get(key)
-        if isinstance(value, dict) and isinstance(mine, np.ndarray):
-            continue
-        kept[key] = _without_array_echoes(value, mine) if isinstance(value, dict) else value
-    return kept
 
 
 def _legend_id(i: int) -> str:

@@ -58,7 +58,7 @@ class InlineView:
     def bundle(
         self, panels: list[Panel], heading: str, text: str, table: str = "", png: bytes | None = None
     ) -> dict[str, Any]:
-        """The mime bundle of one state.
+        """The mime bundle of one dashboard state.
 
         Args:
             panels: what to draw.
@@ -67,8 +67,21 @@ class InlineView:
             table: HTML shown under the figure (the findings).
             png: the static figure, when it is worth drawing (quiet or closed); None while training.
         """
-        page = self._html(self.figure_json(panels), heading, png) + table
-        bundle: dict[str, Any] = {"text/html": page, "text/plain": f"{text}\n\n({HINT})"}
+        return self.page([self.figure_json(panels)], heading, text, table, png)
+
+    def page(
+        self,
+        figures: list[dict[str, Any]],
+        heading: str,
+        text: str,
+        table: str = "",
+        png: bytes | None = None,
+        hint: str = HINT,
+    ) -> dict[str, Any]:
+        """The mime bundle of plotly figures (``{data, layout}`` JSON) drawn by plotly.js: the dashboard's, or a
+        lab's. ``hint`` says where the controls went (arguments)."""
+        page = self._html(figures, heading, png, hint) + table
+        bundle: dict[str, Any] = {"text/html": page, "text/plain": f"{text}\n\n({hint})"}
         if png is not None:
             bundle["image/png"] = png
         return bundle
@@ -104,8 +117,9 @@ class InlineView:
             self.figure.update(panels)
         return json.loads(json.dumps(self.figure.figure.as_dict(), default=_number))  # an independent copy
 
-    def _html(self, figure: dict[str, Any], heading: str, png: bytes | None) -> str:
-        """The heading and hint, then a div drawn by plotly.js (inline in the first message of this output)."""
+    def _html(self, figures: list[dict[str, Any]], heading: str, png: bytes | None, hint: str) -> str:
+        """The heading and hint, then one div per figure drawn by plotly.js (inline in the first message of this
+        output); the PNG sits in the first div until plotly.js replaces it."""
         load = ""
         if not self._plotly_js_sent:
             from plotly.offline import get_plotlyjs
@@ -117,15 +131,21 @@ class InlineView:
         if png is not None:
             encoded = base64.b64encode(png).decode()
             image = f'<img alt="nbdiag dashboard" style="max-width:100%" src="data:image/png;base64,{encoded}">'
-        height = figure["layout"].get("height", 0)
-        data = json.dumps(figure).replace("</", "<\\/")
-        script = _DRAW.replace("DIV_ID", json.dumps(self._div)).replace("FIGURE", data)
-        return (
-            f'{load}<div class="nbdiag-inline"><div><b>{html.escape(heading)}</b></div>'
-            f'<div style="color:#666;font-size:90%">{html.escape(HINT)}</div>'
-            f'<div id="{self._div}" style="width:100%;min-height:{height}px">{image}</div></div>'
-            f"<script>{script}</script>"
-        )
+        parts = [
+            f'{load}<div class="nbdiag-inline"><div><b>{html.escape(heading)}</b></div>',
+            f'<div style="color:#666;font-size:90%">{html.escape(hint)}</div>',
+        ]
+        scripts = []
+        if not figures:
+            parts.append(image)
+        for i, figure in enumerate(figures):
+            div = self._div if i == 0 else f"{self._div}-{i}"
+            height = figure["layout"].get("height", 0)
+            inner = image if i == 0 else ""
+            parts.append(f'<div id="{div}" style="width:100%;min-height:{height}px">{inner}</div>')
+            data = json.dumps(figure, default=_number).replace("</", "<\\/")
+            scripts.append(_DRAW.replace("DIV_ID", json.dumps(div)).replace("FIGURE", data))
+        return "".join(parts) + "</div>" + "".join(f"<script>{script}</script>" for script in scripts)
 
 
 def bundle_bytes(bundle: dict[str, Any]) -> int:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from tests.browser.notebooks import lab_notebook
+from tests.browser.notebooks import lab_notebook, write_notebook
 from tests.browser.pages import (
     cell_errors,
     figures,
@@ -66,3 +66,69 @@ def test_preprocessing_lab_renders(page, lab_server, artifacts):
     assert all(trace["points"] > 0 for trace in stages + images)
     wait_for_full_width(page)
     screenshot(page, artifacts / "preprocessing-lab.png")
+
+
+PREDICTIONS_CELL = """import nbdiag
+import torch
+from torch import nn
+
+torch.manual_seed(0)
+model = nn.Linear(8, 3)
+lab = nbdiag.track_predictions(model, (torch.randn(12, 8), torch.randint(0, 3, (12,))))
+lab.record(0)
+with torch.no_grad():
+    model.weight.add_(0.5)
+lab.record(10)
+lab.show()"""
+
+
+def nudge_slider(page, description: str, presses: int = 5, key: str = "ArrowLeft") -> None:
+    """Move the ipywidgets slider ``description`` by keyboard, as a user would with its handle focused."""
+    handle = page.locator(".widget-slider", has_text=description).locator(".noUi-handle").first
+    handle.focus()
+    for _ in range(presses):
+        handle.press(key)
+
+
+def type_number(page, description: str, value: int) -> None:
+    """Type ``value`` into the ipywidgets IntText ``description`` and commit it."""
+    field = page.locator(".widget-text", has_text=description).locator("input")
+    field.fill(str(value))
+    field.press("Enter")
+
+
+# lab -> (the call, how to move one of its controls, the figure and trace that control redraws)
+LAB_CONTROLS = {
+    "init": ("nbdiag.labs.init_lab(depth=6)", lambda page: select_option(page, "activation", "relu"), 0, STD_TRACE),
+    "preprocessing": ("nbdiag.labs.preprocessing_lab()", lambda page: nudge_slider(page, "correlation"), 0, 0),
+    "activations": ("nbdiag.labs.activations_lab()", lambda page: nudge_slider(page, "input mean"), 0, -1),
+    "search": ("nbdiag.labs.search_lab(budget=4)", lambda page: type_number(page, "seed", 3), 0, 3),
+    "predictions": (None, lambda page: nudge_slider(page, "step #", presses=1), 0, 2),
+}
+
+
+@pytest.mark.parametrize("name", list(LAB_CONTROLS))
+def test_each_lab_control_redraws_its_figure_without_an_error(page, lab_server, artifacts, name):
+    """Every lab with controls: moving one redraws the figure, and neither the browser console nor the kernel
+    (the server log, where a comm handler's traceback lands) reports an error, such as plotly's echo ValueError."""
+    call, move, figure, trace = LAB_CONTROLS[name]
+    console = []
+    page.on("console", lambda message: console.append(message.text) if message.type == "error" else None)
+    log_start = len(lab_server.log_path.read_text(errors="replace"))
+    if call is None:  # a tracker that recorded two steps, shown
+        write_notebook(lab_server.root / f"{name}_lab.ipynb", [PREDICTIONS_CELL])
+        open_notebook(page, lab_server, f"{name}_lab.ipynb")
+        run_all_cells(page)
+        wait_all_cells_done(page, timeout_s=90)
+    else:
+        run_lab(page, lab_server, f"{name}_lab.ipynb", call)
+    wait_for_figures(page, figure + 1)
+    before = figures(page)[figure]
+    trace = trace % len(before)
+    move(page)
+    wait_for_trace_change(page, figure, trace, before[trace]["values"])
+    screenshot(page, artifacts / f"lab-control-{name}.png")
+    page.wait_for_timeout(1000)  # the front end's echo of the redraw reaches the kernel
+    log = lab_server.log_path.read_text(errors="replace")[log_start:]
+    assert "Traceback" not in log and "ValueError" not in log, log[-3000:]
+    assert not console, console
