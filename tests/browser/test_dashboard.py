@@ -23,7 +23,7 @@ from tests.browser.pages import (
     wait_for_trace_change,
 )
 
-pytestmark = pytest.mark.browser
+pytestmark = [pytest.mark.browser, pytest.mark.timeout(600)]  # a hang guard: a loaded machine trains longer
 
 TRAIN_CAP_S = 240  # a hang guard: training ends when the test has seen the dashboard grow (the stop file)
 GROWTH_TIMEOUT_S = 60.0  # a hang guard too: each wait ends as soon as the trace grew

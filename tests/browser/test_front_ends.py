@@ -26,7 +26,7 @@ from tests.browser.pages import (
     wait_for_figures,
 )
 
-pytestmark = pytest.mark.browser
+pytestmark = [pytest.mark.browser, pytest.mark.timeout(600)]  # a hang guard: a loaded machine trains longer
 
 TRAIN_CAP_S = 240  # a hang guard: training ends when the test has seen the figure change (the stop file)
 GROWTH_TIMEOUT_S = 90.0  # a hang guard: the inline path refreshes every few seconds (its CPU budget; more on a
