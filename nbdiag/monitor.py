@@ -28,6 +28,7 @@ from nbdiag.quantities.scalars import DeviceScalars, split_scalars
 from nbdiag.record import Record
 from nbdiag.record_reader import RecordReader
 from nbdiag.schedule import Schedule
+from nbdiag.sharding import OutputLayouts
 from nbdiag.step import flush_step, update_meta
 from nbdiag.watched import check_inputs, records_activations, reshape_only, tracked_params, usable_optimizer
 
@@ -142,6 +143,7 @@ class Monitor(RecordReader):
         tracked = tracked_params(params, optimizer)
         # off in run directories unless asked, and with activations (a compiled model keeps one whole graph)
         keep_inputs = (config.run_dir is None and record_activations) if config.inputs is None else config.inputs
+        layouts = OutputLayouts(leaves)  # sharded / replicated outputs under tensor parallelism
         self._quantities = quantities_for(
             self._model,
             leaves,
@@ -153,6 +155,7 @@ class Monitor(RecordReader):
             hist_sample=config.hist_sample,
             fixed_batch=fixed_batch,
             keep_inputs=keep_inputs,
+            layouts=layouts,
         )
         self._scalars = _one(self._quantities, DeviceScalars)
         self._modes = _one(self._quantities, TrainingModes)
@@ -170,6 +173,8 @@ class Monitor(RecordReader):
         )
         update_meta(self.record, self._quantities)
         self._aggregate = _distributed_aggregator(self._model, config.per_rank)
+        if self._aggregate is not None:  # which outputs are sharded or replicated over ranks
+            self._aggregate.outputs = layouts
         self._writer = _run_writer(config.run_dir, self)
         # A monitor dropped without close() (a re-run notebook cell) still detaches its hooks and ends its writer;
         # the callback holds the parts, never the monitor, so it cannot keep the monitor alive.

@@ -12,6 +12,7 @@ import math
 import os
 import socket
 import time
+import warnings
 
 import numpy as np
 import pandas as pd
@@ -185,9 +186,7 @@ def test_activations_and_output_gradients_equal_one_process(ranks, name):
     expected = mon.frame()
     got = results[0][name]["frame"]
     # atol: a LayerNorm output's mean is ~0 +- float32 rounding of a sum of unit-scale values (1e-7 relative to std)
-    assert_close(
-        table(got, "activation", ACTIVATION_STATS), table(expected, "activation", ACTIVATION_STATS), atol=1e-6
-    )
+    assert_close(table(got, "activation", ACTIVATION_STATS), table(expected, "activation", ACTIVATION_STATS), atol=1e-6)
     grads, reference_grads = table(got, "gradient", GRADIENT_STATS), table(expected, "gradient", GRADIENT_STATS)
     scaled = reference_grads.index.get_level_values("stat").isin(SCALED_BY_WORLD)
     reference_grads[scaled] *= WORLD  # each rank differentiates its own mean loss (see the module docstring)
@@ -211,3 +210,188 @@ def test_rank_0_writes_a_readable_run_directory(ranks):
     out, results = ranks
     assert not (out / "mlp-run1").exists()
     pd.testing.assert_frame_equal(nbdiag.open_run(out / "mlp-run0").frame(), results[0]["mlp"]["frame"])
+
+
+# -- tensor parallelism ---------------------------------------------------------------------------------------------
+class TPNet(nn.Module):
+    """Sequence-parallel LayerNorm, a colwise/rowwise Linear pair around a ReLU, and a plain head."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.norm = nn.LayerNorm(8)
+        self.fc1, self.act, self.fc2 = nn.Linear(8, 16), nn.ReLU(), nn.Linear(16, 8)
+        self.head = nn.Linear(8, 4)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.fc2(self.act(self.fc1(self.norm(x))))).mean(1)
+
+
+def make_tp_net() -> nn.Module:
+    torch.manual_seed(0)
+    return TPNet()
+
+
+def tp_batch() -> tuple[torch.Tensor, torch.Tensor]:
+    generator = torch.Generator().manual_seed(2)
+    return torch.randn(8, 6, 8, generator=generator) * 2, torch.randint(0, 4, (8,), generator=generator)
+
+
+def parallelize(model: nn.Module, mesh) -> nn.Module:
+    from torch.distributed.tensor import Shard
+    from torch.distributed.tensor.parallel import (
+        ColwiseParallel,
+        RowwiseParallel,
+        SequenceParallel,
+        parallelize_module,
+    )
+
+    plan = {"norm": SequenceParallel(), "fc1": ColwiseParallel(input_layouts=Shard(1)), "fc2": RowwiseParallel()}
+    return parallelize_module(model, mesh, plan)
+
+
+def _tp_worker(rank: int, port: int, out: str) -> None:
+    from torch.distributed.device_mesh import init_device_mesh
+
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
+    torch.set_num_threads(1)
+    dist.init_process_group("gloo", rank=rank, world_size=WORLD)
+    mesh = init_device_mesh("cpu", (WORLD,), mesh_dim_names=("tp",))
+    x, y = tp_batch()
+    x = x.chunk(WORLD, dim=1)[rank]  # sequence parallel: each rank holds its part of the sequence
+    plain, _ = train(parallelize(make_tp_net(), mesh), x, y, None)
+    with warnings.catch_warnings(record=True) as said:
+        warnings.simplefilter("always")
+        losses, mon = train(parallelize(make_tp_net(), mesh), x, y, {})
+    result = {
+        "plain": plain,
+        "losses": losses,
+        "frame": mon.frame(),
+        "hist": mon.histograms("activation")[1],
+        "errors": mon.errors,
+        "said": [str(w.message) for w in said if "not recorded" in str(w.message)],
+        "not_recorded": dict(mon.record.meta.not_recorded_sharded or {}),
+    }
+    pd.to_pickle(result, f"{out}/tp{rank}.pkl")
+    dist.destroy_process_group()
+
+
+@pytest.fixture(scope="module")
+def tp_ranks(tmp_path_factory):
+    out = tmp_path_factory.mktemp("tp")
+    context = mp.start_processes(
+        _tp_worker, args=(free_port(), str(out)), nprocs=WORLD, join=False, start_method="spawn"
+    )
+    deadline = time.monotonic() + 240
+    while not context.join(timeout=1):
+        if time.monotonic() > deadline:
+            for process in context.processes:
+                process.kill()
+            pytest.fail("tensor-parallel workers did not finish in 240 s")
+    return [pd.read_pickle(out / f"tp{rank}.pkl") for rank in range(WORLD)]
+
+
+@functools.cache
+def tp_reference():
+    losses, mon = train(make_tp_net(), *tp_batch(), {})
+    mon.losses = losses
+    return mon
+
+
+def test_tensor_parallel_statistics_equal_one_process(tp_ranks):
+    """Sharded outputs (sequence-parallel norm, colwise fc1 and the ReLU after it) merge over ranks; replicated
+    ones (rowwise fc2, the plain head) count once; the loss is the same on every rank, so gradients need no scaling."""
+    mon = tp_reference()
+    expected = mon.frame()
+    for result in tp_ranks:
+        assert result["errors"] == []
+        assert result["losses"] == result["plain"]
+        np.testing.assert_allclose(result["losses"], mon.losses, rtol=1e-6)
+        got = result["frame"]
+        for kind, stats in (("activation", ACTIVATION_STATS), ("gradient", GRADIENT_STATS)):
+            assert_close(table(got, kind, stats), table(expected, kind, stats), atol=1e-6)
+        assert_close(table(got, "update", UPDATE_STATS), table(expected, "update", UPDATE_STATS))
+        weights, reference_weights = table(got, "weight", WEIGHT_STATS), table(expected, "weight", WEIGHT_STATS)
+        partial = weights.index.get_level_values("layer").str.startswith("norm.") & weights.index.get_level_values(
+            "stat"
+        ).str.startswith("grad_")
+        assert weights[partial].isna().all()  # a Partial gradient is not recorded ...
+        assert_close(weights[~partial], reference_weights[~partial])
+    pd.testing.assert_frame_equal(tp_ranks[0]["hist"], mon.histograms("activation")[1])
+
+
+def test_tensor_parallel_gaps_are_said_once(tp_ranks):
+    for result in tp_ranks:
+        assert len(result["said"]) == 1  # ... and said once, on the first sampled step
+        assert set(result["not_recorded"]) == {"norm.weight (gradient)", "norm.bias (gradient)", "act (units)"}
+
+
+# -- FSDP2 x tensor parallel on a 2 x 2 mesh ------------------------------------------------------------------------
+MESH = (2, 2)  # (data parallel, tensor parallel)
+
+
+def _fsdp_tp_worker(rank: int, port: int, out: str) -> None:
+    from torch.distributed.device_mesh import init_device_mesh
+
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
+    torch.set_num_threads(1)
+    dist.init_process_group("gloo", rank=rank, world_size=math.prod(MESH))
+    mesh = init_device_mesh("cpu", MESH, mesh_dim_names=("dp", "tp"))
+    dp, tp = mesh.get_coordinate()
+    x, y = (t.chunk(MESH[0])[dp] for t in tp_batch())
+    x = x.chunk(MESH[1], dim=1)[tp]
+
+    def make() -> nn.Module:
+        model = parallelize(make_tp_net(), mesh["tp"])
+        for module in (model.norm, model.fc1, model.fc2, model.head):
+            fsdp.fully_shard(module, mesh=mesh["dp"])
+        return fsdp.fully_shard(model, mesh=mesh["dp"])
+
+    plain, _ = train(make(), x, y, None)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # the Partial gradients' note (tested on the 1-D mesh)
+        losses, mon = train(make(), x, y, {"run_dir": f"{out}/run{rank}"})
+    result = {"plain": plain, "losses": losses, "frame": mon.frame(), "errors": mon.errors}
+    pd.to_pickle(result, f"{out}/{rank}.pkl")
+    dist.destroy_process_group()
+
+
+@pytest.fixture(scope="module")
+def fsdp_tp_ranks(tmp_path_factory):
+    out = tmp_path_factory.mktemp("fsdp_tp")
+    world = math.prod(MESH)
+    context = mp.start_processes(
+        _fsdp_tp_worker, args=(free_port(), str(out)), nprocs=world, join=False, start_method="spawn"
+    )
+    deadline = time.monotonic() + 300
+    while not context.join(timeout=1):
+        if time.monotonic() > deadline:
+            for process in context.processes:
+                process.kill()
+            pytest.fail("FSDP x TP workers did not finish in 300 s")
+    return out, [pd.read_pickle(out / f"{rank}.pkl") for rank in range(world)]
+
+
+def test_fsdp_times_tensor_parallel_equals_one_process(fsdp_tp_ranks):
+    """Data parallel over mesh rows (averaged gradients: the global mean loss), tensor parallel within a row."""
+    out, results = fsdp_tp_ranks
+    mon = tp_reference()
+    expected = mon.frame()
+    for result in results:
+        assert result["errors"] == []
+        assert result["losses"] == result["plain"]
+        got = result["frame"]
+        assert_close(
+            table(got, "activation", ACTIVATION_STATS), table(expected, "activation", ACTIVATION_STATS), atol=1e-6
+        )
+        grads, reference_grads = table(got, "gradient", GRADIENT_STATS), table(expected, "gradient", GRADIENT_STATS)
+        scaled = reference_grads.index.get_level_values("stat").isin(SCALED_BY_WORLD)
+        reference_grads[scaled] *= MESH[0]  # each mesh row differentiates its own mean loss
+        assert_close(grads, reference_grads, atol=1e-6)
+        assert_close(table(got, "update", UPDATE_STATS), table(expected, "update", UPDATE_STATS))
+        weights, reference_weights = table(got, "weight", WEIGHT_STATS), table(expected, "weight", WEIGHT_STATS)
+        recorded = weights.notna()  # only Partial gradients (the sequence-parallel norm's) may be missing
+        missing = weights[~recorded].index
+        assert missing.get_level_values("layer").str.startswith("norm.").all()
+        assert missing.get_level_values("stat").str.startswith("grad_").all()
+        assert_close(weights[recorded], reference_weights[recorded])
+    pd.testing.assert_frame_equal(nbdiag.open_run(out / "run0").frame(), results[0]["frame"])

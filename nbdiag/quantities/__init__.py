@@ -28,6 +28,7 @@ from nbdiag.quantities.units import Units
 from nbdiag.quantities.update import Updates
 from nbdiag.quantities.weight import Weights
 from nbdiag.record import Record
+from nbdiag.sharding import OutputLayouts
 
 
 def quantities_for(
@@ -42,13 +43,18 @@ def quantities_for(
     hist_sample: int | None,
     fixed_batch: Any = None,
     keep_inputs: bool = False,
+    layouts: OutputLayouts | None = None,
 ) -> list[Quantity]:
     """The quantities of one monitor: per layer (when ``leaves``, the recorded layers, is not empty), per parameter,
-    per step; ``tracked`` are the parameters the optimizer holds."""
+    per step; ``tracked`` are the parameters the optimizer holds; ``layouts`` tells sharded and replicated outputs
+    apart (tensor parallelism, :mod:`nbdiag.sharding`)."""
     kinds: list[Any] = [DeviceScalars(record)]
     if leaves:
-        kinds += [Activations(leaves, buffer, hist_sample), OutputGradients(buffer, hist_sample)]
-    kinds.append(Weights(params, optimizer, buffer))
+        kinds += [Activations(leaves, buffer, hist_sample, layouts), OutputGradients(buffer, hist_sample, layouts)]
+    weights = Weights(params, optimizer, buffer)
+    if layouts is not None:  # what cannot be read on shards is said once, with the parameters' gaps
+        weights.unrecorded = layouts.unrecorded
+    kinds.append(weights)
     if tracked:
         kinds.append(Updates(tracked, optimizer, buffer))
     zeroed = [p for _, p in (tracked if optimizer is not None else params)]  # what zero_grad() clears
@@ -59,7 +65,7 @@ def quantities_for(
     if fixed_batch is not None:
         kinds.append(FromTensor(PredictionProbe(model, fixed_batch)))
     if leaves:
-        kinds.append(Units(leaves, buffer))
+        kinds.append(Units(leaves, buffer, layouts))
     kinds += [TrainingModes(mode_modules(model)), FrozenAtInitLayers(model, optimizer)]
     if keep_inputs:
         kinds.append(Inputs(model, buffer))

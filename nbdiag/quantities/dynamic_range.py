@@ -20,6 +20,7 @@ from torch import nn
 from nbdiag.buffer import StepBuffer
 from nbdiag.quantities.base import Flushed, Quiet
 from nbdiag.record import Block
+from nbdiag.sharding import is_partial, local
 from nbdiag.weights import stored_values
 
 KIND = "dynamic_range"
@@ -54,8 +55,10 @@ class DynamicRange(Quiet):
         self.buffer = buffer
 
     def on_output(self, layer: str, module: nn.Module, tensor: torch.Tensor) -> None:
-        if tensor.is_floating_point() and tensor.numel() > 0:
-            self.buffer.accumulate(PREFIX + layer, [layer], amax_amin(tensor).reshape(1, 2), _merge)
+        if tensor.is_floating_point() and tensor.numel() > 0 and not is_partial(tensor):
+            values = local(tensor)  # a DTensor's shard: max / min over ranks are the full tensor's
+            if values.numel() > 0:
+                self.buffer.accumulate(PREFIX + layer, [layer], amax_amin(values).reshape(1, 2), _merge)
 
     def block(self, step: int, flushed: Flushed) -> Block | None:
         groups = flushed.groups

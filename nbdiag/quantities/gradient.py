@@ -12,6 +12,7 @@ from torch import nn
 from nbdiag.buffer import StepBuffer
 from nbdiag.quantities.base import Flushed, Quiet, Registration, StepHooks
 from nbdiag.record import Block
+from nbdiag.sharding import OutputLayouts, local, tensor_share
 from nbdiag.stats import GRADIENT_STATS, derive, histogram_counts, raw_stats
 
 KIND = "gradient"
@@ -24,8 +25,9 @@ class OutputGradients(Quiet):
     reads_outputs = True
     nonfinite = (("nonfinite", KIND),)
 
-    def __init__(self, buffer: StepBuffer, hist_sample: int | None) -> None:
+    def __init__(self, buffer: StepBuffer, hist_sample: int | None, layouts: OutputLayouts | None = None) -> None:
         self.buffer = buffer
+        self.layouts = layouts  # sharded / replicated outputs (tensor parallelism): see nbdiag.sharding
         self.hist_sample = hist_sample
         self._hooks: StepHooks | None = None
         self._per_layer: dict[str, Callable] = {}  # layer -> its guarded hook, made once
@@ -35,7 +37,7 @@ class OutputGradients(Quiet):
         return []
 
     def on_output(self, layer: str, module: nn.Module, tensor: torch.Tensor) -> None:
-        if tensor.requires_grad and self._hooks is not None:
+        if tensor.requires_grad and self._hooks is not None and tensor_share(tensor) is not None:
             tensor.register_hook(self._hook(layer))
 
     def _hook(self, layer: str) -> Callable:
@@ -47,7 +49,9 @@ class OutputGradients(Quiet):
 
     def _on_grad(self, layer: str, grad: torch.Tensor) -> None:
         self._hooks.backward_started()
-        self.buffer.add(layer, KIND, raw_stats(grad, None, self.hist_sample))
+        if self.layouts is not None and self.layouts.gradient(layer, grad) is None:
+            return  # a Partial DTensor gradient (noted once)
+        self.buffer.add(layer, KIND, raw_stats(local(grad), None, self.hist_sample))
 
     def block(self, step: int, flushed: Flushed) -> Block | None:
         if KIND not in flushed.vectors:

@@ -13,6 +13,7 @@ from torch import nn
 from nbdiag.buffer import StepBuffer
 from nbdiag.quantities.base import Flushed, Quiet
 from nbdiag.record import Block
+from nbdiag.sharding import DATA_PARALLEL, DUPLICATE, UNITS_REASON, OutputLayouts, local
 from nbdiag.units import COUNT_ROWS, GROUP_PREFIX, UNIT_STATS, UnitSpec, UnitWindow, add_counts, unit_counts, unit_specs
 
 KIND = "units"
@@ -24,15 +25,26 @@ class Units(Quiet):
     kind = KIND
     reads_outputs = True
 
-    def __init__(self, leaves: list[tuple[str, nn.Module]], buffer: StepBuffer) -> None:
+    def __init__(
+        self, leaves: list[tuple[str, nn.Module]], buffer: StepBuffer, layouts: OutputLayouts | None = None
+    ) -> None:
         self.buffer = buffer
+        self.layouts = layouts  # per-unit counts add over ranks only for data-parallel pieces
         self._specs = unit_specs(leaves)  # id(module) -> UnitSpec
         self.layers: dict[str, UnitSpec] = {}  # recorded output -> its spec
         self._window = UnitWindow()
 
     def on_output(self, layer: str, module: nn.Module, tensor: torch.Tensor) -> None:
         spec = self._specs.get(id(module))
-        counts = None if spec is None else unit_counts(tensor, spec)
+        if spec is not None and self.layouts is not None:
+            share = self.layouts.forward(layer, module, tensor)
+            if share is None or share.counted == DUPLICATE:  # Partial, or a replica another rank counts
+                self.layers[layer] = spec
+                return
+            if share != DATA_PARALLEL:  # split along its units, or a layout nbdiag cannot tell
+                self.layouts.unrecorded.setdefault(f"{layer} (units)", UNITS_REASON)
+                return
+        counts = None if spec is None else unit_counts(local(tensor), spec)
         if counts is not None:
             self.layers[layer] = spec
             self.buffer.accumulate(GROUP_PREFIX + layer, COUNT_ROWS, counts, add_counts)

@@ -21,7 +21,7 @@ from nbdiag.errors import NbdiagWarning
 from nbdiag.names import rank_row
 from nbdiag.probe import named_parameters
 from nbdiag.runs.shards import merge_sharded_groups
-from nbdiag.sharding import UPDATE_BASE_GROUP, shard_layout
+from nbdiag.sharding import COUNTED, UNKNOWN, UPDATE_BASE_GROUP, OutputLayouts, shard_layout
 from nbdiag.stats import merge_vectors
 from nbdiag.units import GROUP_PREFIX
 from nbdiag.weights import NONFINITE_STAT, group_column
@@ -73,33 +73,42 @@ class Aggregator:
     """
 
     def __init__(
-        self, group: dist.ProcessGroup, per_rank: bool, layout: dict[str, tuple[int, bool]] | None = None
+        self, group: dist.ProcessGroup, per_rank: bool, layout: dict[str, tuple] | None = None
     ) -> None:
         self.group = group
         self.per_rank = per_rank
-        self.layout = layout or {}  # sharded parameter -> (local elements, counted by this rank)
+        self.layout = layout or {}  # sharded parameter -> (elements, counted, mesh ranks)
+        self.outputs: OutputLayouts | None = None  # set by the monitor: how this rank's outputs enter the merge
         self.world_size = dist.get_world_size(group)
         self.rank = dist.get_rank(group)
         self._warned_weights = False
 
     def __call__(self, vectors: Tables, groups: Tables) -> tuple[Tables, Tables]:
         gathered: list = [None] * self.world_size
-        dist.all_gather_object(gathered, (vectors, groups, self.layout), group=self.group)
-        per_rank_vectors = [v for v, _, _ in gathered]
-        merged = {kind: self._merge_kind(kind, per_rank_vectors) for kind in _kinds(per_rank_vectors)}
-        per_rank_groups = [g for _, g, _ in gathered]
-        sharded = merge_sharded_groups(per_rank_groups, [layout for _, _, layout in gathered])
+        shares = {} if self.outputs is None else {key: tuple(s) for key, s in self.outputs.shares.items()}
+        tp_group = None if self.outputs is None else self.outputs.group
+        dist.all_gather_object(gathered, (vectors, groups, self.layout, shares, tp_group), group=self.group)
+        per_rank_vectors = [g[0] for g in gathered]
+        counted = _counted_rows(per_rank_vectors, [g[3] for g in gathered], [g[4] for g in gathered])
+        merged = {kind: self._merge_kind(kind, per_rank_vectors, counted) for kind in _kinds(per_rank_vectors)}
+        per_rank_groups = [g[1] for g in gathered]
+        sharded = merge_sharded_groups(per_rank_groups, [g[2] for g in gathered])
         groups = self._replicated(groups, per_rank_groups)
         for group, (names, values) in sharded.items():
             groups[group] = _override_rows(groups.get(group), names, values)
         groups.pop(UPDATE_BASE_GROUP, None)
         return merged, groups
 
-    def _merge_kind(self, kind: str, per_rank: list[Tables]) -> tuple[list[str], np.ndarray]:
+    def _merge_kind(self, kind: str, per_rank: list[Tables], counted: set) -> tuple[list[str], np.ndarray]:
+        """Merge each layer's vectors over the ranks whose piece counts (replicas once, see _counted_rows)."""
         rows: dict[str, list[np.ndarray]] = {}
-        for vectors in per_rank:
+        every: dict[str, list[np.ndarray]] = {}
+        for rank, vectors in enumerate(per_rank):
             for layer, vector in zip(*vectors.get(kind, ([], [])), strict=True):
-                rows.setdefault(layer, []).append(vector)
+                every.setdefault(layer, []).append(vector)
+                if (rank, kind, layer) in counted:
+                    rows.setdefault(layer, []).append(vector)
+        rows = {layer: rows.get(layer) or pieces for layer, pieces in every.items()}  # (none counted: every piece)
         layers = list(rows)
         merged = np.stack([merge_vectors(np.stack(r)) for r in rows.values()])  # (n_layers, VECTOR_LEN)
         if not self.per_rank:
@@ -175,6 +184,35 @@ def _summed_units(per_rank: list[Tables]) -> Tables:
             elif summed[name][1].shape == counts.shape:
                 summed[name][1][...] += counts
     return summed
+
+
+def _counted_rows(per_rank: list[Tables], shares: list[dict], tp_groups: list) -> set[tuple[int, str, str]]:
+    """(rank, kind, layer) whose vector enters the merge: data-parallel and sharded pieces always; of a replicated
+    output only the replica the tensor-parallel coordinate 0 holds; of an output of unknown layout, one rank's when
+    every rank of its tensor-parallel group holds the very same statistics (a replica), else every rank's."""
+    counted = set()
+    for rank, vectors in enumerate(per_rank):
+        for kind, (layers, values) in vectors.items():
+            for layer, vector in zip(layers, values, strict=True):
+                share = shares[rank].get((layer, kind), (COUNTED, False))[0]
+                if share == COUNTED or (share == UNKNOWN and _first_or_distinct(rank, kind, layer, vector, per_rank,
+                                                                                tp_groups)):
+                    counted.add((rank, kind, layer))
+    return counted
+
+
+def _first_or_distinct(rank: int, kind: str, layer: str, vector: np.ndarray, per_rank: list[Tables], tp_groups):
+    """Whether ``rank`` counts its piece of an output of unknown layout (see :func:`_counted_rows`)."""
+    peers = [r for r in (tp_groups[rank] or (rank,)) if 0 <= r < len(per_rank)]
+    pieces = {r: _vector(per_rank[r], kind, layer) for r in peers}
+    present = [r for r, v in pieces.items() if v is not None]
+    identical = all(np.array_equal(pieces[r], vector, equal_nan=True) for r in present)
+    return not identical or rank == min(present)
+
+
+def _vector(vectors: Tables, kind: str, layer: str) -> np.ndarray | None:
+    layers, values = vectors.get(kind, ([], None))
+    return values[layers.index(layer)] if layer in layers else None
 
 
 def _replicated_rows(table: tuple[list[str], np.ndarray], layout: dict) -> tuple[list[str], np.ndarray]:

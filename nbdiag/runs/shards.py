@@ -17,7 +17,7 @@ import numpy as np
 from nbdiag.sharding import UPDATE_BASE_GROUP
 
 Table = tuple[list[str], np.ndarray]
-Layout = dict[str, tuple[int, bool]]  # sharded parameter -> (local element count, counted by that rank)
+Layout = dict[str, tuple]  # sharded parameter -> (local elements, counted by that rank, its mesh's global ranks)
 
 
 def merge_sharded_groups(per_rank: list[dict[str, Table]], layouts: list[Layout]) -> dict[str, Table]:
@@ -53,10 +53,13 @@ class _Part:
 
 def _parts(per_rank: list[dict[str, Table]], layouts: list[Layout], group: str, name: str) -> list[_Part]:
     parts = []
-    for groups, layout in zip(per_rank, layouts, strict=True):
-        count, is_counted = layout.get(name, (0, False))
+    meshes = [layout[name][2] if len(layout.get(name, ())) > 2 else () for layout in layouts]
+    counted_meshes = [mesh for layout, mesh in zip(layouts, meshes, strict=True) if layout.get(name, (0, False))[1]]
+    first_mesh = counted_meshes[0] if counted_meshes else ()
+    for groups, layout, mesh in zip(per_rank, layouts, meshes, strict=True):
+        count, is_counted = layout.get(name, (0, False))[:2]
         row = _row(groups.get(group), name)
-        if not is_counted or count == 0 or row is None:
+        if not is_counted or count == 0 or row is None or mesh != first_mesh:  # another mesh's replica
             continue
         base = _row(groups.get(UPDATE_BASE_GROUP), name) if group == "update" else None
         parts.append(_Part(count, row, None if base is None else float(base[0])))
