@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The GPU measurement of issue 15, in one script: < 8 minutes on one H100/H200 with a CUDA build of PyTorch.
+# The GPU measurement of issues 15 and 22, in one script: < 10 minutes on one H100/H200 with a CUDA build of PyTorch.
 #
 #   bash benchmarks/gpu_check.sh            # writes to $OUT if set, else benchmarks/results/gpu-<UTC date>/
 #
@@ -12,6 +12,8 @@
 #   2. benchmarks/device_memory.py: extra peak memory of every=1 on ResNet-50 and GPT-2 small;
 #   3. benchmarks/overhead.py --device cuda on ResNet-50 (bf16, batch 128) and GPT-2 small (8 x 512, bf16),
 #      3 rounds, nbdiag and the reproduced fastai ActivationStats (no extra package);
+#   4. benchmarks/sharded_overhead.py: FSDP2 on 1 rank (nccl): the DTensor paths on CUDA give the statistics of an
+#      unsharded copy, then the cost of a sampled step (every=1) against plain FSDP2 training;
 # then a Markdown summary (summary.md) next to the raw outputs and JSON.
 set -uo pipefail
 cd "$(dirname "$0")/.."
@@ -56,4 +58,11 @@ echo -e "\n## 3. Overhead (ratio to plain training, methods interleaved)\n" >>"$
 timeout 240 "$PY" benchmarks/overhead.py --device cuda --model resnet50 gpt2 --rounds 3 --steps 100 --warmup 5 \
     --methods nbdiag fastai --json "$DEST/overhead.json" >"$DEST/overhead.md" 2>&1
 sed -n '/^### /,$p' "$DEST/overhead.md" >>"$DEST/summary.md"
+
+echo -e "\n## 4. FSDP2 (1 rank, nccl): statistics of sharded parameters, and the cost of a sampled step\n" >>"$DEST/summary.md"
+timeout 120 "$PY" benchmarks/sharded_overhead.py --nproc 1 --device cuda --check >"$DEST/fsdp_check.txt" 2>&1
+echo "exit $?: $(grep -E 'ok|MISMATCH|skipped' "$DEST/fsdp_check.txt" | tail -n 1)" >>"$DEST/summary.md"
+timeout 120 "$PY" benchmarks/sharded_overhead.py --nproc 1 --device cuda --width 4096 --depth 8 --batch 256 \
+    --rounds 3 --steps 20 >"$DEST/fsdp_overhead.md" 2>&1
+sed -n '/^### /,$p' "$DEST/fsdp_overhead.md" >>"$DEST/summary.md"
 cat "$DEST/summary.md"
