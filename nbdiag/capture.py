@@ -23,6 +23,7 @@ from torch.optim.optimizer import register_optimizer_step_post_hook, register_op
 from nbdiag.buffer import Mark, StepBuffer
 from nbdiag.errors import ErrorLog
 from nbdiag.probe import Hooks, in_backward, module_outputs, under_transform
+from nbdiag.sharding import style_output
 
 # More forward/backward passes than this between two mon.step() calls: mon.step() was probably forgotten. Nothing
 # is dropped (repeated calls of a layer merge exactly, in bounded memory); the monitor only warns.
@@ -69,6 +70,7 @@ class Capture:
         self.passes = 0  # forward passes in this step: a forward after a backward starts a new one
         # the modules whose forward is recorded, by id, identity-checked through a weak reference
         self._watched = {id(m): (name, weakref.ref(m)) for name, m in leaves}
+        self._styled = {id(m) for _, m in leaves if style_output(m) is not None}  # tensor parallel
         self._hooks = Hooks()
         self._attached = False
         self._in_backward = False
@@ -90,6 +92,14 @@ class Capture:
             registrations += [  # global hooks, filtered by identity: a deep copy of the model never inherits them
                 (None, functools.partial(register_module_forward_pre_hook, self.guard(self._on_any_pre_forward))),
                 (None, functools.partial(register_module_forward_hook, self.guard(self._on_any_forward))),
+            ]
+            # A tensor-parallel style turns its module's output (a Partial DTensor under RowwiseParallel) into what
+            # the next layer reads in a forward hook of the module's own, which runs after global hooks: read there.
+            on_styled = self.guard(self._on_styled_forward)
+            registrations += [
+                (None, functools.partial(module.register_forward_hook, on_styled))
+                for _, module in self.leaves
+                if style_output(module) is not None
             ]
         for quantity in self.quantities:
             registrations += quantity.registrations(self)
@@ -181,10 +191,16 @@ class Capture:
         if module is self.model:
             self._on_pass_start(module, inputs)
 
+    def _on_styled_forward(self, module: nn.Module, inputs: Any, output: Any) -> None:
+        """The forward hook of a leaf with a tensor-parallel style: after the style's own output hook."""
+        entry = self._watched.get(id(module))
+        if entry is not None and entry[1]() is module:
+            self._on_forward(entry[0], module, inputs, output)
+
     def _on_any_forward(self, module: nn.Module, inputs: Any, output: Any) -> None:
         """The global forward hook: a watched leaf (the very module, not a copy with a reused id), then the root."""
         entry = self._watched.get(id(module))
-        if entry is not None and entry[1]() is module:
+        if entry is not None and entry[1]() is module and id(module) not in self._styled:
             self._on_forward(entry[0], module, inputs, output)
         if module is self.model:
             self._on_pass_end(module, inputs, output)
