@@ -252,6 +252,13 @@ CATALOG: dict[str, CatalogEntry] = {
         "Run nbdiag.lr_range_test and start near its suggestion; too high diverges, too low stalls.",
         f"{_CS231N}, learning rate schedules; {_LECTURE5}, babysitting (hyperparameter search)",
     ),
+    "monitor.calls_skipped": CatalogEntry(
+        "Some forward calls were not recorded, by design",
+        "Nothing to fix: calls inside torch.func transforms (vmap, grad, jvp) carry per-sample tensors that the "
+        "transform traces, so nbdiag leaves them alone; pass the batch through the model normally (e.g. for the "
+        "logged loss) to see its layers.",
+        "nbdiag",
+    ),
     "monitor.hook_error": CatalogEntry(
         "nbdiag's own monitoring failed",
         "Training was not affected and what was recorded before is valid. Print mon.errors (or run.errors) for the "

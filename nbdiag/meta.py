@@ -14,6 +14,10 @@ from typing import Any
 
 from nbdiag.frozen_init import FrozenAtInit
 
+# RunMeta.skipped's key for forward calls inside torch.func transforms (vmap/grad/jvp): per-sample tensors, traced
+# by the transform, that nbdiag's hooks leave alone (nbdiag.capture).
+TRANSFORM_CALLS = "forward calls inside torch.func transforms"
+
 
 @dataclass(frozen=True)
 class FilterMeta:
@@ -60,6 +64,8 @@ class RunMeta:
         validation_mode: what ``mon.validate()`` saw.
         not_recorded_sharded: "<parameter> (<what>)" -> why a sharded tensor is not recorded (FSDP2 / tensor
             parallel: a ``Partial`` gradient).
+        skipped: what nbdiag chose not to record -> the first sampled step it happened (forward calls inside
+            ``torch.func`` transforms: :data:`TRANSFORM_CALLS`), set once.
     """
 
     model: str = ""
@@ -74,6 +80,7 @@ class RunMeta:
     inputs: InputMeta | None = None
     validation_mode: ValidationMode = ValidationMode()
     not_recorded_sharded: dict[str, str] = field(default_factory=dict)
+    skipped: dict[str, int] = field(default_factory=dict)
 
     def replace(self, **changes: Any) -> RunMeta:
         """A copy with ``changes``."""
@@ -88,7 +95,7 @@ class RunMeta:
         """Read :meth:`as_dict`'s output back; missing keys take their defaults, unknown ones are ignored."""
         known = {f.name for f in dataclasses.fields(cls)}
         kept = {key: value for key, value in (values or {}).items() if key in known and value is not None}
-        for key in ("layer_types", "activation_kinds", "not_recorded", "not_recorded_sharded"):
+        for key in ("layer_types", "activation_kinds", "not_recorded", "not_recorded_sharded", "skipped"):
             kept[key] = dict(kept.get(key) or {})
         if "filters" in kept:
             filters = kept["filters"]

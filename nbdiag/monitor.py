@@ -19,6 +19,7 @@ from nbdiag.environment import resolve_display
 from nbdiag.errors import ErrorReport, NbdiagWarning
 from nbdiag.findings import findings_text
 from nbdiag.inputs import latest_sample
+from nbdiag.meta import TRANSFORM_CALLS
 from nbdiag.predictions import PredictionHistory
 from nbdiag.probe import layer_type, leaf_modules, named_parameters, unwrap_model, unwrap_optimizer
 from nbdiag.quantities import quantities_for
@@ -332,6 +333,8 @@ class Monitor(RecordReader):
             if capture.passes > MAX_PASSES_PER_STEP:
                 self._warn_overflow(step, capture.passes)
             flush_step(step, self._quantities, capture.buffer, self.record, self._aggregate)
+            if capture.transformed_calls and TRANSFORM_CALLS not in self.record.meta.skipped:  # said once
+                self.record.update_meta(skipped={**self.record.meta.skipped, TRANSFORM_CALLS: step})
         except Exception as error:  # never break training
             capture.failed = True
             self.record.errors.add("flush", error, step=step)

@@ -225,12 +225,16 @@ def _dp_sgd(watched: bool, steps: int = 3) -> tuple[list[float], nbdiag.Monitor 
 
 
 def test_torch_func_transforms_are_skipped_and_monitoring_stays_on():
-    """``vmap`` refused the histogram's ``scatter_add_`` inside nbdiag's hook and switched monitoring off at step 0."""
+    """``vmap`` refused the histogram's ``scatter_add_`` inside nbdiag's hook and switched monitoring off at step 0
+    (a monitor.hook_error warning); now the transformed calls are skipped, said once as an info note."""
     plain, _, _ = _dp_sgd(watched=False)
     losses, mon, outputs = _dp_sgd(watched=True)
     assert losses == plain
     assert mon.errors == []
     assert mon.record.steps() == [0, 1, 2]
+    notes = [f for f in mon.findings() if f.id == "monitor.calls_skipped"]  # said once, as a note
+    assert [(f.severity, f.step) for f in notes] == [("info", 0)]
+    assert not [f for f in mon.findings() if f.severity != "info"]
     for step in range(3):  # the normal pass only: its batch of 6 x 8 outputs, not the per-sample calls
         assert _value(mon, step, "1", "count", "activation") == 6 * 8
         assert _value(mon, step, "1", "std", "activation") == pytest.approx(

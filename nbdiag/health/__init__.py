@@ -22,6 +22,7 @@ from nbdiag.health import (
     mode,
     nonfinite,
     own_errors,
+    skipped,
     too_good,
     updates,
 )
@@ -32,6 +33,7 @@ Rule = Callable[[Window], list[Finding]]
 
 RULES: tuple[Rule, ...] = (
     own_errors.own_errors,
+    skipped.calls_skipped,
     nonfinite.nonfinite,
     loss.diverging,
     loss.stalled,
