@@ -21,7 +21,15 @@ RATIO = "false alarm train.update_ratio: median update/weight ratio > 0.1 with t
 # torch.func vmap (per_sample_grads, dp_sgd), spectral_norm power iteration (spectral_norm_gan), deepcopy keeping
 # hooks (ema_averaged_model, cleanrl_dqn), SAM's inner optimizer (sam), dead_units/update_ratio on 10 programs,
 # preflight loss.initial_mismatch (super_resolution), model.frozen (spatial_transformer), a pruned model (pruning).
+FUNC = (
+    "silently blind: every training forward runs under torch.func vmap(grad(functional_call)), whose calls nbdiag "
+    "skips (said as info), so no activation is recorded to compare"
+)
+
 KNOWN: dict[tuple[str, str], str] = {
+    # -- not recorded (owner: robust) --
+    ("stats", "per_sample_grads"): FUNC,
+    ("stats", "dp_sgd"): FUNC,
     # -- false alarms of live rules (owner: rules) --
     ("live", "mnist_forward_forward"): DEAD + "; and " + RATIO + " (Adam lr=0.03 on one 2-parameter layer, as in the "
     "example)",
