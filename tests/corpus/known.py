@@ -11,9 +11,6 @@ and summarised in docs/findings.md.
 
 from __future__ import annotations
 
-VMAP = "exception: forward hooks under torch.func vmap(grad(functional_call)) fail (scatter_add_ under vmap)"
-VMAP_STATS = "stats: capture switched off under torch.func vmap, nothing recorded"
-DEEPCOPY = "hook left: a deepcopy of the model taken on a sampled step keeps nbdiag's hooks after close()"
 DEAD = "false alarm act.dead_units: ReLU units quiet over 10 sampled steps in a correct, learning program"
 RATIO = "false alarm train.update_ratio: median update/weight ratio > 0.1 with the source's own optimizer settings"
 
