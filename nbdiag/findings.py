@@ -241,6 +241,12 @@ CATALOG: dict[str, CatalogEntry] = {
         "over a single output unit is always 0: give the model C >= 2 outputs, or use BCEWithLogitsLoss for one logit.",
         f"{_37}, 3.4; {_KARPATHY}, 2 (verify loss @ init)",
     ),
+    "train.grad_cleared_before_step": CatalogEntry(
+        "Gradients are cleared between backward() and step()",
+        "Call optimizer.zero_grad() before loss.backward() (or after optimizer.step()), never between backward() "
+        "and step(): the optimizer then sees no gradient and no weight moves.",
+        f"{_37}, 3.11 (check custom optimizers)",
+    ),
     "check.inconclusive": CatalogEntry(
         "A check was cut short by the time budget",
         "No verdict either way: the budget stopped the check before it could decide. Raise budget_s, or run the "

@@ -394,3 +394,58 @@ def test_units_that_saw_no_input_are_not_dead():
         block = window.block(step, {"expert": idle if step < 2 else dead_and_idle}, {"expert": spec})
     row = dict(zip(block.stats, block.values[0], strict=True))
     assert row["dead_units"] == 1 and row["units"] == 4  # unit 0 only; units 2-3 never saw an input
+
+
+def _slow_climb(plateau: bool) -> tuple[list[float], dict[int, float]]:
+    """Issue 19, class 1 (40 digits, a 256-wide MLP, Adam 1e-3, 600 steps, validation every 10): training loss
+    2.33 -> 0.000; validation bottoms at 0.68 (step 60) and climbs steadily to 0.86, +-1% noise. The clean twin's
+    validation flattens at its minimum instead."""
+    rng = np.random.default_rng(0)
+    train = list(np.geomspace(2.33, 1e-4, 600))
+    steps = np.arange(9, 600, 10)
+    val = np.where(steps <= 60, 2.3 - (2.3 - 0.68) * steps / 60, 0.68 + (0 if plateau else 0.18) * (steps - 60) / 540)
+    val = val * (1 + 0.01 * rng.standard_normal(len(steps)))
+    return train, dict(zip(steps.tolist(), val.tolist(), strict=True))
+
+
+def test_a_slow_climb_of_the_validation_loss_is_overfitting_and_its_plateau_is_not():
+    train, val = _slow_climb(plateau=False)
+    first_above = next(v for s, v in val.items() if s > 69)
+    assert first_above < 1.1 * min(val.values())  # the old rule (every later point 10% above the minimum) stayed quiet
+    finding = next(f for f in evaluate(curves(train, val)) if f.id == "train.overfitting")
+    assert finding.severity == "warn" and finding.evidence["best_val_step"] in range(
+        49, 150
+    )  # the minimum, within noise
+    assert finding.evidence["recent_val_loss"] >= 1.1 * finding.evidence["best_val_loss"]
+    assert f"step {finding.evidence['best_val_step']}" in finding.advice and "Stop early" in finding.advice
+    assert "train.overfitting" not in ids(curves(*_slow_climb(plateau=True)))
+
+
+def _sgd_run(zero_grad: bool, accumulate: int = 1, steps: int = 60) -> list:
+    """Digits MLP, SGD 1e-2, watch(every=1): the hidden zoo's 60-step missing-zero_grad run, or its clean twins."""
+    from tests.bugzoo import models
+    from tests.bugzoo.datasets import digits
+
+    torch.manual_seed(0)
+    x, y, _, _ = digits()
+    model = models.mlp()
+    optimizer = torch.optim.SGD(model.parameters(), lr=1e-2)
+    with nbdiag.watch(model, optimizer, every=1, display=False) as mon:
+        for step in range(steps):
+            i = (step * 64) % 1344
+            loss = nn.functional.cross_entropy(model(x[i : i + 64]), y[i : i + 64]) / accumulate
+            loss.backward()
+            if (step + 1) % accumulate == 0:
+                optimizer.step()
+                if zero_grad:
+                    optimizer.zero_grad()
+            mon.step(loss=loss)
+    return [f for f in mon.findings() if f.id == "train.grad_accumulation"]
+
+
+def test_missing_zero_grad_is_found_exactly_over_60_dense_steps_and_accumulation_is_not():
+    """Issue 19, class 2: with every=1 the window spans 10 steps, under the 32-step span the trend rule needs; the
+    exact rule sees gradients that survived an optimizer step."""
+    (finding,) = _sgd_run(zero_grad=False)
+    assert finding.severity == "warn" and finding.evidence["steps_leaked"] >= 3
+    assert _sgd_run(zero_grad=True) == [] and _sgd_run(zero_grad=True, accumulate=4) == []

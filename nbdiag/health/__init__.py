@@ -41,6 +41,7 @@ RULES: tuple[Rule, ...] = (
     gradients.across_depth,
     gradients.over_time,
     gradients.accumulation,
+    gradients.cleared_before_step,
     updates.update_ratio,
     activations.dead_units,
     activations.saturation,

@@ -105,6 +105,9 @@ def accumulation(window: Window) -> list[Finding]:
     A forgotten ``zero_grad()`` leaves every step stale and carried. The span keeps a run that has not reached its
     first reset yet (accumulating 32 micro-batches: none before step 32) from looking like one that never resets.
     """
+    exact = _stepped_then_stale(window)
+    if exact is not None:
+        return [exact]
     entries = [e for e in window.recent if e.step > 0]  # step 0 has no earlier step to leak from
     if len(entries) < MIN_WINDOW_ENTRIES or entries[-1].step - entries[0].step < MIN_UNZEROED_SPAN:
         return []
@@ -121,5 +124,70 @@ def accumulation(window: Window) -> list[Finding]:
             f"{entries[-1].step}): optimizer.zero_grad() seems to be missing",
             step=entries[-1].step,
             evidence={"stale_grad_norm": float(stale[-1]), "sampled_steps": len(entries)},
+        )
+    ]
+
+
+def _stepped_then_stale(window: Window) -> Finding | None:
+    """train.grad_accumulation, exactly (issue 19, class 2): at consecutive sampled steps s, s + 1 the optimizer
+    stepped at s (an ``update`` block) and at s + 1 the very same gradient tensors were still held, non-zero, at the
+    first backward (``grad_carried`` 1, ``stale_grad_norm`` > 0): gradients survived an optimizer step. Deliberate
+    accumulation clears them right after each step, so this needs no span; ``MIN_WINDOW_ENTRIES`` such pairs, and
+    none where the optimizer stepped and the gradients were then cleared."""
+    entries = sorted({e.step: e for e in (*window.baseline, *window.recent)}.items())
+    leaked, cleared, last = 0, 0, None
+    for (step, entry), (next_step, following) in zip(entries, entries[1:], strict=False):
+        if next_step != step + 1 or "update" not in entry.blocks or "model" not in following.blocks:
+            continue
+        stale, carried = (
+            stat_matrix((following,), "model", "stale_grad_norm", ("(model)",))[0, 0],
+            float(stat_matrix((following,), "model", "grad_carried", ("(model)",))[0, 0]),
+        )
+        if stale > 0 and carried == 1:
+            leaked, last = leaked + 1, (next_step, stale)
+        elif stale == 0 or carried == 0:
+            cleared += 1
+    if leaked < MIN_WINDOW_ENTRIES or cleared:
+        return None
+    step, stale = last
+    return make_finding(
+        "train.grad_accumulation",
+        "warn",
+        f"at {leaked} sampled steps the optimizer had stepped at the step before and the very same gradients (norm "
+        f"{stale:.3g} at step {step}) were still held at the next backward: nothing cleared them after "
+        "optimizer.step(); optimizer.zero_grad() is missing",
+        step=int(step),
+        evidence={"stale_grad_norm": float(stale), "steps_leaked": leaked},
+    )
+
+
+def cleared_before_step(window: Window) -> list[Finding]:
+    """train.grad_cleared_before_step (warn): ``zero_grad()`` placed between ``backward()`` and ``step()``.
+
+    Exact, not a trend (issue 19, class 2): at every sampled step of the recent window (at least
+    ``MIN_WINDOW_ENTRIES``), backward reached the layers (output gradients recorded, some > 0), yet when the
+    optimizer stepped no parameter held a gradient (``grad_norm`` NaN: set to None, or 0: zeroed in place) and no
+    parameter moved (every update exactly 0). A learning rate of 0 moves nothing either, but its parameters hold
+    their gradients at the step.
+    """
+    entries = tuple(e for e in window.recent if "update" in e.blocks and "gradient" in e.blocks)
+    if len(entries) < MIN_WINDOW_ENTRIES:
+        return []
+    names = layers_of(entries[-1], "update")
+    updates = stat_matrix(entries, "update", "update_norm", names)
+    held = stat_matrix(entries, "weight", "grad_norm", names)
+    outputs = [stat_matrix((e,), "gradient", "norm", layers_of(e, "gradient"))[0] for e in entries]
+    backward = all(np.nanmax(row, initial=0.0) > 0 for row in outputs)
+    if not names or not backward or not (updates == 0).all() or (np.nan_to_num(held, nan=0.0) > 0).any():
+        return []
+    return [
+        make_finding(
+            "train.grad_cleared_before_step",
+            "warn",
+            f"at every sampled step of {steps_text(entries)} backward() reached the layers, but no parameter held a "
+            f"gradient when the optimizer stepped and none of the {len(names)} parameters moved: the gradients are "
+            "cleared between backward() and step()",
+            step=entries[-1].step,
+            evidence={"sampled_steps": len(entries), "parameters": len(names)},
         )
     ]

@@ -26,6 +26,7 @@ class Setup:
     val_data: object | None = None
     zero_grad: bool = True
     validate_in_train_mode: bool = False  # plants "evaluating in train mode" (see :func:`validate`)
+    zero_grad_before_step: bool = False  # plants optimizer.zero_grad() between backward() and step()
 
 
 @dataclass(frozen=True)
@@ -328,6 +329,16 @@ def missing_zero_grad() -> Setup:
     return _classifier(zero_grad=False)
 
 
+def missing_zero_grad_sgd() -> Setup:
+    """Issue 19, class 2: plain SGD, no zero_grad() at all (the hidden zoo's 60-step case)."""
+    return _classifier(optimizer=lambda m: torch.optim.SGD(m.parameters(), lr=1e-2), zero_grad=False)
+
+
+def zero_grad_before_step() -> Setup:
+    """Issue 19, class 2: zero_grad() between backward() and step(): every update is exactly zero."""
+    return _classifier(zero_grad_before_step=True)
+
+
 # --- the rest of the recipe: generalization, too good to be true, diagnosis gaps -----------------------------
 
 
@@ -342,6 +353,15 @@ def overfitting() -> Setup:
         num_classes=10,
         val_data=_validation(),
     )
+
+
+def overfitting_slow_climb() -> Setup:
+    """Issue 19, class 1: 40 training digits, a 256-wide MLP, Adam 1e-3: the validation loss bottoms early and climbs
+    slowly (no point-by-point 10% jump)."""
+    x, y, _, _ = digits()
+    model = _seeded(lambda: models.mlp(hidden=256))
+    adam = lambda m: torch.optim.Adam(m.parameters(), lr=3e-3)  # noqa: E731 - the climb within the zoo's 200 steps
+    return _classifier(model, x[:40], y[:40], optimizer=adam, num_classes=10, val_data=_validation())
 
 
 def over_regularized() -> Setup:
@@ -451,7 +471,28 @@ CASES: tuple[Case, ...] = (
         ("train.grad_accumulation",),
         "live",
     ),
+    Case(
+        "missing_zero_grad_sgd",
+        "SGD, optimizer.zero_grad() never called",
+        missing_zero_grad_sgd,
+        ("train.grad_accumulation",),
+        "live",
+    ),
+    Case(
+        "zero_grad_before_step",
+        "zero_grad() between backward() and step()",
+        zero_grad_before_step,
+        ("train.grad_cleared_before_step",),
+        "live",
+    ),
     Case("overfitting", "100 training samples, 256 hidden units", overfitting, ("train.overfitting",), "live"),
+    Case(
+        "overfitting_slow_climb",
+        "40 training samples, validation climbs slowly",
+        overfitting_slow_climb,
+        ("train.overfitting",),
+        "live",
+    ),
     Case("over_regularized", "AdamW weight_decay=30", over_regularized, ("train.underfitting",), "live"),
     Case("label_leak", "pixel 0 encodes the label", label_leak, ("data.target_leak",)),
     Case("frozen_random_layer", "first layer frozen at its random init", frozen_random_layer, ("model.frozen",)),
@@ -510,6 +551,8 @@ def run_training(setup: Setup, steps: int, on_step: Callable[..., None] | None =
             output = setup.model(x)
             loss = setup.loss_fn(output, y)
             loss.backward()
+            if setup.zero_grad_before_step:
+                setup.optimizer.zero_grad()
             setup.optimizer.step()
             if setup.zero_grad:
                 setup.optimizer.zero_grad()
