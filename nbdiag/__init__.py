@@ -20,12 +20,17 @@ from nbdiag.version import __version__
 def _views() -> display.DisplayBackend:
     """The views behind ``mon.dashboard()``, ``to_html()``, ``savefig()`` and every lab's display (see
     nbdiag/display.py)."""
-    from nbdiag.labs._widgets import lab_draw, lab_view, show_lab
+    from nbdiag.labs._widgets import lab_draw, lab_output, lab_view
     from nbdiag.views.dashboard import Dashboard
     from nbdiag.views.export import savefig, to_html
 
     return display.DisplayBackend(
-        dashboard=Dashboard, to_html=to_html, savefig=savefig, lab_view=lab_view, lab_draw=lab_draw, show_lab=show_lab
+        dashboard=Dashboard,
+        to_html=to_html,
+        savefig=savefig,
+        lab_view=lab_view,
+        lab_draw=lab_draw,
+        lab_output=lab_output,
     )
 
 

@@ -3,7 +3,7 @@
 ``RecordReader`` (core) offers ``dashboard()``, ``to_html()`` and ``savefig()``, but the code that draws lives in
 ``nbdiag.views``, a higher layer. The top layer (``nbdiag/__init__.py``, the composition root, which Python
 imports before any submodule) calls :func:`provide` with a loader; the core asks :func:`display_backend` for it at
-call time. The labs reach their views the same way (``lab_view``, ``lab_draw``, ``show_lab``): a lab computes,
+call time. The labs reach their views the same way (``lab_view``, ``lab_draw``, ``lab_output``): a lab computes,
 its view draws, and the lab never imports it.
 So the dependency points one way (top -> views, core -> this module) and no plotting package is
 imported until something is drawn.
@@ -27,7 +27,7 @@ class DisplayBackend:
     savefig: Callable[[Any, str | Path], Any]
     lab_view: Callable[[Any], Any]
     lab_draw: Callable[[Any, Any], None]
-    show_lab: Callable[[Any, str], None]
+    lab_output: Callable[[Any, str], Any]
 
 
 _loader: Callable[[], DisplayBackend] | None = None

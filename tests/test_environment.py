@@ -3,7 +3,10 @@ Jupyter front ends the widget, scripts nothing; NBDIAG_DISPLAY and display= over
 
 from __future__ import annotations
 
+import os
+import subprocess
 import sys
+import types
 from pathlib import Path
 
 import pytest
@@ -15,6 +18,7 @@ from nbdiag import environment
 from nbdiag.environment import auto_display, front_end, in_kernel, resolve_display
 from tests.fake_kernel import simulate_kernel
 
+ROOT = Path(__file__).resolve().parents[1]
 VALID_WORDS = ('"widget"', '"inline"', '"static"', "False", "True", "None")
 
 
@@ -33,9 +37,7 @@ def test_a_script_is_no_kernel_and_shows_nothing(monkeypatch):
     assert resolve_display(True) == "static"  # asked to show anyway: the PNG and text
 
 
-@pytest.mark.parametrize(
-    ("front", "expected"), [("colab", "inline"), ("vscode", "inline"), ("jupyter", "widget")]
-)
+@pytest.mark.parametrize(("front", "expected"), [("colab", "inline"), ("vscode", "inline"), ("jupyter", "widget")])
 def test_auto_chooses_by_front_end(monkeypatch, front, expected):
     simulate_kernel(monkeypatch, front)
     assert front_end() == front
@@ -111,3 +113,29 @@ def test_detector_imports_only_the_standard_library():
     source = Path(environment.__file__).read_text(encoding="utf-8")
     imports = {line.split()[1] for line in source.splitlines() if line.startswith(("import ", "from "))}
     assert imports <= {"__future__", "importlib.util", "os", "sys", "typing"}, imports
+
+
+def test_marimo_is_a_front_end_never_imported_outside_it():
+    """marimo is recognised only where its runtime runs a notebook; nbdiag never imports it elsewhere."""
+    code = (
+        "import sys, nbdiag\n"
+        "from nbdiag import environment\n"
+        "lab = nbdiag.labs.activations_lab(display=False)\n"
+        "assert environment.front_end() is None and not environment.in_marimo()\n"
+        "assert 'marimo' not in sys.modules, 'marimo was imported'\n"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True, env={**os.environ, "PYTHONPATH": str(ROOT)})
+
+
+def test_marimo_running_a_notebook_gets_its_own_path(monkeypatch):
+    """Inside a marimo notebook (no IPython kernel) views are shown, along marimo's path; "widget" means it."""
+    marimo = types.ModuleType("marimo")
+    marimo.running_in_notebook = lambda: True
+    monkeypatch.setitem(sys.modules, "marimo", marimo)
+    assert not in_kernel()
+    assert front_end() == "marimo"
+    assert resolve_display(None) == "marimo"
+    assert resolve_display("widget") == "marimo"
+    assert resolve_display("inline") == "inline"
+    marimo.running_in_notebook = lambda: False  # marimo imported by a script: not a notebook
+    assert front_end() is None and resolve_display(None) is False

@@ -2,7 +2,7 @@
 lab (widget, inline, static), chosen by :mod:`nbdiag.environment` as for the dashboard.
 
 A lab never imports its view: the composition root (``nbdiag/__init__.py``) registers :func:`lab_view`,
-:func:`lab_draw` and :func:`show_lab` with :mod:`nbdiag.display`, and :class:`nbdiag.labs.lab.Lab` calls them.
+:func:`lab_draw` and :func:`lab_output` with :mod:`nbdiag.display`, and :class:`nbdiag.labs.lab.Lab` calls them.
 """
 
 from __future__ import annotations
@@ -59,16 +59,17 @@ def lab_draw(lab: Any, fig: Any) -> None:
     _module(lab).draw_lab(lab, fig)
 
 
-def show_lab(lab: Any, mode: str) -> None:
-    """Display ``lab`` along ``mode``: "widget" (the controls and figure, with a PNG and text fallback), "inline"
-    (its plotly figures drawn by plotly.js in the output, controls as arguments) or "static" (PNG and text)."""
-    from IPython.display import display
-
-    display(lab_bundle(lab, mode), raw=True)
+def lab_output(lab: Any, mode: str) -> Any:
+    """What shows ``lab`` along ``mode``: a mime bundle for "widget" (the controls and figure, with a PNG and text
+    fallback), "inline" (its plotly figures drawn by plotly.js in the output, controls as arguments) and "static"
+    (PNG and text); for "marimo", the element marimo displays (see :func:`marimo_output`)."""
+    if mode == "marimo":
+        return marimo_output(lab)
+    return lab_bundle(lab, mode)
 
 
 def lab_bundle(lab: Any, mode: str) -> dict[str, Any]:
-    """The mime bundle of ``lab`` along ``mode`` (see :func:`show_lab`)."""
+    """The mime bundle of ``lab`` along ``mode`` (see :func:`lab_output`)."""
     text = lab.summary_text()
     if mode == "widget":
         bundle = {"text/plain": text, "image/png": lab.png()}
@@ -101,3 +102,62 @@ def _plain(value: Any) -> Any:
     if isinstance(value, np.generic):
         return value.item()
     raise TypeError(f"{type(value).__name__} is not JSON serializable")
+
+
+def marimo_output(lab: Any) -> Any:
+    """``lab`` in marimo: its figures (the view's FigureWidgets, anywidgets marimo displays) under marimo UI
+    elements that set the view's own controls, so a control recomputes the lab and the view redraws as in Jupyter;
+    the view's text lines are mirrored into :class:`~nbdiag.views.plotly_widget.HtmlWidget`s. Built once per view
+    and kept on it: marimo calls an element's ``on_change`` only while the element lives."""
+    import marimo as mo
+
+    from nbdiag.views.plotly_widget import HtmlWidget
+
+    view = lab.view
+    if getattr(view, "marimo", None) is None:
+        controls = getattr(view, "controls", None) or {"step": view.slider}
+        elements = [e for e in (_marimo_control(mo, control) for control in controls.values()) if e is not None]
+        texts = []
+        for name in ("status", "table"):
+            source = getattr(view, name, None)
+            if source is not None and isinstance(getattr(source, "value", None), str):
+                mirror = HtmlWidget(html=source.value)
+                source.observe(lambda change, mirror=mirror: setattr(mirror, "html", change["new"]), names="value")
+                texts.append(mo.ui.anywidget(mirror))
+        figures = [mo.ui.anywidget(figure) for figure in view.figures]
+        view.marimo = mo.vstack([mo.hstack(elements, justify="start", wrap=True), *texts[:1], *figures, *texts[1:]])
+        view.marimo_controls = elements  # alive as long as the view
+    return view.marimo
+
+
+def _marimo_control(mo: Any, control: Any) -> Any:
+    """A marimo UI element that sets the ipywidgets ``control`` (None for a kind marimo has no match for)."""
+    import numpy as np
+
+    def on_change(value: Any) -> None:
+        control.value = value
+
+    kind, label, value = type(control).__name__, control.description, control.value
+    if kind == "Dropdown":
+        options = {
+            str(option[0] if isinstance(option, tuple) else option): _option_value(option) for option in control.options
+        }
+        shown = next(key for key, option in options.items() if option == value)
+        return mo.ui.dropdown(options=options, value=shown, label=label, on_change=on_change)
+    if kind == "FloatLogSlider":
+        steps = [float(v) for v in np.geomspace(control.base**control.min, control.base**control.max, 41)]
+        nearest = min(steps, key=lambda step: abs(np.log(step) - np.log(value)))
+        return mo.ui.slider(steps=steps, value=nearest, label=label, on_change=on_change)
+    if kind in ("IntSlider", "FloatSlider"):
+        return mo.ui.slider(control.min, control.max, step=control.step, value=value, label=label, on_change=on_change)
+    if kind == "Checkbox":
+        return mo.ui.checkbox(value=value, label=label, on_change=on_change)
+    if kind == "ToggleButtons":
+        return mo.ui.radio(options=list(control.options), value=value, label=label, inline=True, on_change=on_change)
+    if kind in ("IntText", "BoundedIntText"):
+        return mo.ui.number(value=value, step=1, label=label, on_change=lambda v: on_change(int(v)))
+    return None
+
+
+def _option_value(option: Any) -> Any:
+    return option[1] if isinstance(option, tuple) else option

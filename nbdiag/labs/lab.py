@@ -18,7 +18,7 @@ from typing import Any
 import pandas as pd
 
 from nbdiag.display import display_backend
-from nbdiag.environment import Display, in_kernel, resolve_display
+from nbdiag.environment import Display, in_kernel, in_marimo, resolve_display
 
 
 class Lab:
@@ -106,6 +106,11 @@ class Lab:
             display: the render path, as for ``nbdiag.watch`` (True: chosen for this front end).
         """
         self.mode = resolve_display(display) or None
+        if in_marimo():  # marimo is the front end, so it is imported already
+            import marimo
+
+            marimo.output.append(self)
+            return
         if not in_kernel():
             print(self.summary_text())
             return
@@ -118,7 +123,29 @@ class Lab:
         if self._shown_in_cell is not None and self._shown_in_cell == _execution_count():
             self._shown_in_cell = None  # shown by the lab function in this cell: skip the cell's result echo
             return
-        display_backend().show_lab(self, self.mode or resolve_display(None) or "static")
+        from IPython.display import display
+
+        display(display_backend().lab_output(self, self._chosen()), raw=True)
+
+    def _display_(self) -> Any:
+        """marimo's display protocol: the lab's figures and controls as marimo shows them (or the chosen path's
+        bundle)."""
+        mode = self._chosen()
+        output = display_backend().lab_output(self, mode)
+        return output if mode == "marimo" else _Bundle(output)
+
+    def _chosen(self) -> str:
+        return self.mode or resolve_display(None) or "static"
+
+
+class _Bundle:
+    """A mime bundle as an object marimo formats."""
+
+    def __init__(self, bundle: dict[str, Any]) -> None:
+        self.bundle = bundle
+
+    def _repr_mimebundle_(self, include: Any = None, exclude: Any = None) -> dict[str, Any]:
+        return self.bundle
 
 
 def present(lab: Lab, display: Any) -> Lab:

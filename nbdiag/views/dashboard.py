@@ -16,7 +16,7 @@ from nbdiag.environment import Display, DisplayMode, resolve_display
 from nbdiag.views import static
 from nbdiag.views.data import Snapshot, snapshot
 from nbdiag.views.panels import ViewState
-from nbdiag.views.paths import PATHS, WIDGET_MIME, Frame, RenderPath, WidgetPath
+from nbdiag.views.paths import PATHS, WIDGET_MIME, Frame, RenderPath
 from nbdiag.views.renderer import RENDER_BUDGET, Renderer
 from nbdiag.views.text import summary_text
 
@@ -129,10 +129,7 @@ class Dashboard:
         built it is refreshed with the others."""
         with self._lock:
             if name not in self._paths:
-                if name == "widget":
-                    self._paths[name] = WidgetPath(self, self.frame())
-                else:
-                    self._paths[name] = PATHS[name]()
+                self._paths[name] = PATHS[name](self, self.frame())
                 self.refresh()
             return self._paths[name]
 
@@ -272,6 +269,17 @@ class Dashboard:
             self._pace()  # the first message may set it (inline: its size)
             self.renderer.start()
 
+    def _display_(self) -> Any:
+        """marimo's display protocol: the marimo path's figure, live (the renderer starts), or the chosen path's
+        bundle."""
+        mode = self._chosen()
+        path = self.path(mode)
+        if mode != "marimo":
+            return _Bundle(path.bundle(self.frame()))
+        self.refresh()
+        self.renderer.start()
+        return path.element()
+
     def __repr__(self) -> str:
         return self.text()
 
@@ -295,6 +303,16 @@ class Dashboard:
             f"<b>{self.title() or 'nbdiag'}</b> · latest sampled step {latest} · {len(snap.layers)} layers · "
             f"{self.renderer.refreshes} refreshes{cost} · {time.strftime('%H:%M:%S')}{paused}"
         )
+
+
+class _Bundle:
+    """A mime bundle as an object marimo formats."""
+
+    def __init__(self, bundle: dict[str, Any]) -> None:
+        self.bundle = bundle
+
+    def _repr_mimebundle_(self, include: Any = None, exclude: Any = None) -> dict[str, Any]:
+        return self.bundle
 
 
 def _nearest_index(snap: Snapshot, step: int) -> int | None:

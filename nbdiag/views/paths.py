@@ -2,7 +2,8 @@
 
 - :class:`WidgetPath`: a findings banner and controls above one plotly FigureWidget (JupyterLab, Notebook 7);
 - :class:`InlinePath`: one output updated in place through a display handle (VS Code, Colab; :mod:`.inline`);
-- :class:`StaticPath`: a PNG and the text summary, drawn again when training ends (scripts, nbconvert, CI).
+- :class:`StaticPath`: a PNG and the text summary, drawn again when training ends (scripts, nbconvert, CI);
+- :class:`MarimoPath`: the figure as an anywidget in a marimo notebook, live while the training cell runs.
 
 Each is fed one :class:`Frame` per refresh: the record read once, the health rules run once, the panels built
 once, so the text, the PNG and the figure of one refresh show the same state.
@@ -11,6 +12,7 @@ once, so the text, the PNG and the figure of one refresh show the same state.
 from __future__ import annotations
 
 import functools
+import html
 from typing import Any
 
 from nbdiag.findings import findings_html
@@ -21,6 +23,7 @@ from nbdiag.views.panels import ViewState
 from nbdiag.views.text import summary_text
 
 WIDGET_MIME = "application/vnd.jupyter.widget-view+json"
+HINT = "controls as arguments: mon.dashboard(layer=..., step=..., loss_log=..., norm_log=...)"
 STATIC_NOTE = "static view: drawn again when training ends (close()); display='inline' or 'widget' draws live"
 
 
@@ -55,9 +58,17 @@ class Frame:
 
 
 class RenderPath:
-    """How one displayed dashboard is drawn. ``live`` paths are refreshed by the renderer thread."""
+    """How one displayed dashboard is drawn. ``live`` paths are refreshed by the renderer thread.
+
+    Args:
+        dashboard: the dashboard drawn (the widget path's controls drive it).
+        frame: the state when the path is built.
+    """
 
     live = True
+
+    def __init__(self, dashboard: Any = None, frame: Frame | None = None) -> None:
+        del dashboard, frame  # most paths need neither until shown
 
     def sync(self, snapshot: Snapshot, state: ViewState) -> ViewState:
         """The state to draw, once the path's controls saw ``snapshot`` (no controls: ``state``)."""
@@ -102,7 +113,7 @@ class StaticPath(RenderPath):
 class InlinePath(RenderPath):
     """One output updated in place: plotly's figure JSON drawn by plotly.js (see :mod:`nbdiag.views.inline`)."""
 
-    def __init__(self) -> None:
+    def __init__(self, dashboard: Any = None, frame: Frame | None = None) -> None:
         from nbdiag.views.inline import InlineView
 
         self.view = InlineView()
@@ -156,4 +167,50 @@ class WidgetPath(RenderPath):
         self.controls.close()
 
 
-PATHS = {"widget": WidgetPath, "inline": InlinePath, "static": StaticPath}
+class MarimoPath(RenderPath):
+    """marimo: the dashboard's FigureWidget (an anywidget, which marimo displays natively through
+    ``mo.ui.anywidget``) under a heading widget, both updated from the renderer thread while the training cell runs
+    (marimo sends a widget's changes from any thread to the session that opened it). Controls are arguments, as on
+    the inline path: ``mon.dashboard(layer=..., step=...)``. marimo is imported only here, when it is the front end.
+    """
+
+    def __init__(self, dashboard: Any, frame: Frame) -> None:
+        from nbdiag.views.figure import PanelFigure
+        from nbdiag.views.plotly_widget import HtmlWidget
+
+        self.figure = PanelFigure(frame.panels)
+        self.heading = HtmlWidget()
+        self._element: Any = None
+
+    def element(self) -> Any:
+        """What marimo shows: the heading and the figure (built once; marimo keeps one model per widget)."""
+        if self._element is None:
+            import marimo as mo
+
+            self._element = mo.vstack([mo.ui.anywidget(self.heading), mo.ui.anywidget(self.figure.figure)])
+        return self._element
+
+    def bundle(self, frame: Frame) -> dict[str, Any]:
+        return {"text/plain": frame.text, "image/png": frame.png}
+
+    def show(self, frame: Frame) -> None:
+        import marimo as mo
+
+        self.refresh(frame)
+        mo.output.append(self.element())
+
+    def refresh(self, frame: Frame) -> None:
+        if self.figure.fits(frame.panels):
+            self.figure.update(frame.panels)
+        else:  # laid out anew in the same widget: marimo keeps showing its model
+            from nbdiag.views.figure import PanelFigure
+
+            self.figure = PanelFigure(frame.panels, into=self.figure.figure)
+        hint = html.escape(HINT)
+        self.heading.html = (
+            f"<div><b>{html.escape(frame.heading())}</b></div><div style='color:#666;font-size:90%'>{hint}</div>"
+            f"<b>Health</b>{findings_html(frame.findings)}"
+        )
+
+
+PATHS = {"widget": WidgetPath, "inline": InlinePath, "static": StaticPath, "marimo": MarimoPath}

@@ -18,6 +18,7 @@ from typing import Any
 
 import anywidget
 import numpy as np
+import traitlets
 
 _ESM = """
 function render({ el }) {
@@ -50,6 +51,25 @@ class FitWidth(anywidget.AnyWidget):
     def __init__(self, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self.add_class("nbdiag-fit-width")
+
+
+_HTML_ESM = """
+function render({ model, el }) {
+  const draw = () => { el.innerHTML = model.get("html"); };
+  draw();
+  model.on("change:html", draw);
+  return () => model.off("change:html", draw);
+}
+export default { render };
+"""
+
+
+class HtmlWidget(anywidget.AnyWidget):
+    """A line or block of HTML that changes in place (the dashboard's heading and findings where no ipywidgets
+    run: marimo displays anywidgets only)."""
+
+    _esm = _HTML_ESM
+    html = traitlets.Unicode("").tag(sync=True)
 
 
 def live(figure: Any) -> Any:
