@@ -72,6 +72,8 @@ def lab_bundle(lab: Any, mode: str) -> dict[str, Any]:
     """The mime bundle of ``lab`` along ``mode`` (see :func:`lab_output`)."""
     text = lab.summary_text()
     if mode == "widget":
+        for figure in lab.view.figures:  # a new view starts from the current figure, not the one it was built with
+            figure._repr_mimebundle_()
         bundle = {"text/plain": text, "image/png": lab.png()}
         bundle[WIDGET_MIME] = lab.widget._repr_mimebundle_()[WIDGET_MIME]
         return bundle

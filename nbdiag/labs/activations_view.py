@@ -63,8 +63,7 @@ class ActivationsLabView(WidgetView):
             margin={"t": 40, "b": 40, "l": 40, "r": 20},
             legend2={"x": 1.0, "y": 1.0, "xanchor": "right", "bgcolor": "rgba(255,255,255,0.8)", "title": "statistic"},
         )
-        self.figure_widget = live(fig)
-        self.figures = (self.figure_widget,)
+        self.figure_widget = fig  # a go.Figure until drawn once (below)
         self.controls = {
             "mean": w.FloatSlider(value=lab.mean, min=-4, max=4, step=0.1, description="input mean"),
             "std": w.FloatLogSlider(value=lab.std, base=10, min=-1.5, max=1, description="input std"),
@@ -73,6 +72,9 @@ class ActivationsLabView(WidgetView):
         for control in self.controls.values():
             control.observe(self._on_change, names="value")
         self.refresh()
+        # wrapped with its values: a FigureWidget edited before its view existed came up empty in JupyterLab
+        self.figure_widget = live(self.figure_widget)
+        self.figures = (self.figure_widget,)
         self.box = w.VBox([w.HBox(list(self.controls.values())), self.figure_widget, FitWidth(), self.table])
 
     def _on_change(self, _change: Any) -> None:

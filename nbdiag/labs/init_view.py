@@ -75,12 +75,14 @@ class InitLabView(WidgetView):
         fig.update_yaxes(range=[0, 1], tickformat=".0%", title_text="share f'(z) ~ 0", row=2, col=2, secondary_y=True)
         fig.update_xaxes(title_text="layer", row=2)
         fig.update_layout(height=560, margin={"t": 40, "b": 40, "l": 50, "r": 20}, bargap=0)
-        self.figure_widget = live(fig)
-        self.figures = (self.figure_widget,)
+        self.figure_widget = fig  # a go.Figure until drawn once (below)
         self.status = w.HTML()
         for control in self.controls.values():
             control.observe(self._on_change, names="value")
         self.refresh()
+        # wrapped with its values: a FigureWidget edited before its view existed came up empty in JupyterLab
+        self.figure_widget = live(self.figure_widget)
+        self.figures = (self.figure_widget,)
         controls = list(self.controls.values())
         self.box = w.VBox([w.HBox(controls[:3]), w.HBox([*controls[3:], self.status]), self.figure_widget, FitWidth()])
 

@@ -53,11 +53,13 @@ class PredictionsView(WidgetView):
         fig.update_yaxes(autorange="reversed", title_text="sample", row=1, col=1)
         fig.update_xaxes(title_text="step", row=1, col=1)
         fig.update_layout(height=460, margin={"t": 40, "b": 40, "l": 50, "r": 20})
-        self.figure_widget = live(fig)
-        self.figures = (self.figure_widget,)
+        self.figure_widget = fig  # a go.Figure until drawn once (below)
         self.slider = w.IntSlider(value=0, min=0, max=0, description="step #")
         self.slider.observe(lambda _change: self._show_step(), names="value")
         self.refresh()
+        # wrapped with its values: a FigureWidget edited before its view existed came up empty in JupyterLab
+        self.figure_widget = live(self.figure_widget)
+        self.figures = (self.figure_widget,)
         self.box = w.VBox([self.slider, self.figure_widget, FitWidth()])
 
     def refresh(self) -> None:

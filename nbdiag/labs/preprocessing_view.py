@@ -79,9 +79,7 @@ class PreprocessingLabView(WidgetView):
             images.update_yaxes(autorange="reversed", scaleanchor=f"x{col}", row=1, col=col)
         images.update_layout(height=240, margin={"t": 40, "b": 10, "l": 10, "r": 10})
         images.update_annotations(font_size=12)
-        self.figure_widget = live(cloud)
-        self.image_widget = live(images)
-        self.figures = (self.figure_widget, self.image_widget)
+        self.figure_widget, self.image_widget = cloud, images  # go.Figures until drawn once (below)
         self.controls = {
             "correlation": w.FloatSlider(
                 value=lab.correlation, min=-0.95, max=0.95, step=0.05, description="correlation"
@@ -95,6 +93,9 @@ class PreprocessingLabView(WidgetView):
         for control in self.controls.values():
             control.observe(self._on_change, names="value")
         self.refresh()
+        # wrapped with their values: a FigureWidget edited before its view existed came up empty
+        self.figure_widget, self.image_widget = live(self.figure_widget), live(self.image_widget)
+        self.figures = (self.figure_widget, self.image_widget)
         image_note = w.HTML(
             "<b>images</b> (training half of the data): " + lab.image_leakage.to_html(float_format=lambda v: f"{v:.3f}")
         )

@@ -82,8 +82,7 @@ class SearchLabView(WidgetView):
         fig.update_yaxes(type="log", col=2)
         fig.update_yaxes(range=[0, 1.02], title_text="validation accuracy", col=3)
         fig.update_layout(height=420, margin={"t": 40, "b": 40, "l": 60, "r": 20})
-        self.figure_widget = live(fig)
-        self.figures = (self.figure_widget,)
+        self.figure_widget = fig  # a go.Figure until drawn once (below)
         self.controls = {
             "budget": w.IntSlider(value=lab.budget, min=4, max=49, description="trials/stage"),
             "seed": w.IntText(value=lab.seed, description="seed"),
@@ -92,6 +91,9 @@ class SearchLabView(WidgetView):
         for control in self.controls.values():
             control.observe(self._on_change, names="value")
         self.refresh()
+        # wrapped with its values: a FigureWidget edited before its view existed came up empty in JupyterLab
+        self.figure_widget = live(self.figure_widget)
+        self.figures = (self.figure_widget,)
         self.box = w.VBox([w.HBox(list(self.controls.values())), self.figure_widget, FitWidth(), self.table])
 
     def _on_change(self, _change: Any) -> None:

@@ -6,6 +6,7 @@ import pytest
 
 from tests.browser.notebooks import lab_notebook, write_notebook
 from tests.browser.pages import (
+    PLOTS,
     cell_errors,
     figures,
     open_notebook,
@@ -27,12 +28,12 @@ PREPROCESSING_STAGES = 5  # original, zero-centered, normalized, decorrelated, w
 IMAGE_PANELS = 5
 
 
-def run_lab(page, lab_server, name: str, call: str) -> None:
+def run_lab(page, lab_server, name: str, call: str, timeout_s: float = 90) -> None:
     """Write a one-cell notebook calling ``call``, open it, run it and wait for its output."""
     lab_notebook(lab_server.root / name, call)
     open_notebook(page, lab_server, name)
     run_all_cells(page)
-    wait_all_cells_done(page, timeout_s=90)
+    wait_all_cells_done(page, timeout_s=timeout_s)
     assert not [text for text in cell_errors(page) if "Traceback" in text or "Error" in text], cell_errors(page)
 
 
@@ -107,6 +108,8 @@ LAB_CONTROLS = {
 }
 
 
+@pytest.mark.slow  # five notebooks, each a kernel importing torch
+@pytest.mark.timeout(900)
 @pytest.mark.parametrize("name", list(LAB_CONTROLS))
 def test_each_lab_control_redraws_its_figure_without_an_error(page, lab_server, artifacts, name):
     """Every lab with controls: moving one redraws the figure, and neither the browser console nor the kernel
@@ -119,14 +122,19 @@ def test_each_lab_control_redraws_its_figure_without_an_error(page, lab_server, 
         write_notebook(lab_server.root / f"{name}_lab.ipynb", [PREDICTIONS_CELL])
         open_notebook(page, lab_server, f"{name}_lab.ipynb")
         run_all_cells(page)
-        wait_all_cells_done(page, timeout_s=90)
+        wait_all_cells_done(page, timeout_s=600)
     else:
-        run_lab(page, lab_server, f"{name}_lab.ipynb", call)
-    wait_for_figures(page, figure + 1)
+        run_lab(page, lab_server, f"{name}_lab.ipynb", call, timeout_s=600)
+    wait_for_figures(page, figure + 1, timeout_s=300)
+    page.wait_for_function(  # drawn with its data (a figure edited before its view existed came up empty)
+        f"() => {{ const gd = document.querySelectorAll({PLOTS!r})[{figure}]; "
+        "return gd && gd.data && gd.data.some((t) => (t.x || t.y || []).length > 0); }",
+        timeout=120_000,
+    )
     before = figures(page)[figure]
     trace = trace % len(before)
     move(page)
-    wait_for_trace_change(page, figure, trace, before[trace]["values"])
+    wait_for_trace_change(page, figure, trace, before[trace]["values"], timeout_s=300)
     screenshot(page, artifacts / f"lab-control-{name}.png")
     page.wait_for_timeout(1000)  # the front end's echo of the redraw reaches the kernel
     log = lab_server.log_path.read_text(errors="replace")[log_start:]
