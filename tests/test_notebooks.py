@@ -206,3 +206,13 @@ def test_every_lab_in_a_notebook_shows_its_widget_not_the_text_fallback(executed
         shown = [output.data for output in cell.outputs if output.output_type in ("display_data", "execute_result")]
         assert any(WIDGET_MIME in data for data in shown), f"{name}: {cell.source!r} shows no widget: {shown!r:.300}"
         assert all("image/png" in data and "text/plain" in data for data in shown if WIDGET_MIME in data)
+
+
+@pytest.mark.timeout(3 * NOTEBOOK_TIMEOUT_S + 60)
+def test_too_good_stays_silent_on_the_notebooks_healthy_runs(executed):
+    """Issue 20: digits are easy; a note that fires on every easy task teaches students to ignore the banner. The
+    quickstart's CNN, notebook 07's script and notebook 08's healthy runs log training accuracy near 100% early."""
+    for name in ("01_quickstart.ipynb", "07_follow_a_run.ipynb", "08_hyperparameter_search.ipynb"):
+        text = output_text(executed(name)[0])
+        assert "too_good" not in text, f"{name} shows train.too_good"
+    assert "no findings" in output_text(executed("01_quickstart.ipynb")[0])  # the dashboard's banner, as printed
