@@ -104,3 +104,18 @@ def test_search_lab_widget_redraws_the_trials_when_a_control_moves():
     np.testing.assert_array_equal(figure.data[0].x, coarse["lr"].to_numpy())
     np.testing.assert_array_equal(figure.data[0].marker.color, coarse["val_acc"].to_numpy())
     assert f"{lab.summary().loc['random', 'best_val_acc']:.4g}" in lab.view.table.value
+
+
+def test_the_png_colours_span_the_accuracies_found_and_labels_do_not_repeat():
+    """Issue 20: a 0-1 colour scale over accuracies of 0.85-0.97 made every trial look alike; the colour bar's
+    label sat on top of the third panel's "validation accuracy"."""
+    lab = nbdiag.labs.search_lab(budget=9, seed=0, display=False)
+    trials = lab.frame() if callable(lab.frame) else lab.frame
+    fig = lab.figure()
+    coloured = [c for ax in fig.axes for c in ax.collections if c.get_array() is not None and len(c.get_array())]
+    assert coloured
+    for points in coloured:
+        assert points.norm.vmin == pytest.approx(trials["val_acc"].min())
+        assert points.norm.vmax == pytest.approx(trials["val_acc"].max())
+    ylabels = [ax.get_ylabel() for ax in fig.axes] + [ax.get_xlabel() for ax in fig.axes]
+    assert ylabels.count("validation accuracy") == 1

@@ -30,8 +30,8 @@ def draw(lab: SearchLab, fig: Any) -> None:
                 part["weight_decay"],
                 c=part["val_acc"],
                 cmap="viridis",
-                vmin=0,
-                vmax=1,
+                vmin=float(frame["val_acc"].min()),  # the colour scale spans the accuracies found (0.85-0.97 on
+                vmax=float(frame["val_acc"].max()),  # digits), not 0-1, where they would all look alike
                 marker=marker,
                 s=36,
                 edgecolors="k",
@@ -43,13 +43,15 @@ def draw(lab: SearchLab, fig: Any) -> None:
         ax.set(xscale="log", yscale="log", xlabel="learning rate", ylabel="weight decay")
         ax.set_title(f"{strategy}: {int(best['distinct_lr'])} distinct lr, best {best['best_val_acc']:.1%}")
         ax.legend(loc="lower left", fontsize=8)
-    fig.colorbar(points, ax=axes[1], label="validation accuracy")
+    fig.colorbar(points, ax=axes[:2], location="bottom", shrink=0.5, label="colour: validation accuracy")
     for strategy, color in COLORS.items():
         trials = frame[frame["strategy"] == strategy]
         axes[2].scatter(trials["lr"], trials["val_acc"], color=color, s=18, alpha=0.8, label=strategy)
-    axes[2].set(xscale="log", xlabel="learning rate", ylabel="validation accuracy", ylim=(0, 1.02))
+    low, high = float(frame["val_acc"].min()), float(frame["val_acc"].max())
+    margin = 0.05 * max(high - low, 0.01)
+    axes[2].set(xscale="log", xlabel="learning rate", ylabel="validation accuracy", ylim=(low - margin, high + margin))
     axes[2].set_title("what each strategy found along the lr axis")
-    axes[2].legend(loc="lower left", fontsize=8)
+    axes[2].legend(loc="lower right", fontsize=8)
 
 
 class SearchLabView(WidgetView):
