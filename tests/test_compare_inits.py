@@ -153,7 +153,7 @@ def test_the_recommendation_is_the_lowest_score_and_places_the_lectures_rule(bat
     torch.manual_seed(0)
     tanh = nn.Sequential(*(m for _ in range(3) for m in (nn.Linear(32, 32), nn.Tanh())), nn.Linear(32, 10))
     result = nbdiag.compare_inits(tanh, batch)
-    summary = result.summary
+    summary = result.summary()
     assert result.best == summary["score"].idxmin() == "he" and result.nonlinearity == "Tanh"
     assert result.recommendation.startswith(f"Use 'he': it has the lowest score ({summary.loc['he', 'score']:.3g})")
     xavier = f"'xavier', the lecture's rule for Tanh, scores {summary.loc['xavier', 'score']:.3g} on this model: "
@@ -163,7 +163,7 @@ def test_the_recommendation_is_the_lowest_score_and_places_the_lectures_rule(bat
 
 def test_the_lectures_rule_is_named_when_it_is_also_the_lowest_score(batch):
     result = nbdiag.compare_inits(mlp(), batch, schemes=("small", "xavier", "he"))
-    assert result.best == "he" == result.summary["score"].idxmin()
+    assert result.best == "he" == result.summary()["score"].idxmin()
     assert "It is also the lecture's rule for ReLU." in result.recommendation
     only_xavier = nbdiag.compare_inits(mlp(), batch, schemes=("small", "xavier"))  # ReLU + Xavier: std halves
     assert only_xavier.best == "xavier" and "it has the lowest score" in only_xavier.recommendation

@@ -112,7 +112,8 @@ class SearchLabView(WidgetView):
                 for stage in ("coarse", "fine"):
                     part = trials[trials["stage"] == stage]
                     values = {"x": _floats(part["lr"]), "y": _floats(part["weight_decay"])}
-                    next(traces).update(values, marker_color=_floats(part["val_acc"]))
+                    span = {"cmin": float(frame["val_acc"].min()), "cmax": float(frame["val_acc"].max())}
+                    next(traces).update(values, marker_color=_floats(part["val_acc"]), marker=span)
                 best = summary.loc[strategy]
                 next(traces).update(x=[float(best["best_lr"])], y=[float(best["best_weight_decay"])])
             for strategy in COLORS:
