@@ -280,9 +280,10 @@ def derive(vectors: np.ndarray, names: tuple[str, ...]) -> np.ndarray:
 
 
 def _nonfinite_estimate(v: np.ndarray, count: np.ndarray, sampled: np.ndarray) -> np.ndarray:
-    """Sampled NaN/+Inf count scaled to the tensor; at least 1 wherever the exact moments show NaN/Inf."""
+    """Sampled NaN/+Inf count scaled to the tensor; at least 1 wherever the exact moments show NaN/Inf. An empty
+    tensor (an MoE expert that got no token) has undefined moments, not non-finite values: it counts 0."""
     scaled = np.nan_to_num(v[:, _F["nonfinite"]] * count / sampled)
-    present = ~np.isfinite(v[:, [_F["mean"], _F["var"], _F["min"], _F["max"]]]).all(axis=1)
+    present = (count > 0) & ~np.isfinite(v[:, [_F["mean"], _F["var"], _F["min"], _F["max"]]]).all(axis=1)
     return np.where(present, np.maximum(scaled, 1.0), 0.0)
 
 

@@ -109,6 +109,34 @@ def test_empty_tensor_gives_zero_count():
     assert v.shape == (stats.VECTOR_LEN,) and v[0] == 0
 
 
+def test_empty_tensor_has_no_nonfinite_values():
+    """An MoE expert that got no token outputs a (0, d) tensor: undefined moments, not NaN in the data."""
+    derived = derive(host(tensor_stats(torch.empty(0, 32))), ACTIVATION_STATS)[0]
+    assert derived[ACTIVATION_STATS.index("nonfinite")] == 0
+    assert derived[ACTIVATION_STATS.index("count")] == 0
+
+
+def test_layer_that_sees_an_empty_batch_is_not_reported_non_finite():
+    """A routed layer called on zero rows (an idle expert) records its call, and no train.nonfinite finding."""
+    import nbdiag
+
+    expert, head = nn.Linear(4, 4), nn.Linear(4, 2)
+    model = nn.ModuleDict({"expert": expert, "head": head})
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    with nbdiag.watch(model, opt, every=1, display=False) as mon:
+        for _ in range(3):
+            x = torch.randn(8, 4)
+            loss = head(x).sum() + expert(x[:0]).sum()  # the expert is routed no row this step
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+            mon.step(loss=loss)
+    assert "train.nonfinite" not in {f.id for f in mon.findings()}
+    frame = mon.frame()
+    nonfinite = frame[(frame.layer == "expert") & (frame.stat == "nonfinite")].value
+    assert len(nonfinite) > 0 and (nonfinite == 0).all()
+
+
 def test_device_merge_of_raw_stats_equals_stats_of_concatenation():
     torch.manual_seed(0)
     parts = [torch.randn(300) * 3 + 1, torch.randn(37) - 4, torch.rand(250) + 1000.0, torch.empty(0), torch.ones(5)]

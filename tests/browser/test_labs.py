@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 
+from nbdiag.labs.init_view import FLAT_LABEL
 from tests.browser.notebooks import lab_notebook, write_notebook
 from tests.browser.pages import (
     PLOTS,
@@ -21,7 +22,8 @@ from tests.browser.pages import (
 
 pytestmark = pytest.mark.browser
 
-INIT_TRACES = ["bar", "scatter", "scatter", "scatter", "scatter"]  # histograms; mean, std; dLoss/dh, dLoss/dW std
+# histograms; mean, std; dLoss/dh std, dLoss/dW std; the share of flat local gradients
+INIT_TRACES = ["bar", "scatter", "scatter", "scatter", "scatter", "bar"]
 STD_TRACE = 2
 TALL_VIEWPORT = {"width": 1400, "height": 1500}  # the whole preprocessing lab in one screenshot
 PREPROCESSING_STAGES = 5  # original, zero-centered, normalized, decorrelated, whitened
@@ -51,7 +53,7 @@ def test_init_lab_renders_and_redraws(page, lab_server, artifacts):
     wait_for_trace_change(page, 0, STD_TRACE, before[STD_TRACE]["values"])
     (after,) = figures(page)
     changed = [old["name"] for old, new in zip(before, after, strict=True) if old["values"] != new["values"]]
-    assert changed == ["histogram", "mean", "std", "dLoss/dh std", "dLoss/dW std"], changed
+    assert changed == ["histogram", "mean", "std", "dLoss/dh std", "dLoss/dW std", FLAT_LABEL], changed
     assert "relu" in page.locator(".widget-html").first.inner_text()
     screenshot(page, artifacts / "init-lab-relu.png")
 
