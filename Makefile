@@ -31,6 +31,7 @@ lab: $(STAMP)
 
 test: $(STAMP)
 	$(BIN)/ruff check nbdiag tests benchmarks
+	$(BIN)/ruff format --check nbdiag tests benchmarks
 	$(BIN)/lint-imports
 	$(BIN)/python -m pytest -q -p no:cacheprovider
 

@@ -98,14 +98,18 @@ def overhead(rank: int, args) -> None:
     gathered: list = [None] * dist.get_world_size()
     dist.all_gather_object(gathered, per_step)
     if rank == 0:
-        print(f"### FSDP2, {dist.get_world_size()} ranks, {device}, MLP {args.depth} x {args.width}, batch "
-              f"{args.batch}/rank, every=1, {args.rounds} rounds x {args.steps} steps\n")
+        print(
+            f"### FSDP2, {dist.get_world_size()} ranks, {device}, MLP {args.depth} x {args.width}, batch "
+            f"{args.batch}/rank, every=1, {args.rounds} rounds x {args.steps} steps\n"
+        )
         print("| rank | plain wall ms | nbdiag wall ms | wall ratio | plain CPU ms | nbdiag CPU ms | CPU ratio |")
         print("| --- | --- | --- | --- | --- | --- | --- |")
         for r, t in enumerate(gathered):
             (pw, pc), (nw, nc) = t["plain"], t["nbdiag"]
-            print(f"| {r} | {pw * 1e3:.2f} | {nw * 1e3:.2f} | {nw / pw:.2f} | {pc * 1e3:.2f} | {nc * 1e3:.2f} | "
-                  f"{nc / pc:.2f} |")
+            print(
+                f"| {r} | {pw * 1e3:.2f} | {nw * 1e3:.2f} | {nw / pw:.2f} | {pc * 1e3:.2f} | {nc * 1e3:.2f} | "
+                f"{nc / pc:.2f} |"
+            )
 
 
 def check(args) -> int:
@@ -120,13 +124,19 @@ def check(args) -> int:
         with nbdiag.watch(model, opt, every=1, hist_sample=None) as mon:
             steps(model, opt, x, y, 3, mon)
         frames.append(mon.frame())
-    got, expected = (f[f.kind.isin(["weight", "update", "activation"])].set_index(["step", "kind", "layer", "stat"])
-                     ["value"].sort_index() for f in frames)
+    got, expected = (
+        f[f.kind.isin(["weight", "update", "activation"])]
+        .set_index(["step", "kind", "layer", "stat"])["value"]
+        .sort_index()
+        for f in frames
+    )
     same_rows = got.index.equals(expected.index)
     close = same_rows and np.allclose(got.to_numpy(), expected.to_numpy(), rtol=1e-4, atol=1e-6, equal_nan=True)
     worst = float(np.nanmax(np.abs(got.to_numpy() - expected.to_numpy()))) if same_rows else float("nan")
-    print(f"FSDP2 on {device}, 1 rank: {len(got)} statistics, same rows {same_rows}, largest difference {worst:.2e}: "
-          f"{'ok' if close else 'MISMATCH'}")
+    print(
+        f"FSDP2 on {device}, 1 rank: {len(got)} statistics, same rows {same_rows}, largest difference {worst:.2e}: "
+        f"{'ok' if close else 'MISMATCH'}"
+    )
     return 0 if close else 1
 
 

@@ -18,9 +18,7 @@ MODES = ("widget", "inline", "static", "marimo")
 DisplayMode = Literal["widget", "inline", "static", "marimo"]
 Display = DisplayMode | Literal[False]
 # What a display= argument or NBDIAG_DISPLAY may say, as shown in error messages.
-VALID = (
-    '"widget", "inline", "static", "marimo", False (nothing shown), True (shown, path chosen) or None (auto)'
-)
+VALID = '"widget", "inline", "static", "marimo", False (nothing shown), True (shown, path chosen) or None (auto)'
 _ENV_WORDS = {"auto": None, "": None, "off": False, "false": False, "0": False, "none": False}
 WIDGET_PACKAGES = ("ipywidgets", "plotly", "anywidget")
 MARIMO_PACKAGES = ("plotly", "anywidget")  # marimo displays anywidgets itself (plotly's FigureWidget is one)
@@ -106,7 +104,7 @@ def resolve_display(display: object = None) -> Display:
 
 
 def _here(display: Display) -> Display:
-    """"widget" means marimo's path in marimo (ipywidgets do not run there)."""
+    """ "widget" means marimo's path in marimo (ipywidgets do not run there)."""
     return "marimo" if display == "widget" and in_marimo() else display
 
 

@@ -135,8 +135,10 @@ def test_a_freezing_schedule_never_raises_and_records_what_trains(with_optimizer
         with mon:
             losses = train(model, optimizer, 31, mon, before_step=schedule)
     assert mon.errors == [] and mon.record.steps() == [0, 10, 20, 30]
-    grads = mon.frame().query("kind == 'weight' and stat == 'grad_norm'").pivot(
-        index="step", columns="layer", values="value"
+    grads = (
+        mon.frame()
+        .query("kind == 'weight' and stat == 'grad_norm'")
+        .pivot(index="step", columns="layer", values="value")
     )
     frozen = grads.isna()
     assert grads.loc[0, "0.weight"] > 0 and frozen.loc[0, "2.weight"]

@@ -97,8 +97,10 @@ def test_config_and_meta_round_trip_through_a_run_directory(tmp_path):
     assert mon.record.meta.inputs == InputMeta((4,), "float32")
     assert mon.record.meta.validation_mode.calls == 1 and mon.record.meta.validation_mode.train_mode_calls == 1
     run = nbdiag.open_run(tmp_path / "run")
-    assert run.config == mon.config == WatchConfig(
-        every=2, dense=1, num_classes=2, run_dir=str(tmp_path / "run"), inputs=True
+    assert (
+        run.config
+        == mon.config
+        == WatchConfig(every=2, dense=1, num_classes=2, run_dir=str(tmp_path / "run"), inputs=True)
     )
     assert run.record.meta == mon.record.meta
     assert RunMeta.from_dict({"model": "Old", "every": 10, "filters": None}) == RunMeta(model="Old")  # old manifests

@@ -35,9 +35,7 @@ def accumulate(micro_batches: int, *, zero_grad: bool = True, set_to_none: bool 
     return mon
 
 
-@pytest.mark.parametrize(
-    ("micro_batches", "set_to_none"), [(4, True), (16, True), (32, True), (4, False), (16, False)]
-)
+@pytest.mark.parametrize(("micro_batches", "set_to_none"), [(4, True), (16, True), (32, True), (4, False), (16, False)])
 def test_accumulating_micro_batches_is_not_a_missing_zero_grad(micro_batches, set_to_none):
     mon = accumulate(micro_batches, set_to_none=set_to_none)
     stale = mon.frame(kind="model", stats=["stale_grad_norm"])

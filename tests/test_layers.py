@@ -184,8 +184,9 @@ def test_no_import_cycles():
 def test_only_entry_points_import_the_package_root():
     """``from nbdiag import x`` in a core module would reach every layer through ``__init__``."""
     graph = {"nbdiag.record": {"nbdiag"}, "nbdiag.demo": {"nbdiag"}}
-    assert violations(graph, LAYERS) == ["nbdiag.record imports nbdiag: layer 0 is above layer "
-                                         f"{layer_index('nbdiag.record', LAYERS)}"]
+    assert violations(graph, LAYERS) == [
+        f"nbdiag.record imports nbdiag: layer 0 is above layer {layer_index('nbdiag.record', LAYERS)}"
+    ]
 
 
 # -- the checker finds what it must ---------------------------------------------------------------------------

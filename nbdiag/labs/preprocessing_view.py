@@ -61,8 +61,13 @@ class PreprocessingLabView(WidgetView):
                 trace = go.Scatter(mode="markers", name=split, marker=marker, showlegend=col == 1)
                 cloud.add_trace(trace, row=1, col=col)
             heat = go.Heatmap(
-                x=FEATURES, y=FEATURES, colorscale="RdBu", zmid=0, texttemplate="%{z:.2f}",
-                showscale=col == len(lab.stages), colorbar={"len": 0.4, "y": 0.2, "title": {"text": "cov"}},
+                x=FEATURES,
+                y=FEATURES,
+                colorscale="RdBu",
+                zmid=0,
+                texttemplate="%{z:.2f}",
+                showscale=col == len(lab.stages),
+                colorbar={"len": 0.4, "y": 0.2, "title": {"text": "cov"}},
             )
             cloud.add_trace(heat, row=2, col=col)
             cloud.update_yaxes(autorange="reversed", row=2, col=col)

@@ -72,9 +72,7 @@ class Aggregator:
     off there), never hang.
     """
 
-    def __init__(
-        self, group: dist.ProcessGroup, per_rank: bool, layout: dict[str, tuple] | None = None
-    ) -> None:
+    def __init__(self, group: dist.ProcessGroup, per_rank: bool, layout: dict[str, tuple] | None = None) -> None:
         self.group = group
         self.per_rank = per_rank
         self.layout = layout or {}  # sharded parameter -> (elements, counted, mesh ranks)
@@ -195,8 +193,9 @@ def _counted_rows(per_rank: list[Tables], shares: list[dict], tp_groups: list) -
         for kind, (layers, values) in vectors.items():
             for layer, vector in zip(layers, values, strict=True):
                 share = shares[rank].get((layer, kind), (COUNTED, False))[0]
-                if share == COUNTED or (share == UNKNOWN and _first_or_distinct(rank, kind, layer, vector, per_rank,
-                                                                                tp_groups)):
+                if share == COUNTED or (
+                    share == UNKNOWN and _first_or_distinct(rank, kind, layer, vector, per_rank, tp_groups)
+                ):
                     counted.add((rank, kind, layer))
     return counted
 
