@@ -54,7 +54,8 @@ class PredictionsView(WidgetView):
         fig.update_xaxes(title_text="step", row=1, col=1)
         fig.update_layout(height=460, margin={"t": 40, "b": 40, "l": 50, "r": 20})
         self.figure_widget = fig  # a go.Figure until drawn once (below)
-        self.slider = w.IntSlider(value=0, min=0, max=0, description="step #")
+        # the description names the selected step (the value is its index among the recorded steps: no readout)
+        self.slider = w.IntSlider(value=0, min=0, max=0, description="step", readout=False)
         self.slider.observe(lambda _change: self._show_step(), names="value")
         self.refresh()
         # wrapped with its values: a FigureWidget edited before its view existed came up empty in JupyterLab

@@ -106,7 +106,7 @@ LAB_CONTROLS = {
     "preprocessing": ("nbdiag.labs.preprocessing_lab()", lambda page: nudge_slider(page, "correlation"), 0, 0),
     "activations": ("nbdiag.labs.activations_lab()", lambda page: nudge_slider(page, "input mean"), 0, -1),
     "search": ("nbdiag.labs.search_lab(budget=4)", lambda page: type_number(page, "seed", 3), 0, 3),
-    "predictions": (None, lambda page: nudge_slider(page, "step #", presses=1), 0, 2),
+    "predictions": (None, lambda page: nudge_slider(page, "step", presses=1), 0, 2),
 }
 
 
