@@ -152,6 +152,11 @@ CATALOG: dict[str, CatalogEntry] = {
         "Around 1e-3 is healthy: much lower means the learning rate is too low, much higher too high.",
         f"{_LECTURE5}, babysitting (update/weight ratio)",
     ),
+    "loss.batch_coupling": CatalogEntry(
+        "The loss couples the samples of a batch",
+        "A per-sample loss reduces over the classes (dim=1), not the batch (dim=0); contrastive losses do couple.",
+        f"{_KARPATHY}, 2 (use backprop to chart dependencies)",
+    ),
     "train.grad_accumulation": CatalogEntry(
         "Gradients are not zeroed between steps",
         "Call optimizer.zero_grad() once per step (or on purpose, accumulate and divide the loss).",

@@ -89,7 +89,8 @@ def test_bad_display_values_list_the_valid_ones(value):
 def test_bad_environment_value_lists_the_valid_ones(monkeypatch):
     simulate_kernel(monkeypatch, "jupyter")
     monkeypatch.setenv("NBDIAG_DISPLAY", "plotly")
-    with pytest.raises(ValueError, match="NBDIAG_DISPLAY='plotly', expected widget, inline, static, marimo, off or auto; try"):
+    expected = "NBDIAG_DISPLAY='plotly', expected widget, inline, static, marimo, off or auto; try"
+    with pytest.raises(ValueError, match=expected):
         resolve_display(None)
 
 

@@ -3,6 +3,7 @@
 from nbdiag.checks.backprop import check_batch_mixing
 from nbdiag.checks.baseline import check_baseline
 from nbdiag.checks.batches import collect_batches
+from nbdiag.checks.coupling import check_loss_coupling
 from nbdiag.checks.data import check_constant_inputs, check_input_scale, check_nonfinite
 from nbdiag.checks.duplicates import check_duplicates, check_repeated_batches
 from nbdiag.checks.frozen import check_frozen_init
@@ -28,6 +29,7 @@ __all__ = [
     "check_baseline",
     "check_batch_labels",
     "check_batch_mixing",
+    "check_loss_coupling",
     "check_class_balance",
     "check_constant_inputs",
     "check_duplicates",

@@ -14,6 +14,7 @@ from nbdiag.checks.backprop import check_batch_mixing
 from nbdiag.checks.baseline import BASELINE_STEPS, check_baseline
 from nbdiag.checks.batches import Batch, collect_batches, to_device
 from nbdiag.checks.calls import Calls, loss_of, prediction, run_model, using
+from nbdiag.checks.coupling import check_loss_coupling
 from nbdiag.checks.data import check_constant_inputs, check_input_scale, check_nonfinite
 from nbdiag.checks.duplicates import check_duplicates, check_repeated_batches
 from nbdiag.checks.frozen import check_frozen_init
@@ -93,6 +94,7 @@ CHECKS: tuple[_Check, ...] = (
     _Check("initial_loss", lambda c: check_initial_loss(c.model, c.batches, c.loss_fn, c.num_classes), 4, True, True),
     _Check("gradient_flow", lambda c: check_gradient_flow(c.model, c.batches, c.loss_fn, c.optimizer), 4, True, True),
     _Check("batch_mixing", lambda c: check_batch_mixing(c.model, c.batches), 2, True),
+    _Check("loss_coupling", lambda c: check_loss_coupling(c.model, c.batches, c.loss_fn, c.num_classes), 1, True, True),
     _Check(
         "overfit",
         lambda c: check_overfit(c.model, c.batches, c.loss_fn, deadline=c.deadline, progress=c.progress),

@@ -6,6 +6,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from tests.bugzoo import models
@@ -246,6 +247,26 @@ def ce_single_output() -> Setup:
     return _classifier(_seeded(lambda: models.mlp(outputs=1)), x, y, loss_fn=nn.CrossEntropyLoss())
 
 
+def _nll_over(dim: int) -> Callable:
+    """A custom classification loss: log-softmax over ``dim`` (1, the classes, is right), then NLL."""
+
+    def loss(output: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        return F.nll_loss(F.log_softmax(output, dim=dim), target)
+
+    loss.__name__ = f"nll_of_log_softmax_dim{dim}"
+    return loss
+
+
+def clean_custom_loss() -> Setup:
+    """Twin of ``loss_over_batch``: the same custom loss over the classes (dim=1)."""
+    return _classifier(_seeded(models.mlp), loss_fn=_nll_over(1), num_classes=10)
+
+
+def loss_over_batch() -> Setup:
+    """Class 3: a custom loss's log_softmax over dim=0, the batch: each sample's gradient reads the others'."""
+    return _classifier(_seeded(models.mlp), loss_fn=_nll_over(0), num_classes=10)
+
+
 def raw_regression_targets() -> Setup:
     """Class 6: regression targets left at ~1e4 (std 1e4) against outputs of ~0.3."""
     setup = clean_regression()
@@ -429,6 +450,8 @@ CASES: tuple[Case, ...] = (
     Case("clean_binary_single_logit", "", clean_binary_single_logit, detector="both"),
     Case("inputs_divided_twice", "pixels / 255 twice (RMS 0.0019)", inputs_divided_twice, ("data.unnormalized",)),
     Case("ce_single_output", "CrossEntropyLoss over 1 output unit", ce_single_output, ("loss.constant",)),
+    Case("clean_custom_loss", "", clean_custom_loss, detector="both"),
+    Case("loss_over_batch", "custom loss: log_softmax(dim=0)", loss_over_batch, ("loss.batch_coupling",)),
     Case("raw_regression_targets", "regression targets ~1e4", raw_regression_targets, ("data.target_scale",)),
     Case("shuffled_labels", "labels permuted apart from inputs", shuffled_labels, ("data.no_signal",)),
     Case("raw_pixels", "0-255 pixel values, not normalized", raw_pixels, ("data.unnormalized",)),
