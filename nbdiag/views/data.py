@@ -117,22 +117,33 @@ def block_column(
     return out
 
 
-def depth_profile(snap: Snapshot, kind: str, stat: str, index: int | None, missing: float = np.nan) -> np.ndarray:
-    """(L,) ``stat`` of ``kind`` per activation layer (forward order) at entry ``index`` (None: latest)."""
+def depth_profile(
+    snap: Snapshot,
+    kind: str,
+    stat: str,
+    index: int | None,
+    missing: float = np.nan,
+    layers: list[str] | None = None,
+) -> np.ndarray:
+    """(L,) ``stat`` of ``kind`` per activation layer (forward order; or per one of ``layers``) at entry ``index``
+    (None: latest)."""
+    layers = snap.layers if layers is None else layers
     index = step_index(snap, index)
     if index is None:
-        return np.full(len(snap.layers), missing)
-    return block_column(snap, snap.entries[index].blocks.get(kind), stat, snap.layers, missing)
+        return np.full(len(layers), missing)
+    return block_column(snap, snap.entries[index].blocks.get(kind), stat, layers, missing)
 
 
-def histograms_at(snap: Snapshot, kind: str, index: int | None) -> np.ndarray:
-    """(L, B) histogram counts per activation layer at entry ``index``; zeros where a layer has none."""
-    counts = np.zeros((len(snap.layers), len(HIST_EDGES) - 1))
+def histograms_at(snap: Snapshot, kind: str, index: int | None, layers: list[str] | None = None) -> np.ndarray:
+    """(L, B) histogram counts per activation layer (or per one of ``layers``) at entry ``index``; zeros where a
+    layer has none."""
+    layers = snap.layers if layers is None else layers
+    counts = np.zeros((len(layers), len(HIST_EDGES) - 1))
     index = step_index(snap, index)
     block = None if index is None else snap.entries[index].blocks.get(kind)
     if block is None or block.hist is None:
         return counts
-    rows = _row_index(snap, block, tuple(snap.layers))
+    rows = _row_index(snap, block, tuple(layers))
     found = rows >= 0
     counts[found] = block.hist[rows[found]]
     return counts

@@ -18,10 +18,17 @@ COLS = len(GRID[0])
 
 def grid(snap: Snapshot) -> tuple[tuple[PanelBuilder, ...], ...]:
     """The rows laid out for ``snap``: the predictions row only with a fixed batch to predict on; without one,
-    the other scalars take a row of their own (a single panel, no empty ones beside it)."""
+    the other scalars take a row of their own (a single panel, no empty ones beside it). A model whose activation
+    layers include none that can die or saturate (a GPT's GELUs) gets no "dead or saturated units over time"
+    panel: it could never draw anything."""
     last = PREDICTIONS_ROW if snap.predictions is not None else (panels.scalars_panel,)
     recipe = recipe_row(snap)
-    return (*GRID, recipe, last) if recipe else (*GRID, last)
+    rows = GRID
+    if snap.layers and not panels.units_layers(snap):  # no unit can die or saturate: no "stuck units" panel
+        rows = tuple(
+            kept for kept in (tuple(b for b in row if b is not panels.units_time_panel) for row in rows) if kept
+        )
+    return (*rows, recipe, last) if recipe else (*rows, last)
 
 
 def recipe_row(snap: Snapshot) -> tuple[PanelBuilder, ...]:

@@ -31,6 +31,7 @@ class ViewState:
     index: int | None = None
     loss_log: bool = False
     norm_log: bool = True
+    hist: str | int | None = None  # a deep model's histogram panel: a role, a block index, or the selected layer's role
 
 
 @dataclass(frozen=True)
@@ -303,9 +304,22 @@ def update_time_panel(snap: Snapshot, state: ViewState) -> Panel:
 
 def activation_histograms_panel(snap: Snapshot, state: ViewState) -> Panel:
     """Small multiples across depth: each layer's activation histogram at the selected step, one row per layer."""
-    counts = data.histograms_at(snap, "activation", state.index)  # (L, B)
-    low = data.depth_profile(snap, "activation", "min", state.index)
-    high = data.depth_profile(snap, "activation", "max", state.index)
+    return ridgelines(
+        snap,
+        state,
+        snap.layers,
+        snap.labels,
+        key="act_hist",
+        title=f"activation histograms @ step {selected_step(snap, state)}",
+    )
+
+
+def ridgelines(snap: Snapshot, state: ViewState, layers: list[str], labels: list[str], key: str, title: str) -> Panel:
+    """The activation histograms of ``layers`` at the selected step, one row each (labelled ``labels``), the
+    selected layer in colour."""
+    counts = data.histograms_at(snap, "activation", state.index, layers)  # (L, B)
+    low = data.depth_profile(snap, "activation", "min", state.index, layers=layers)
+    high = data.depth_profile(snap, "activation", "max", state.index, layers=layers)
     axis = choose_axis(counts, _finite(np.nanmin, low), _finite(np.nanmax, high))
     if axis.scale == "linear":
         positions, drawn, xticks = axis.centres, axis.counts(counts), None
@@ -317,7 +331,7 @@ def activation_histograms_panel(snap: Snapshot, state: ViewState) -> Panel:
     heights = 0.9 * drawn / peak  # (L, B') each row scaled to its own peak
     layer = selected_layer(snap, state)
     polygons: dict[bool, tuple[list, list, list]] = {False: ([], [], []), True: ([], [], [])}
-    for depth, name in enumerate(snap.layers):
+    for depth, name in enumerate(layers):
         xs, ys, depths = polygons[name == layer]
         base = -float(depth)
         xs.extend([positions[0], *positions, positions[-1], np.nan])
@@ -335,12 +349,12 @@ def activation_histograms_panel(snap: Snapshot, state: ViewState) -> Panel:
         for chosen, (xs, ys, depths) in polygons.items()
     )
     return Panel(
-        "act_hist",
-        f"activation histograms @ step {selected_step(snap, state)}",
+        key,
+        title,
         series,
         xlabel=axis.label,
         xticks=xticks,
-        yticks=(list(-np.arange(len(snap.layers), dtype=float)), list(snap.labels)),
+        yticks=(list(-np.arange(len(layers), dtype=float)), list(labels)),
         note="" if counts.any() else "no activations recorded yet",
     )
 
@@ -430,11 +444,14 @@ def units_depth_panel(snap: Snapshot, state: ViewState) -> Panel:
 def units_time_panel(snap: Snapshot, state: ViewState) -> Panel:
     """Share of dead-or-saturated units per layer over steps (the larger of the two), for layers whose units can
     die or saturate; layers x steps."""
-    layers = [layer for layer in snap.layers if layer in snap.record.layers("units")] if snap.record else []
+    layers = units_layers(snap)
+    if not layers:  # an empty heatmap would lay out bare axes (the 48-block GPT's GELUs have no units)
+        note = "no ReLU or bounded activation layers" if snap.layers else "no activations recorded yet"
+        return Panel("units_time", "dead or saturated units over time", note=note)
     dead = stat_matrix(snap.timeline, "units", "dead_unit_frac", layers).T
     saturated = stat_matrix(snap.timeline, "units", "saturated_unit_frac", layers).T
     stuck = backfill(np.fmax(dead, saturated))  # (L', S): each window's share over the steps it covers
-    if layers and not np.nanmax(stuck, initial=0.0) > 0:
+    if not np.nanmax(stuck, initial=0.0) > 0:
         return Panel("units_time", "dead or saturated units over time", note="no dead or saturated units so far")
     return Panel(
         "units_time",
@@ -454,8 +471,13 @@ def units_time_panel(snap: Snapshot, state: ViewState) -> Panel:
         yticks=(list(np.arange(len(layers), dtype=float)), [snap.label(layer) for layer in layers]),
         reversed_y=True,
         vline=selected_step(snap, state),
-        note="" if layers else "no ReLU or bounded activation layers",
     )
+
+
+def units_layers(snap: Snapshot) -> list[str]:
+    """The activation layers whose units can die or saturate (ReLU-like and bounded ones), in forward order."""
+    recorded = set(snap.record.layers("units")) if snap.record is not None else set()
+    return [layer for layer in snap.layers if layer in recorded]
 
 
 def backfill(values: np.ndarray) -> np.ndarray:
