@@ -157,6 +157,11 @@ CATALOG: dict[str, CatalogEntry] = {
         "A per-sample loss reduces over the classes (dim=1), not the batch (dim=0); contrastive losses do couple.",
         f"{_KARPATHY}, 2 (use backprop to chart dependencies)",
     ),
+    "model.over_regularized": CatalogEntry(
+        "Regularization drowns the training signal",
+        "Batch norm needs enough samples per channel (or GroupNorm/LayerNorm); dropout p is the drop probability.",
+        f"{_KARPATHY}, 4 (regularize: batch size, dropout); {_37}, 4 (reduce regularization)",
+    ),
     "train.grad_accumulation": CatalogEntry(
         "Gradients are not zeroed between steps",
         "Call optimizer.zero_grad() once per step (or on purpose, accumulate and divide the loss).",

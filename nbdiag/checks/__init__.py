@@ -16,6 +16,7 @@ from nbdiag.checks.mode import check_train_mode
 from nbdiag.checks.outputact import check_output_activation
 from nbdiag.checks.overfit import check_overfit
 from nbdiag.checks.preflight import CHECK_NAMES, DEFAULT_CHECKS, preflight
+from nbdiag.checks.regularization import check_regularization
 from nbdiag.checks.report import CheckTiming, Report
 from nbdiag.checks.targets import check_batch_labels, check_class_balance, check_targets
 
@@ -30,6 +31,7 @@ __all__ = [
     "check_batch_labels",
     "check_batch_mixing",
     "check_loss_coupling",
+    "check_regularization",
     "check_class_balance",
     "check_constant_inputs",
     "check_duplicates",

@@ -25,6 +25,7 @@ from nbdiag.checks.lr_range import RANGE_STEPS, LRRangeResult, check_learning_ra
 from nbdiag.checks.mode import check_train_mode
 from nbdiag.checks.outputact import check_output_activation
 from nbdiag.checks.overfit import check_overfit
+from nbdiag.checks.regularization import check_regularization
 from nbdiag.checks.report import CheckTiming, Report
 from nbdiag.checks.sandbox import CHECK_SEED, model_copy
 from nbdiag.checks.signal import check_input_signal
@@ -94,6 +95,7 @@ CHECKS: tuple[_Check, ...] = (
     _Check("initial_loss", lambda c: check_initial_loss(c.model, c.batches, c.loss_fn, c.num_classes), 4, True, True),
     _Check("gradient_flow", lambda c: check_gradient_flow(c.model, c.batches, c.loss_fn, c.optimizer), 4, True, True),
     _Check("batch_mixing", lambda c: check_batch_mixing(c.model, c.batches), 2, True),
+    _Check("regularization", lambda c: check_regularization(c.model, c.batches), 2, True),
     _Check("loss_coupling", lambda c: check_loss_coupling(c.model, c.batches, c.loss_fn, c.num_classes), 1, True, True),
     _Check(
         "overfit",

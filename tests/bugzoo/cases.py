@@ -267,6 +267,33 @@ def loss_over_batch() -> Setup:
     return _classifier(_seeded(models.mlp), loss_fn=_nll_over(0), num_classes=10)
 
 
+def _mlp_with(*extra: Callable[[], nn.Module], hidden: int = 64) -> nn.Sequential:
+    """Two hidden ReLU layers, each followed by ``extra`` modules (dropout, batch norm)."""
+    torch.manual_seed(0)
+    layers: list[nn.Module] = []
+    for features in (models.FEATURES, hidden):
+        layers += [nn.Linear(features, hidden), *(make() for make in extra), nn.ReLU()]
+    return nn.Sequential(*layers, nn.Linear(hidden, 10))
+
+
+def clean_dropout_batchnorm() -> Setup:
+    """Twin of ``dropout_keep_probability`` and ``batchnorm_two_samples``: p=0.2, batch norm over 64 samples."""
+    return _classifier(_mlp_with(lambda: nn.BatchNorm1d(64), lambda: nn.Dropout(0.2)), num_classes=10)
+
+
+def dropout_keep_probability() -> Setup:
+    """Class 4: dropout p=0.9 on every hidden layer (a keep probability of 0.9 carried over as p)."""
+    return _classifier(_mlp_with(lambda: nn.Dropout(0.9)), num_classes=10)
+
+
+def batchnorm_two_samples() -> Setup:
+    """Class 4: BatchNorm1d trained at batch size 2 (each channel normalised over 2 samples)."""
+    x, y, _, _ = digits()
+    model = _mlp_with(lambda: nn.BatchNorm1d(64))
+    opt = torch.optim.Adam(model.parameters(), lr=1e-3)
+    return Setup(model, loader(x, y, batch_size=2), nn.CrossEntropyLoss(), opt, num_classes=10)
+
+
 def raw_regression_targets() -> Setup:
     """Class 6: regression targets left at ~1e4 (std 1e4) against outputs of ~0.3."""
     setup = clean_regression()
@@ -452,6 +479,14 @@ CASES: tuple[Case, ...] = (
     Case("ce_single_output", "CrossEntropyLoss over 1 output unit", ce_single_output, ("loss.constant",)),
     Case("clean_custom_loss", "", clean_custom_loss, detector="both"),
     Case("loss_over_batch", "custom loss: log_softmax(dim=0)", loss_over_batch, ("loss.batch_coupling",)),
+    Case("clean_dropout_batchnorm", "", clean_dropout_batchnorm, detector="both"),
+    Case(
+        "dropout_keep_probability",
+        "dropout p=0.9 on every hidden layer",
+        dropout_keep_probability,
+        ("model.over_regularized",),
+    ),
+    Case("batchnorm_two_samples", "BatchNorm1d at batch size 2", batchnorm_two_samples, ("model.over_regularized",)),
     Case("raw_regression_targets", "regression targets ~1e4", raw_regression_targets, ("data.target_scale",)),
     Case("shuffled_labels", "labels permuted apart from inputs", shuffled_labels, ("data.no_signal",)),
     Case("raw_pixels", "0-255 pixel values, not normalized", raw_pixels, ("data.unnormalized",)),
