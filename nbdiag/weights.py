@@ -122,36 +122,3 @@ def _chunks(flats: list[torch.Tensor]) -> list[list[torch.Tensor]]:
             chunks.append([f])
             size = f.numel()
     return chunks
-
-
-class UpdateTracker:
-    """Snapshot parameters before an optimizer step and measure ||dw|| / ||w|| after it.
-
-    Holds one copy of the parameters that step holds only between the pre- and post-step hooks of a sampled step.
-    """
-
-    def __init__(self, params: list[torch.Tensor]) -> None:
-        self.params = params
-        self._held: list[int] = []
-        self._before: list[torch.Tensor] | None = None
-        self._before_norms: torch.Tensor | None = None
-        self.base_norms: torch.Tensor | None = None  # ||w|| before the last measured step, per held parameter
-
-    @torch.no_grad()
-    def before_step(self, held: list[int] | None = None) -> None:
-        """Snapshot the parameters at indices ``held`` (all when None): those the stepping optimizer holds."""
-        self._held = list(range(len(self.params))) if held is None else list(held)
-        self._before = [stored_values(self.params[i]).clone() for i in self._held]
-        self._before_norms = torch.stack(norms_fp32(self._before))
-
-    @torch.no_grad()
-    def after_step(self) -> tuple[list[int], torch.Tensor] | None:
-        """(indices, (len(indices), 2) fp32: update_ratio, update_norm per parameter); None without a snapshot."""
-        if self._before is None:
-            return None
-        torch._foreach_sub_(self._before, [stored_values(self.params[i]) for i in self._held])  # before - after = -dw
-        update_norms = torch.stack(norms_fp32(self._before))
-        ratios = update_norms / self._before_norms.clamp_min(torch.finfo(torch.float32).tiny)
-        self.base_norms = self._before_norms
-        self._before, self._before_norms = None, None
-        return self._held, torch.stack([ratios, update_norms], dim=1)

@@ -9,7 +9,8 @@ from nbdiag.buffer import StepBuffer
 from nbdiag.quantities.base import Flushed, Quiet
 from nbdiag.record import Block
 from nbdiag.sharding import UPDATE_BASE_GROUP, is_dtensor
-from nbdiag.weights import UPDATE_STATS, UpdateTracker
+from nbdiag.update_norms import UpdateTracker
+from nbdiag.weights import UPDATE_STATS
 
 KIND = "update"
 
