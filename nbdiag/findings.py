@@ -327,6 +327,11 @@ def make_finding(
     return Finding(id, severity, message, layer, step, dict(evidence or {}), advice or entry.advice, entry.ref)
 
 
+def count_of(n: int, noun: str) -> str:
+    """``n`` and ``noun``, plural unless ``n`` is 1 ("1 parameter", "3 parameters"), for finding messages."""
+    return f"{n} {noun}{'' if n == 1 else 's'}"
+
+
 def findings_frame(findings: list[Finding]):
     """Findings as a pandas DataFrame, one row each (evidence kept as a dict column)."""
     import pandas as pd

@@ -22,7 +22,7 @@ from torch import nn
 from nbdiag.checks.batches import collect_batches, to_device
 from nbdiag.checks.calls import prediction, run_model
 from nbdiag.checks.sandbox import CHECK_SEED, model_copy
-from nbdiag.findings import Finding, make_finding
+from nbdiag.findings import Finding, count_of, make_finding
 from nbdiag.probe import model_device
 from nbdiag.rng import forked_rng
 
@@ -91,10 +91,11 @@ def _batch_norm(model: nn.Module, batches: list) -> list[Finding]:
         return []
     kind = type(layers[name]).__name__
     message = (
-        f"{kind} '{name}' normalises each channel over {samples} sample(s) per batch: its batch mean moves by "
-        f"{noise:.2f} of the channel's spread from batch to batch, so in training its outputs are mostly batch noise "
-        f"(expected 1/sqrt(n) = {1 / math.sqrt(samples):.2f}). Use batches of at least {2 * BN_MIN_SAMPLES} "
-        "samples, GroupNorm/LayerNorm, or freeze the statistics (eval mode for the batch norm layers)"
+        f"{kind} '{name}' normalises each channel over {count_of(samples, 'sample')} per batch: its batch mean "
+        f"moves by {noise:.2f} of the channel's spread from batch to batch, so in training its outputs are mostly "
+        f"batch noise (expected 1/sqrt(n) = {1 / math.sqrt(samples):.2f}). Use batches of at least "
+        f"{2 * BN_MIN_SAMPLES} samples, GroupNorm/LayerNorm, or freeze the statistics (the batch norm layers in "
+        "eval mode)"
     )
     evidence = {"cause": "batch_norm", "samples_per_channel": samples, "batch_mean_noise": noise}
     return [make_finding("model.over_regularized", "warn", message, layer=name, evidence=evidence)]

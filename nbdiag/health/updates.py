@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from nbdiag.findings import Finding, make_finding
+from nbdiag.findings import Finding, count_of, make_finding
 from nbdiag.health.window import LOSS_HEAD, LOSS_TAIL, MIN_WINDOW_ENTRIES, Window, layers_of, steps_text
 from nbdiag.record import stat_matrix
 
@@ -45,7 +45,7 @@ def update_ratio(window: Window) -> list[Finding]:
     kept = _loss_kept(window)
     corroborated = median == 0 or kept >= LOSS_KEPT_FOR_LR  # NaN (no loss logged): one signal only
     message = (
-        f"the median update/weight ratio over {len(ratios)} parameters is {median:.2g} in "
+        f"the median update/weight ratio over {count_of(len(ratios), 'parameter')} is {median:.2g} in "
         f"{steps_text(entries)}, {'below' if low else 'above'} the ~{UPDATE_RATIO_TARGET:g} rule of thumb "
         f"(bounds {UPDATE_RATIO_LOW:g}-{UPDATE_RATIO_HIGH:g})"
     )
