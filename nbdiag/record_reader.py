@@ -60,6 +60,7 @@ class RecordReader:
         step: int | None = None,
         loss_log: bool | None = None,
         norm_log: bool | None = None,
+        histograms: str | int | None = None,
     ):
         """The dashboard (one per object: each FigureWidget carries megabytes of JavaScript); display it to see it.
 
@@ -68,9 +69,12 @@ class RecordReader:
                 see :mod:`nbdiag.environment`).
             layer, step, loss_log, norm_log: what the controls would choose, as arguments (the inline and static
                 paths have no controls): the highlighted layer, the sampled step shown (nearest), log scales.
+            histograms: for a model of repeated blocks (a transformer), what the histogram panel shows: a role
+                (``"attn.qkv"``, that layer in every block) or a block index (every layer of that block).
 
         Raises:
-            ValueError: for a display value or layer that does not exist (the message lists the valid ones).
+            ValueError: for a display value, layer, role or block that does not exist (the message lists the valid
+                ones).
         """
         try:
             backend = display_backend()
@@ -83,7 +87,7 @@ class RecordReader:
             self._dashboard = backend.dashboard(self)
         if display is not None:
             self._dashboard.use(display)
-        self._dashboard.select(layer=layer, step=step, loss_log=loss_log, norm_log=norm_log)
+        self._dashboard.select(layer=layer, step=step, loss_log=loss_log, norm_log=norm_log, histograms=histograms)
         return self._dashboard
 
     def to_html(self, path: str | Path) -> None:

@@ -10,11 +10,13 @@ from typing import Any
 from nbdiag.findings import by_severity, severity_badge, where_text
 from nbdiag.names import owning_layer
 from nbdiag.views.data import Snapshot
+from nbdiag.views.depth_panels import blocks_of
 from nbdiag.views.figure import PanelFigure
 from nbdiag.views.panels import ViewState, selected_layer
 from nbdiag.views.plotly_widget import FitWidth
 
 _SHORT_LABEL = {"description_width": "auto"}
+AUTO, AUTO_LABEL = "auto", "the selected layer's role"  # the histogram choice that follows the layer selector
 BANNER_FINDINGS = 6  # findings shown in the banner; the rest are counted (mon.findings() lists all)
 
 
@@ -39,6 +41,10 @@ class Controls:
             style=_SHORT_LABEL,
         )
         self.step_label = w.Label("", layout=w.Layout(min_width="110px"))
+        # a deep model's histogram panel: one role in every block, or one block (hidden for other models)
+        self.hist = w.Dropdown(description="histograms", options=[(AUTO_LABEL, AUTO)], value=AUTO, style=_SHORT_LABEL)
+        self.hist.layout = w.Layout(width="260px", display="none")
+        self.hist.tooltip = "a deep model's activation histograms: one role in every block, or every layer of a block"
         self.pause = w.ToggleButton(description="pause", icon="pause", value=False, layout=w.Layout(width="100px"))
         self.pause.tooltip = "stop redrawing while training (the record keeps filling)"
         self.loss_log = _checkbox(w, "log loss", dashboard.state.loss_log)
@@ -47,12 +53,13 @@ class Controls:
         self.findings = w.VBox(layout=w.Layout(width="100%"))  # the banner: one row per finding, most severe first
         self._shown_findings: tuple = ()
         self.layer.observe(self._on_layer, names="value")
+        self.hist.observe(lambda c: self._set(hist=None if c["new"] == AUTO else c["new"]), names="value")
         self.step.observe(self._on_step, names="value")
         self.pause.observe(self._on_pause, names="value")
         self.loss_log.observe(lambda c: self._set(loss_log=c["new"]), names="value")
         self.norm_log.observe(lambda c: self._set(norm_log=c["new"]), names="value")
         row = w.HBox(
-            [self.layer, self.step, self.step_label, self.pause, self.loss_log, self.norm_log],
+            [self.layer, self.hist, self.step, self.step_label, self.pause, self.loss_log, self.norm_log],
             layout=w.Layout(align_items="center", flex_flow="row wrap", grid_gap="4px 12px"),
         )
         self.box = w.VBox(
@@ -75,6 +82,7 @@ class Controls:
             layer = selected_layer(snap, state)
             if layer is not None and self.layer.value != layer:
                 self.layer.value = layer
+            self._sync_hist(snap, state)
             last = max(len(snap.entries) - 1, 0)
             index = state.index if state.index is not None and state.index < last else None
             if snap.entries:  # the slider runs over steps (sampling is denser at the start), snapped to sampled ones
@@ -88,6 +96,20 @@ class Controls:
         finally:
             self._syncing = False
         return dataclasses.replace(state, index=index)
+
+    def _sync_hist(self, snap: Snapshot, state: ViewState) -> None:
+        """The histogram choice: shown for a deep model, with its roles and blocks as options."""
+        blocks = blocks_of(snap)
+        self.hist.layout.display = "none" if blocks is None else None
+        options = [(AUTO_LABEL, AUTO)]
+        if blocks is not None:
+            options += [(f"role {role}", role) for role in blocks.roles]
+            options += [(f"block {i} ({name})", i) for i, name in enumerate(blocks.blocks)]
+        if list(self.hist.options) != options:
+            self.hist.options = options
+        value = AUTO if state.hist is None else state.hist
+        if value in [v for _, v in options] and self.hist.value != value:
+            self.hist.value = value
 
     def show_findings(self, findings: list[Any]) -> None:
         """The banner: each finding with its layer, step and advice; its "show" button selects that layer and step."""

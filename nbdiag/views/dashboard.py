@@ -15,6 +15,7 @@ from typing import Any
 from nbdiag.environment import Display, DisplayMode, resolve_display
 from nbdiag.views import static
 from nbdiag.views.data import Snapshot, snapshot
+from nbdiag.views.depth_panels import MIN_BLOCKS, blocks_of
 from nbdiag.views.panels import ViewState
 from nbdiag.views.paths import PATHS, WIDGET_MIME, Frame, RenderPath
 from nbdiag.views.renderer import RENDER_BUDGET, Renderer
@@ -149,6 +150,7 @@ class Dashboard:
         step: int | None = None,
         loss_log: bool | None = None,
         norm_log: bool | None = None,
+        histograms: str | int | None = None,
     ) -> None:
         """What the controls choose, as arguments (the inline and static paths have no controls).
 
@@ -156,9 +158,13 @@ class Dashboard:
             layer: the highlighted layer (a name from ``mon.layers``).
             step: the sampled step shown (the nearest one recorded); None keeps following the latest.
             loss_log, norm_log: log scale for the loss / the norms; None leaves it.
+            histograms: for a model of repeated blocks, what the histogram panel shows: a role (``"attn.qkv"``: that
+                layer in every block) or a block index (``3``: every layer of block 3); None leaves it (at first,
+                the selected layer's role).
 
         Raises:
-            ValueError: for a layer that is not recorded (none is before the first sampled step).
+            ValueError: for a layer that is not recorded (none is before the first sampled step), or a role or
+                block the model does not have.
         """
         snap = self.snapshot()
         changes: dict[str, Any] = {}
@@ -173,6 +179,8 @@ class Dashboard:
             changes["layer"] = layer
         if step is not None:
             changes["index"] = _nearest_index(snap, step)
+        if histograms is not None:
+            changes["hist"] = _histograms_choice(snap, histograms)
         changes.update({k: v for k, v in (("loss_log", loss_log), ("norm_log", norm_log)) if v is not None})
         if changes:
             self.set_state(**changes)
@@ -313,6 +321,24 @@ class _Bundle:
 
     def _repr_mimebundle_(self, include: Any = None, exclude: Any = None) -> dict[str, Any]:
         return self.bundle
+
+
+def _histograms_choice(snap: Snapshot, choice: str | int) -> str | int:
+    """``choice`` checked against the model's blocks: a role name or a block index."""
+    blocks = blocks_of(snap)
+    if blocks is None:
+        raise ValueError(
+            f"got histograms={choice!r}, but this model has no repeated blocks (or fewer than {MIN_BLOCKS}): its "
+            "histogram panel shows every layer; leave histograms= out"
+        )
+    if isinstance(choice, str) and choice in blocks.roles:
+        return choice
+    if isinstance(choice, int) and not isinstance(choice, bool) and 0 <= choice < len(blocks):
+        return choice
+    raise ValueError(
+        f"got histograms={choice!r}, expected a role, one of {list(blocks.roles)}, or a block index from 0 to "
+        f"{len(blocks) - 1}; try histograms={blocks.roles[0]!r}"
+    )
 
 
 def _nearest_index(snap: Snapshot, step: int) -> int | None:

@@ -57,7 +57,8 @@ class PanelFigure:
         ]
         for i, key in enumerate(self.keys):
             x_name, y_name = self.axes[key][:2]
-            layout[_legend_id(i)] = _legend_position(layout[x_name]["domain"], layout[y_name]["domain"])
+            place = _legend_inside if panels[i].legend_inside else _legend_position
+            layout[_legend_id(i)] = place(layout[x_name]["domain"], layout[y_name]["domain"])
             for name in (x_name, y_name):
                 layout[name].update(tickfont={"size": 10}, title={"font": {"size": 11}, "standoff": 4})
         self.digits = digits
@@ -204,6 +205,20 @@ def _legend_position(x_domain: Any, y_domain: Any) -> dict:
         "bgcolor": "rgba(0,0,0,0)",
         "font": {"size": 10},
         "itemwidth": 30,
+    }
+
+
+def _legend_inside(x_domain: Any, y_domain: Any) -> dict:
+    """A column of legend entries inside a subplot's top right corner (one per role: too many for one row)."""
+    return {
+        "orientation": "v",
+        "x": x_domain[1],
+        "y": y_domain[1],
+        "xanchor": "right",
+        "yanchor": "top",
+        "bgcolor": "rgba(255,255,255,0.7)",
+        "font": {"size": 9},
+        "tracegroupgap": 0,
     }
 
 

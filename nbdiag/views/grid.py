@@ -3,7 +3,14 @@ then the train/validation gap, first-layer filters and inputs where recorded."""
 
 from __future__ import annotations
 
-from nbdiag.views import filter_panels, generalization_panels, input_panels, panels, prediction_panels
+from nbdiag.views import (
+    depth_panels,
+    filter_panels,
+    generalization_panels,
+    input_panels,
+    panels,
+    prediction_panels,
+)
 from nbdiag.views.data import Snapshot
 from nbdiag.views.panels import Panel, PanelBuilder, ViewState
 
@@ -11,6 +18,12 @@ GRID: tuple[tuple[PanelBuilder, ...], ...] = (
     (panels.loss_panel, panels.gradient_time_panel, panels.update_time_panel),
     (panels.activation_histograms_panel, panels.activation_depth_panel, panels.gradient_depth_panel),
     (panels.activation_time_panel, panels.units_depth_panel, panels.units_time_panel),
+)
+DEEP_GRID: tuple[tuple[PanelBuilder, ...], ...] = (  # a model of depth_panels.MIN_BLOCKS repeated blocks or more
+    (panels.loss_panel, panels.gradient_time_panel, panels.update_time_panel),
+    (depth_panels.histograms_panel, depth_panels.activation_roles_panel, depth_panels.gradient_roles_panel),
+    (panels.activation_time_panel, depth_panels.activation_heatmap_panel, depth_panels.update_heatmap_panel),
+    (depth_panels.units_roles_panel, panels.units_time_panel),
 )
 PREDICTIONS_ROW = (prediction_panels.heatmap_panel, prediction_panels.step_panel, panels.scalars_panel)
 COLS = len(GRID[0])
@@ -20,14 +33,14 @@ def grid(snap: Snapshot) -> tuple[tuple[PanelBuilder, ...], ...]:
     """The rows laid out for ``snap``: the predictions row only with a fixed batch to predict on; without one,
     the other scalars take a row of their own (a single panel, no empty ones beside it). A model whose activation
     layers include none that can die or saturate (a GPT's GELUs) gets no "dead or saturated units over time"
-    panel: it could never draw anything."""
+    panel: it could never draw anything. A model of :data:`nbdiag.views.depth_panels.MIN_BLOCKS` repeated blocks or
+    more is drawn by block x role (:data:`DEEP_GRID`)."""
     last = PREDICTIONS_ROW if snap.predictions is not None else (panels.scalars_panel,)
     recipe = recipe_row(snap)
-    rows = GRID
-    if snap.layers and not panels.units_layers(snap):  # no unit can die or saturate: no "stuck units" panel
-        rows = tuple(
-            kept for kept in (tuple(b for b in row if b is not panels.units_time_panel) for row in rows) if kept
-        )
+    rows = DEEP_GRID if depth_panels.blocks_of(snap) is not None else GRID
+    if snap.layers and not panels.units_layers(snap):  # no unit can die or saturate: no "stuck units" panels
+        unitless = (panels.units_time_panel, depth_panels.units_roles_panel)
+        rows = tuple(kept for kept in (tuple(b for b in row if b not in unitless) for row in rows) if kept)
     return (*rows, recipe, last) if recipe else (*rows, last)
 
 

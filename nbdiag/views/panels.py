@@ -72,6 +72,7 @@ class Panel:
     hband: tuple[float, float] | None = None
     vline: float | None = None  # the selected step on time axes
     note: str = ""  # shown when there is nothing to draw
+    legend_inside: bool = False  # a long legend (one entry per role) sits inside the plot, top right, in a column
 
 
 def selected_layer(snap: Snapshot, state: ViewState) -> str | None:

@@ -1,0 +1,245 @@
+"""Panels of a deep model: statistics over block index x role (:mod:`nbdiag.blocks`), not one point per layer.
+
+A 48-block GPT has 340 layers. Drawn one point per layer, Linear, LayerNorm and GELU alternate in a sawtooth and
+no trend across depth can be read; 340 histogram ridgelines are a grey wall. Drawn per role across blocks, each
+line is one kind of layer (``attn.qkv``, ``mlp.0``...) going deeper, and a heatmap shows every layer at once as
+block x role. These panels replace the per-layer ones when a model has :data:`MIN_BLOCKS` blocks or more.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from functools import lru_cache
+
+import numpy as np
+
+from nbdiag.blocks import Blocks, find_blocks
+from nbdiag.names import owning_layer
+from nbdiag.record import stat_matrix
+from nbdiag.views import data, panels
+from nbdiag.views.data import Snapshot
+from nbdiag.views.panels import Panel, Series, ViewState
+
+MIN_BLOCKS = 4  # fewer blocks read fine one point per layer (and small models' dashboards stay as they were)
+MAX_ROW_LABELS = 16  # labelled ridgelines / heatmap rows; the others are labelled on hover
+ROLE_COLOURS = (
+    "#1f77b4",
+    "#ff7f0e",
+    "#2ca02c",
+    "#d62728",
+    "#9467bd",
+    "#8c564b",
+    "#e377c2",
+    "#7f7f7f",
+    "#bcbd22",
+    "#17becf",
+)
+
+
+def blocks_of(snap: Snapshot) -> Blocks | None:
+    """The repeated blocks of ``snap``'s layers when there are at least :data:`MIN_BLOCKS`, else None."""
+    record = snap.record
+    types = tuple(record.layer_type(layer) if record is not None else None for layer in snap.layers)
+    found = _find(tuple(snap.layers), types)
+    return found if found is not None and len(found) >= MIN_BLOCKS else None
+
+
+@lru_cache(maxsize=8)
+def _find(layers: tuple[str, ...], types: tuple[str | None, ...]) -> Blocks | None:
+    return find_blocks(layers, dict(zip(layers, types, strict=True)))
+
+
+def role_label(snap: Snapshot, blocks: Blocks, role: str) -> str:
+    """``"mlp.1 · GELU"`` for a role named by its position in a Sequential; other roles as they are."""
+    if not role.rsplit(".", 1)[-1].isdigit() or snap.record is None:
+        return role
+    layer = next(layer for layer in blocks.of_role(role) if layer is not None)
+    kind = snap.record.layer_type(layer)
+    return f"{role} · {kind}" if kind else role
+
+
+def role_colour(index: int) -> str:
+    return ROLE_COLOURS[index % len(ROLE_COLOURS)]
+
+
+def role_values(snap: Snapshot, blocks: Blocks, kind: str, stat: str, state: ViewState, missing: float = np.nan):
+    """(roles, blocks) values of ``stat`` of ``kind`` at the selected step; ``missing`` where a block lacks a role."""
+    names = [blocks.layers.get((i, role), "") for role in blocks.roles for i in range(len(blocks))]
+    index = data.step_index(snap, state.index)
+    block = None if index is None else snap.entries[index].blocks.get(kind)
+    return data.block_column(snap, block, stat, names, missing).reshape(len(blocks.roles), len(blocks))
+
+
+def role_lines_panel(snap: Snapshot, state: ViewState, key: str, title: str, kind: str, stat: str) -> Panel:
+    """One line per role across block index, the selected layer marked; log axis with the "log norms" control."""
+    blocks = blocks_of(snap)
+    assert blocks is not None
+    marked = panels.mark(role_values(snap, blocks, kind, stat, state, data.MISSING), state.norm_log)
+    x = np.arange(len(blocks), dtype=np.float64)
+    series = tuple(
+        Series(
+            role,
+            "markers",
+            x=x,
+            y=marked.values[r],
+            color=role_colour(r),
+            legend=True,
+            label=role_label(snap, blocks, role),
+        )
+        for r, role in enumerate(blocks.roles)
+    )
+    where = blocks.locate(panels.selected_layer(snap, state) or "")
+    if where is not None:
+        value = marked.values[blocks.roles.index(where[1]), where[0]]
+        series += (Series("selected layer", "points", x=x[[where[0]]], y=np.array([value]), color="#000000"),)
+    finite = np.isfinite(marked.values).any()
+    return Panel(
+        key,
+        title,
+        series + panels.nonfinite_series(x, marked.nonfinite, marked.top(state.norm_log)) if finite else (),
+        xlabel="block",
+        ylog=state.norm_log,
+        xrange=(-0.5, len(blocks) - 0.5),
+        hlines=marked.hlines,
+        note="" if finite else f"no {kind}s recorded yet",
+        legend_inside=True,
+    )
+
+
+def activation_roles_panel(snap: Snapshot, state: ViewState) -> Panel:
+    """Activation std per role across blocks."""
+    return role_lines_panel(snap, state, "act_depth", "activation std by block, per role", "activation", "std")
+
+
+def gradient_roles_panel(snap: Snapshot, state: ViewState) -> Panel:
+    """Gradient norm per role across blocks."""
+    return role_lines_panel(snap, state, "grad_depth", "gradient norm by block, per role", "gradient", "norm")
+
+
+def role_heatmap(snap: Snapshot, key: str, what: str, values: np.ndarray, blocks: Blocks, state: ViewState) -> Panel:
+    """A (roles, blocks) matrix as a heatmap of log10 values; the title gives the colour range. Zeros are drawn a
+    decade below the smallest positive value (the title says so), NaN/Inf and gaps are left blank."""
+    with np.errstate(divide="ignore", invalid="ignore"):
+        z = np.where(values > 0, np.log10(np.where(values > 0, values, 1.0)), np.nan)
+    finite = z[np.isfinite(z)]
+    zeros = values == 0
+    if not finite.size and not zeros.any():
+        return Panel(key, f"{what}, block × role", note=f"no {what} recorded yet")
+    low = float(finite.min()) if finite.size else 0.0
+    if zeros.any():
+        low -= 1.0
+        z = np.where(zeros, low, z)
+    high = float(z[np.isfinite(z)].max())
+    zero_note = "; 0 at the bottom" if zeros.any() else ""
+    rows = np.arange(len(blocks.roles), dtype=np.float64)
+    return Panel(
+        key,
+        f"{what}, block × role (log10 {low:.1f} … {high:.1f}{zero_note})",
+        (
+            Series(
+                f"log10 {what}",
+                "heatmap",
+                x=np.arange(len(blocks), dtype=np.float64),
+                y=rows,
+                z=z,
+                zrange=(low, high if high > low else low + 1.0),
+            ),
+        ),
+        xlabel="block",
+        yticks=(list(rows), [role_label(snap, blocks, role) for role in blocks.roles]),
+        reversed_y=True,
+    )
+
+
+def activation_heatmap_panel(snap: Snapshot, state: ViewState) -> Panel:
+    """Activation std of every layer in a block at the selected step, block x role."""
+    blocks = blocks_of(snap)
+    assert blocks is not None
+    values = role_values(snap, blocks, "activation", "std", state)
+    return role_heatmap(snap, "act_heatmap", "activation std", values, blocks, state)
+
+
+def update_heatmap_panel(snap: Snapshot, state: ViewState) -> Panel:
+    """Update/weight ratio of each block layer's weight at the selected step, block x role (a layer without
+    weights, a GELU, is a gap)."""
+    blocks = blocks_of(snap)
+    assert blocks is not None
+    names = [name for name in panels.update_names(snap) if blocks.locate(owning_layer(name)) is not None]
+    if not names:
+        return Panel(
+            "update_heatmap", "update / weight ratio, block × role", note="pass the optimizer: watch(model, optimizer)"
+        )
+    index = data.step_index(snap, state.index)
+    entry = [] if index is None else [snap.entries[index]]
+    ratios = (
+        stat_matrix(entry, "update", "update_ratio", names, np.nan).reshape(-1)
+        if entry
+        else np.full(len(names), np.nan)
+    )
+    values = np.full((len(blocks.roles), len(blocks)), np.nan)
+    for name, ratio in zip(names, ratios, strict=True):
+        block, role = blocks.locate(owning_layer(name))
+        values[blocks.roles.index(role), block] = ratio
+    return role_heatmap(snap, "update_heatmap", "update / weight ratio", values, blocks, state)
+
+
+def focus(snap: Snapshot, blocks: Blocks, state: ViewState) -> str | int:
+    """What the histogram panel shows: ``state.hist`` (a role, or a block index) when valid, else the selected
+    layer's role, else the first role."""
+    if (isinstance(state.hist, str) and state.hist in blocks.roles) or (
+        isinstance(state.hist, int) and 0 <= state.hist < len(blocks)
+    ):
+        return state.hist
+    where = blocks.locate(panels.selected_layer(snap, state) or "")
+    return where[1] if where is not None else blocks.roles[0]
+
+
+def histograms_panel(snap: Snapshot, state: ViewState) -> Panel:
+    """Activation histograms of one role in every block (one ridgeline per block), or of one block's layers."""
+    blocks = blocks_of(snap)
+    assert blocks is not None
+    shown = focus(snap, blocks, state)
+    if isinstance(shown, str):
+        pairs = [(layer, f"block {i}") for i, layer in enumerate(blocks.of_role(shown)) if layer is not None]
+        title = f"{shown} activations in each block @ step {panels.selected_step(snap, state)}"
+    else:
+        pairs = [(layer, role_label(snap, blocks, blocks.locate(layer)[1])) for layer in blocks.of_block(shown)]
+        title = f"block {shown} activations @ step {panels.selected_step(snap, state)}"
+    layers, labels = [layer for layer, _ in pairs], [label for _, label in pairs]
+    panel = panels.ridgelines(snap, state, layers, labels, key="act_hist", title=title)
+    if panel.yticks is not None and len(labels) > MAX_ROW_LABELS:
+        stride = -(-len(labels) // MAX_ROW_LABELS)
+        panel = _with_yticks(panel, (panel.yticks[0][::stride], panel.yticks[1][::stride]))
+    return panel
+
+
+def _with_yticks(panel: Panel, yticks: tuple[list, list]) -> Panel:
+    return dataclasses.replace(panel, yticks=yticks)
+
+
+def units_roles_panel(snap: Snapshot, state: ViewState) -> Panel:
+    """Share of dead-or-saturated units (the larger) per role across blocks, for roles whose units can die or
+    saturate, at the selected step."""
+    blocks = blocks_of(snap)
+    assert blocks is not None
+    dead = role_values(snap, blocks, "units", "dead_unit_frac", state)
+    saturated = role_values(snap, blocks, "units", "saturated_unit_frac", state)
+    stuck = np.fmax(dead, saturated)
+    x = np.arange(len(blocks), dtype=np.float64)
+    series = tuple(
+        Series(
+            role, "markers", x=x, y=stuck[r], color=role_colour(r), legend=True, label=role_label(snap, blocks, role)
+        )
+        for r, role in enumerate(blocks.roles)
+        if np.isfinite(stuck[r]).any()
+    )
+    return Panel(
+        "units_depth",
+        "dead or saturated units by block, per role",
+        series,
+        xlabel="block",
+        xrange=(-0.5, len(blocks) - 0.5),
+        yrange=(0.0, 1.0),
+        note="" if series else "no units recorded yet",
+        legend_inside=True,
+    )
