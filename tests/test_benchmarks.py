@@ -84,3 +84,17 @@ def test_steps_per_round_keeps_whole_sampling_periods(overhead):
     assert overhead.steps_per_round(1.0, 1, 100, 5.0) == 5
     assert overhead.steps_per_round(1.0, 10, 100, 5.0) == 10  # at least one period
     assert overhead.steps_per_round(0.01, 10, 100, 0.5) == 50
+
+
+def test_host_cost_counts_ops_per_hooked_tensor(monkeypatch, capsys):
+    """benchmarks/host_cost.py at 2 blocks: its op count is nbdiag's, so twice the blocks give about twice the ops."""
+    sys.path.insert(0, str(BENCH))
+    try:
+        host_cost = importlib.import_module("host_cost")
+    finally:
+        sys.path.remove(str(BENCH))
+    two, four = host_cost.ops_per_step(2), host_cost.ops_per_step(4)
+    assert 0 < two < four < 2.5 * two  # per-layer ops plus a fixed per-step part
+    monkeypatch.setattr(sys, "argv", ["host_cost.py", "--blocks", "2", "--rounds", "1", "--steps", "1"])
+    host_cost.main()
+    assert "us per hooked layer" in capsys.readouterr().out

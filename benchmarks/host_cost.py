@@ -1,0 +1,174 @@
+"""Host cost per hooked layer (issue 21, part 1): nbdiag's Python and dispatch time where compute is negligible.
+
+    python benchmarks/host_cost.py                 # 100 x (Linear(8, 8) + ReLU), batch 1, one torch thread
+    python benchmarks/host_cost.py --blocks 50 --rounds 9 --profile
+
+The proxy: ``--blocks`` x (Linear(8, 8) + ReLU) at batch 1, so what an ``every=1`` step adds over a plain step is
+nbdiag's host work (on a GPU the kernels run asynchronously; this Python and dispatch time does not). Printed:
+
+- plain and every=1 CPU time per step (this thread's CPU time, interleaved rounds, median; robust to other processes
+  on the machine, unlike wall time), the ratio, and the added microseconds per hooked layer and per hooked tensor
+  (a layer's output and its output gradient, each parameter's value, gradient and update);
+- aten ops nbdiag dispatches per sampled step, and per hooked tensor (exact, a dispatch mode inside the guarded hooks
+  and the step's flush);
+- with ``--profile``: where the added time goes (cProfile): Python in nbdiag's own functions (self time) against
+  time inside torch calls made from them (dispatch + kernels), and the top functions.
+
+The goal of issue 21 is <= 30 us per layer (an every=1 step <= 2x a plain one here). Results: ``benchmarks/results/``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import cProfile
+import pstats
+import statistics
+import time
+
+import torch
+from torch import nn
+
+import nbdiag
+from nbdiag import capture, monitor
+
+GOAL_US_PER_LAYER = 30.0
+
+
+def proxy(blocks: int) -> nn.Sequential:
+    torch.manual_seed(0)
+    return nn.Sequential(*[m for _ in range(blocks) for m in (nn.Linear(8, 8), nn.ReLU())])
+
+
+def step(model: nn.Module, opt: torch.optim.Optimizer, x: torch.Tensor, mon=None) -> None:
+    loss = model(x).square().mean()
+    loss.backward()
+    opt.step()
+    opt.zero_grad(set_to_none=True)
+    if mon is not None:
+        mon.step(loss=loss)
+
+
+def cpu_per_step(model, opt, x, steps: int, mon=None) -> float:
+    start = time.thread_time()
+    for _ in range(steps):
+        step(model, opt, x, mon)
+    return (time.thread_time() - start) / steps
+
+
+def interleaved(blocks: int, rounds: int, steps: int) -> tuple[list[float], list[float]]:
+    x = torch.randn(1, 8)
+    plain_model, watched_model = proxy(blocks), proxy(blocks)
+    plain_opt = torch.optim.SGD(plain_model.parameters(), lr=1e-3)
+    watched_opt = torch.optim.SGD(watched_model.parameters(), lr=1e-3)
+    mon = nbdiag.watch(watched_model, watched_opt, every=1, display=False)
+    cpu_per_step(plain_model, plain_opt, x, 5)
+    cpu_per_step(watched_model, watched_opt, x, 5, mon)
+    plain, watched = [], []
+    for _ in range(rounds):
+        plain.append(cpu_per_step(plain_model, plain_opt, x, steps))
+        watched.append(cpu_per_step(watched_model, watched_opt, x, steps, mon))
+    mon.close()
+    return plain, watched
+
+
+def ops_per_step(blocks: int) -> int:
+    """aten ops dispatched inside nbdiag's guarded hooks and its step flush during one sampled step."""
+    from torch.utils._python_dispatch import TorchDispatchMode
+
+    class Count(TorchDispatchMode):
+        depth = ops = 0
+
+        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+            self.ops += self.depth > 0
+            return func(*args, **(kwargs or {}))
+
+    counter = Count()
+
+    def counted(fn):
+        def run(*args, **kwargs):
+            counter.depth += 1
+            try:
+                return fn(*args, **kwargs)
+            finally:
+                counter.depth -= 1
+
+        return run
+
+    guard, flush = capture.Capture.guard, monitor.Monitor._flush
+    capture.Capture.guard = lambda self, hook: guard(self, counted(hook))
+    monitor.Monitor._flush = counted(flush)
+    try:
+        model, x = proxy(blocks), torch.randn(1, 8)
+        opt = torch.optim.SGD(model.parameters(), lr=1e-3)
+        mon = nbdiag.watch(model, opt, every=1, display=False)
+        step(model, opt, x, mon)
+        with counter:
+            step(model, opt, x, mon)
+        mon.close()
+    finally:
+        capture.Capture.guard, monitor.Monitor._flush = guard, flush
+    return counter.ops
+
+
+def profile(blocks: int, steps: int, top: int) -> None:
+    model, x = proxy(blocks), torch.randn(1, 8)
+    opt = torch.optim.SGD(model.parameters(), lr=1e-3)
+    mon = nbdiag.watch(model, opt, every=1, display=False)
+    cpu_per_step(model, opt, x, 5, mon)
+    profiler = cProfile.Profile()
+    profiler.enable()
+    cpu_per_step(model, opt, x, steps, mon)
+    profiler.disable()
+    mon.close()
+    stats = pstats.Stats(profiler).stats
+    python_self = sum(tt for (file, _, _), (_, _, tt, _, _) in stats.items() if "/nbdiag/" in file)
+    torch_calls = 0.0  # time in C calls (torch ops and the rest) made from nbdiag's functions
+    for (file, _, _func), (_, _, tt, _, callers) in stats.items():
+        if file == "~":
+            from_nbdiag = sum(c[3] for caller, c in callers.items() if "/nbdiag/" in caller[0])
+            torch_calls += min(tt, from_nbdiag)
+    per_step = 1e6 / steps
+    print(
+        f"\ncProfile (inflates Python; read as shares), per step: nbdiag Python self {python_self * per_step:.0f} us, "
+    )
+    print(f"  C calls made from nbdiag (torch dispatch + kernels, builtins) {torch_calls * per_step:.0f} us")
+    rows = sorted(
+        (
+            (tt * per_step, nc / steps, f"{file.split('/nbdiag/')[-1]}:{func}")
+            for (file, _, func), (_, nc, tt, _, _) in stats.items()
+            if "/nbdiag/" in file
+        ),
+        reverse=True,
+    )
+    print(f"  top {top} nbdiag functions by self time (us/step, calls/step):")
+    for us, calls, name in rows[:top]:
+        print(f"    {us:8.0f}  {calls:7.1f}  {name}")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--blocks", type=int, default=100)
+    parser.add_argument("--rounds", type=int, default=7)
+    parser.add_argument("--steps", type=int, default=20)
+    parser.add_argument("--profile", action="store_true")
+    parser.add_argument("--top", type=int, default=15)
+    args = parser.parse_args()
+    torch.set_num_threads(1)
+    plain, watched = interleaved(args.blocks, args.rounds, args.steps)
+    p, w = statistics.median(plain), statistics.median(watched)
+    layers = 2 * args.blocks
+    tensors = 2 * layers + 3 * 2 * args.blocks  # outputs + output gradients; weight/bias value, gradient, update
+    ops = ops_per_step(args.blocks)
+    print(f"torch {torch.__version__}, one thread, {args.blocks} x (Linear(8, 8) + ReLU), batch 1")
+    print(f"  plain {p * 1e3:.2f} ms CPU/step, every=1 {w * 1e3:.2f} ms: ratio {w / p:.2f}")
+    print(
+        f"  added: {(w - p) / layers * 1e6:.0f} us per hooked layer ({layers} layers), {(w - p) / tensors * 1e6:.0f} us"
+    )
+    print(f"  per hooked tensor ({tensors}); goal <= {GOAL_US_PER_LAYER:.0f} us per layer")
+    print(f"  aten ops per sampled step in nbdiag: {ops} ({ops / tensors:.1f} per hooked tensor)")
+    if args.profile:
+        profile(args.blocks, args.steps * args.rounds, args.top)
+
+
+if __name__ == "__main__":
+    main()
