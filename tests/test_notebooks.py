@@ -21,7 +21,13 @@ COURSE = [path for path in NOTEBOOKS if "01" <= path.name[:2] <= "06"]  # the on
 NOTEBOOK_TIMEOUT_S = 180  # each notebook takes about a minute on a 2-core CPU
 KERNEL_NAME = "nbdiag-test"
 # Bugs that notebook 02 plants and nbdiag.preflight must report.
-PREFLIGHT_IDS = ("data.no_signal", "loss.probabilities_to_ce", "data.unnormalized", "model.frozen")
+PREFLIGHT_IDS = (
+    "data.no_signal",
+    "loss.probabilities_to_ce",
+    "data.unnormalized",
+    "model.frozen",
+    "loss.batch_coupling",
+)
 # Bugs of the training loop that notebook 02 plants and the live health rules must report.
 LIVE_IDS = ("train.grad_accumulation", "train.update_ratio", "act.dead_units")
 # What notebook 08 plants (overfitting, a label leak, a ReLU before the loss, constant-init filters) and must show.
@@ -171,6 +177,12 @@ def test_37_reasons_live_rules_find_the_training_loop_bugs(executed):
     text = output_text(executed("02_37_reasons_live.ipynb")[0])
     missing = [finding_id for finding_id in LIVE_IDS if finding_id not in text]
     assert not missing, f"notebook 02 shows no {missing}"
+
+
+@pytest.mark.timeout(NOTEBOOK_TIMEOUT_S + 60)
+def test_karpathy_recipe_names_the_strangling_dropout(executed):
+    text = output_text(executed("05_karpathy_recipe.ipynb")[0])
+    assert "WARN model.over_regularized" in text and "p=0.1" in text
 
 
 @pytest.mark.timeout(NOTEBOOK_TIMEOUT_S + 60)
