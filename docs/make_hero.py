@@ -4,6 +4,8 @@
   ``mon.savefig`` on its monitor (the static matplotlib view: findings banner on top, then the panels).
 - ``docs/img/dashboard-jupyterlab.png`` (with ``--browser``): the quickstart run in JupyterLab by the browser test
   ``tests/browser/test_notebook_screens.py``; its dashboard screenshot is copied here (needs Chromium).
+- ``docs/img/dashboard-deep-gpt.png`` (with ``--browser``): the 48-block GPT (340 layers) in JupyterLab, from
+  ``tests/browser/test_deep_dashboard.py`` (opt-in there, run here).
 
 Usage: ``python docs/make_hero.py [--browser]`` from the repository root, or ``make hero``.
 """
@@ -22,6 +24,8 @@ QUICKSTART = ROOT / "notebooks" / "01_quickstart.ipynb"
 STATIC = ROOT / "docs" / "img" / "dashboard.png"
 JUPYTERLAB = ROOT / "docs" / "img" / "dashboard-jupyterlab.png"
 SCREENSHOT = ROOT / "test-artifacts" / "browser" / "nb01-quickstart.png"
+DEEP = ROOT / "docs" / "img" / "dashboard-deep-gpt.png"
+DEEP_SCREENSHOT = ROOT / "test-artifacts" / "browser" / "dashboard-deep-gpt.png"
 TIMEOUT_S = 600
 
 
@@ -48,6 +52,15 @@ def jupyterlab_png(out: Path = JUPYTERLAB) -> Path:
     return Path(shutil.copy(SCREENSHOT, out))
 
 
+def deep_png(out: Path = DEEP) -> Path:
+    """Run the 48-block GPT's browser test (opt-in: ``NBDIAG_DEEP_SCREENSHOT=1``, about 2.5 minutes) and copy its
+    dashboard screenshot to ``out``."""
+    test = "tests/browser/test_deep_dashboard.py"
+    env = {**os.environ, "NBDIAG_DEEP_SCREENSHOT": "1"}
+    subprocess.run([sys.executable, "-m", "pytest", "-q", "-m", "browser", test], cwd=ROOT, check=True, env=env)
+    return Path(shutil.copy(DEEP_SCREENSHOT, out))
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--browser", action="store_true", help="also the JupyterLab screenshot (needs Chromium)")
@@ -55,6 +68,7 @@ def main() -> None:
     print(f"wrote {static_png()}")
     if args.browser:
         print(f"wrote {jupyterlab_png()}")
+        print(f"wrote {deep_png()}")
 
 
 if __name__ == "__main__":

@@ -185,3 +185,13 @@ def test_a_deep_relu_stack_draws_its_dead_block_on_the_heatmap_and_the_units_pan
     (stuck,) = built["units_depth"].series  # only the ReLU role has units
     assert stuck.label == "1 · ReLU" and stuck.y[2] == 1.0
     assert np.asarray(built["units_time"].series[0].z).shape == (6, 2)
+
+
+def test_many_blocks_draw_every_kth_ridgeline_and_keep_the_selected_one(gpt, monkeypatch):
+    monkeypatch.setattr(depth_panels, "MAX_RIDGELINES", 4)  # 6 blocks: every 2nd
+    snap = data.snapshot(gpt)
+    panel = depth_panels.histograms_panel(snap, ViewState(layer="blocks.3.mlp.1"))
+    assert panel.title.startswith("mlp.1 activations in every 2nd block")
+    assert panel.yticks[1] == ["block 0", "block 2", "block 3", "block 4", "block 5"]  # the last and the selected
+    (selected,) = [s for s in panel.series if s.name == "selected"]
+    assert set(np.asarray(selected.text)) == {2}  # block 3 is the third row drawn

@@ -43,7 +43,7 @@ class Controls:
         self.step_label = w.Label("", layout=w.Layout(min_width="110px"))
         # a deep model's histogram panel: one role in every block, or one block (hidden for other models)
         self.hist = w.Dropdown(description="histograms", options=[(AUTO_LABEL, AUTO)], value=AUTO, style=_SHORT_LABEL)
-        self.hist.layout = w.Layout(width="260px", display="none")
+        self.hist.layout = w.Layout(width="230px", display="none")
         self.hist.tooltip = "a deep model's activation histograms: one role in every block, or every layer of a block"
         self.pause = w.ToggleButton(description="pause", icon="pause", value=False, layout=w.Layout(width="100px"))
         self.pause.tooltip = "stop redrawing while training (the record keeps filling)"

@@ -8,7 +8,6 @@ block x role. These panels replace the per-layer ones when a model has :data:`MI
 
 from __future__ import annotations
 
-import dataclasses
 from functools import lru_cache
 
 import numpy as np
@@ -21,7 +20,7 @@ from nbdiag.views.data import Snapshot
 from nbdiag.views.panels import Panel, Series, ViewState
 
 MIN_BLOCKS = 4  # fewer blocks read fine one point per layer (and small models' dashboards stay as they were)
-MAX_ROW_LABELS = 16  # labelled ridgelines / heatmap rows; the others are labelled on hover
+MAX_RIDGELINES = 16  # histogram rows of one role; more blocks are drawn every k-th (the selected layer's kept)
 ROLE_COLOURS = (
     "#1f77b4",
     "#ff7f0e",
@@ -205,16 +204,23 @@ def histograms_panel(snap: Snapshot, state: ViewState) -> Panel:
     else:
         pairs = [(layer, role_label(snap, blocks, blocks.locate(layer)[1])) for layer in blocks.of_block(shown)]
         title = f"block {shown} activations @ step {panels.selected_step(snap, state)}"
+    kept, stride = _evenly(len(pairs), [i for i, (layer, _) in enumerate(pairs) if layer == state.layer])
+    if stride > 1:
+        title = title.replace(" in each block", f" in every {_ordinal(stride)} block")
+    pairs = [pairs[i] for i in kept]
     layers, labels = [layer for layer, _ in pairs], [label for _, label in pairs]
-    panel = panels.ridgelines(snap, state, layers, labels, key="act_hist", title=title)
-    if panel.yticks is not None and len(labels) > MAX_ROW_LABELS:
-        stride = -(-len(labels) // MAX_ROW_LABELS)
-        panel = _with_yticks(panel, (panel.yticks[0][::stride], panel.yticks[1][::stride]))
-    return panel
+    return panels.ridgelines(snap, state, layers, labels, key="act_hist", title=title)
 
 
-def _with_yticks(panel: Panel, yticks: tuple[list, list]) -> Panel:
-    return dataclasses.replace(panel, yticks=yticks)
+def _evenly(count: int, always: list[int]) -> tuple[list[int], int]:
+    """At most about :data:`MAX_RIDGELINES` of ``count`` rows, evenly spaced, the last one and ``always`` kept (a
+    ridgeline a few pixels high shows no shape); and the stride."""
+    stride = max(1, -(-count // MAX_RIDGELINES))
+    return sorted({*range(0, count, stride), *([count - 1] if count else []), *always}), stride
+
+
+def _ordinal(n: int) -> str:
+    return f"{n}{'th' if 10 <= n % 100 <= 20 else {1: 'st', 2: 'nd', 3: 'rd'}.get(n % 10, 'th')}"
 
 
 def units_roles_panel(snap: Snapshot, state: ViewState) -> Panel:
