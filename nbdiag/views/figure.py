@@ -280,7 +280,9 @@ def _values(series: Series, digits: int | None = None, plain: bool = True) -> di
     if series.kind == "bar":
         values.update({"marker.color": _plain(series.color), "text": _plain(series.text)})
     else:
-        values.update({"customdata": _plain(series.text), "line.color": series.color, "line.width": series.width})
+        # hover depths: for the widget a float array too (a list of 100,000 depths is validated element by element)
+        depths = _plain(series.text) if plain else _float(series.text)
+        values.update({"customdata": depths, "line.color": series.color, "line.width": series.width})
     return values
 
 
