@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import time
 from pathlib import Path
 from typing import Any
@@ -150,8 +151,10 @@ def wait_for_full_width(page: Any, timeout_s: float = 10.0, fraction: float = 0.
 
 
 def dropdown(page: Any, description: str) -> Any:
-    """The ``<select>`` of the ipywidgets Dropdown whose description is ``description``."""
-    return page.locator(".widget-dropdown", has_text=description).locator("select")
+    """The ``<select>`` of the ipywidgets Dropdown whose description (its label) is exactly ``description`` (an
+    option's text may contain another dropdown's description: "layer" in the histograms dropdown)."""
+    label = page.locator("label.widget-label").filter(has_text=re.compile(f"^{re.escape(description)}$"))
+    return page.locator(".widget-dropdown").filter(has=label).locator("select")
 
 
 def select_option(page: Any, description: str, label: str) -> None:
