@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import dataclasses
+import sys
 import threading
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -16,6 +18,11 @@ from nbdiag.names import module_of
 from nbdiag.stats import HIST_EDGES
 
 MIN_CAPACITY = 4
+# The most bytes of statistics the record holds by default (``Record.nbytes``): a full record of a deep model is thinned
+# before it reaches it. 400 recorded layers x 512 sampled steps take ~250 MB (docs/design.md "Memory").
+MAX_BYTES = 256 * 2**20
+MAX_SHARED_NAMES = 256  # distinct lists of layer names the record shares across entries
+ENTRY_OVERHEAD = 1024  # bytes of Python objects per entry and block besides the arrays (StepEntry, dict, Block)
 
 
 @dataclass(frozen=True)
@@ -79,21 +86,37 @@ def stat_matrix(
     return out
 
 
+def entry_nbytes(entry: StepEntry) -> int:
+    """Bytes an entry holds: its blocks' arrays, the tuples of their layer names (the names are shared across
+    entries, see :meth:`Record.append`) and :data:`ENTRY_OVERHEAD` per entry and per block."""
+    total = ENTRY_OVERHEAD
+    for block in entry.blocks.values():
+        total += ENTRY_OVERHEAD + block.values.nbytes + (0 if block.hist is None else block.hist.nbytes)
+    return total
+
+
 class Record:
     """Bounded history. Writers: the monitor (one thread). Readers: anyone, via snapshots under a lock.
 
-    Memory stops growing at ``capacity`` sampled steps (and ``scalar_capacity`` scalar rows): when full, the
-    older half is thinned to every other entry, so a long run keeps its whole span at decreasing resolution.
+    Memory stops growing at ``capacity`` sampled steps, or at ``max_bytes`` bytes of statistics (:meth:`nbytes`),
+    whichever comes first (and at ``scalar_capacity`` scalar rows): when full, the older half is thinned to every
+    other entry, so a long run keeps its whole span at decreasing resolution. A deep model (more than ~400
+    recorded layers at the default capacity) reaches ``max_bytes`` first and so keeps fewer sampled steps.
     """
 
-    def __init__(self, capacity: int = 512, scalar_capacity: int = 20_000) -> None:
+    def __init__(self, capacity: int = 512, scalar_capacity: int = 20_000, max_bytes: int = MAX_BYTES) -> None:
         for name, value in (("capacity", capacity), ("scalar_capacity", scalar_capacity)):
             if value < MIN_CAPACITY:
                 raise ValueError(f"got {name}={value}, expected an int >= {MIN_CAPACITY}; try {name}=512")
+        if max_bytes <= 0:
+            raise ValueError(f"got max_bytes={max_bytes}, expected a positive int; try max_bytes={MAX_BYTES}")
         self.capacity = capacity
         self.scalar_capacity = scalar_capacity
+        self.max_bytes = max_bytes
         self._lock = threading.Lock()
         self._entries: list[StepEntry] = []
+        self._bytes = 0  # entry_nbytes summed over self._entries
+        self._names: dict[tuple[str, ...], tuple[str, ...]] = {}  # one shared tuple per distinct list of layers
         self._scalars: dict[int, dict[str, float]] = {}
         self._scalar_names: dict[str, None] = {}  # every name ever logged, in first-logged order
         self._layer_order: dict[str, dict[str, None]] = {}
@@ -139,21 +162,49 @@ class Record:
 
     # -- writing -------------------------------------------------------------------------------------------
     def append(self, entry: StepEntry) -> None:
-        """Add one sampled step's statistics; blocks for the step held last are merged into it (same kind: replaced)."""
+        """Add one sampled step's statistics; blocks for the step held last are merged into it (same kind: replaced).
+
+        The entry's blocks are given the record's one tuple of their layer names (equal to theirs), so that the
+        names of a layer are held once, not once per step."""
         with self._lock:
+            for kind, block in list(entry.blocks.items()):
+                shared = self._shared_names(block)
+                if shared is not block:
+                    entry.blocks[kind] = shared
+            held = entry
             if self._entries and self._entries[-1].step == entry.step:
                 last = self._entries.pop()
-                self._entries.append(StepEntry(entry.step, {**last.blocks, **entry.blocks}))
-            else:
-                self._entries.append(entry)
-            if len(self._entries) > self.capacity:
+                self._bytes -= entry_nbytes(last)
+                held = StepEntry(entry.step, {**last.blocks, **entry.blocks})
+            self._entries.append(held)
+            self._bytes += entry_nbytes(held)
+            while len(self._entries) > self.capacity or (
+                self._bytes > self.max_bytes and len(self._entries) > MIN_CAPACITY
+            ):
                 self._entries = thin_older_half(self._entries)
+                self._bytes = sum(entry_nbytes(e) for e in self._entries)
             for kind, block in entry.blocks.items():
                 order = self._layer_order.setdefault(kind, {})
                 for layer in block.layers:
                     order.setdefault(layer, None)
             self.version += 1
         self._notify("entry", entry)
+
+    def _shared_names(self, block: Block) -> Block:
+        """``block`` with the record's one tuple of its layer names (every sampled step names the same layers: the
+        names are then held once, not once per step)."""
+        shared = self._names.get(block.layers)
+        if shared is None:
+            if len(self._names) >= MAX_SHARED_NAMES:  # layers that change at every step: nothing to share
+                return block
+            shared = self._names.setdefault(block.layers, tuple(sys.intern(name) for name in block.layers))
+        return block if shared is block.layers else dataclasses.replace(block, layers=shared)
+
+    def nbytes(self) -> int:
+        """Bytes of the statistics held (:func:`entry_nbytes` summed over the entries; the layer names, the scalars
+        and the run's facts are not counted): what ``max_bytes`` bounds."""
+        with self._lock:
+            return self._bytes
 
     def add_scalars(self, step: int, values: dict[str, float]) -> None:
         """Add the scalars logged at ``step`` (loss, accuracy, ...); values for a step already held are merged."""
@@ -196,23 +247,44 @@ class Record:
     def frame(
         self,
         kind: str | None = None,
-        layers: list[str] | None = None,
-        stats: list[str] | None = None,
+        layers: Collection[str] | None = None,
+        stats: Collection[str] | None = None,
+        steps: Collection[int] | None = None,
     ) -> pd.DataFrame:
-        """Long table ``step, layer, kind, stat, value``, optionally filtered."""
-        parts = []
-        for entry in self.entries():
-            for block_kind, block in entry.blocks.items():
-                if kind is None or block_kind == kind:
-                    parts.append(_block_rows(entry.step, block_kind, block))
-        if not parts:
-            return pd.DataFrame({c: pd.Series(dtype=t) for c, t in _FRAME_DTYPES.items()})
-        frame = pd.concat(parts, ignore_index=True)
-        if layers is not None:
-            frame = frame[frame["layer"].isin(layers)]
-        if stats is not None:
-            frame = frame[frame["stat"].isin(stats)]
-        return frame.reset_index(drop=True)
+        """Long table ``step, layer, kind, stat, value``: one row per (step, layer, stat), optionally filtered.
+
+        Every filter is applied before any row is built, so a filtered frame costs only its own rows: on a large
+        record (a deep model: 400 layers x 512 sampled steps make ~9 M rows, ~1 GB as a DataFrame) ask for what
+        you need, e.g. ``frame("activation", stats=["std"], steps=range(1000, 2000))``.
+
+        Args:
+            kind: one kind ("activation", "gradient", "weight", "update", ...); None: all.
+            layers: layer (or parameter) names to keep; None: all.
+            stats: statistics to keep; None: all.
+            steps: step numbers to keep (a ``range``, or any collection: ``record.steps()[-50:]``); None: all.
+        """
+        keep_layers = None if layers is None else {layers} if isinstance(layers, str) else set(layers)
+        keep_stats = None if stats is None else {stats} if isinstance(stats, str) else set(stats)
+        keep_steps = steps if steps is None or isinstance(steps, range) else set(steps)
+        parts = [
+            part
+            for entry in self.entries()
+            if keep_steps is None or entry.step in keep_steps
+            for block_kind, block in entry.blocks.items()
+            if kind is None or block_kind == kind
+            if (part := _FramePart.of(entry.step, block_kind, block, keep_layers, keep_stats)) is not None
+        ]
+        total = sum(len(part.values) for part in parts)
+        frame = pd.DataFrame(index=pd.RangeIndex(total))
+        for column, dtype in _FRAME_DTYPES.items():  # one column at a time: a single column's temporary at a time
+            values = np.empty(total, dtype=dtype)
+            start = 0
+            for part in parts:
+                end = start + len(part.values)
+                values[start:end] = part.column(column)
+                start = end
+            frame[column] = values
+        return frame
 
     def histograms(self, kind: str = "activation") -> tuple[np.ndarray, pd.DataFrame]:
         """Bin edges and counts: a DataFrame indexed by (step, layer), one column per bin."""
@@ -257,17 +329,52 @@ class Record:
 _FRAME_DTYPES = {"step": "int64", "layer": "object", "kind": "object", "stat": "object", "value": "float64"}
 
 
-def _block_rows(step: int, kind: str, block: Block) -> pd.DataFrame:
-    n_layers, n_stats = block.values.shape
-    rows = pd.DataFrame(
-        {
-            "step": np.full(n_layers * n_stats, step, dtype=np.int64),
-            "layer": np.repeat(np.array(block.layers, dtype=object), n_stats),
-            "kind": kind,
-            "stat": np.tile(np.array(block.stats, dtype=object), n_layers),
-            "value": block.values.reshape(-1),
-        }
-    )
-    if block.optional:  # NaN there means "does not apply", not a NaN value
-        rows = rows[~(rows["stat"].isin(block.optional) & rows["value"].isna())]
-    return rows
+@dataclass
+class _FramePart:
+    """The rows of one block in :meth:`Record.frame`: its values (a view when nothing is filtered out), the layer
+    and stat names along them, and which of them are kept."""
+
+    step: int
+    kind: str
+    layers: np.ndarray  # object, one per row of the block's selection
+    stats: np.ndarray  # object, one per column of the block's selection
+    values: np.ndarray  # (rows x columns,) float64, the kept cells only when ``kept`` is not None
+    kept: np.ndarray | None  # bool over the selection's cells, when some optional NaN cells are left out
+
+    @staticmethod
+    def of(step: int, kind: str, block: Block, layers: set[str] | None, stats: set[str] | None) -> _FramePart | None:
+        rows = None if layers is None else _positions(block.layers, layers)
+        cols = None if stats is None else _positions(block.stats, stats)
+        if (rows is not None and not len(rows)) or (cols is not None and not len(cols)):
+            return None
+        values = block.values
+        if rows is not None:
+            values = values[rows]
+        if cols is not None:
+            values = values[:, cols]
+        names = np.array(block.layers, dtype=object)
+        stat_names = np.array(block.stats, dtype=object)
+        names = names if rows is None else names[rows]
+        stat_names = stat_names if cols is None else stat_names[cols]
+        values = values.reshape(-1)
+        kept = None
+        if block.optional:  # NaN there means "does not apply", not a NaN value
+            optional = np.array([name in block.optional for name in stat_names])
+            kept = ~(np.tile(optional, len(names)) & np.isnan(values))
+            values = values[kept]
+        return _FramePart(step, kind, names, stat_names, values, kept)
+
+    def column(self, name: str) -> Any:
+        """This part's cells of the frame's column ``name`` (a scalar when all its rows share it)."""
+        if name == "step":
+            return self.step
+        if name == "kind":
+            return self.kind
+        if name == "value":
+            return self.values
+        cells = np.repeat(self.layers, len(self.stats)) if name == "layer" else np.tile(self.stats, len(self.layers))
+        return cells if self.kept is None else cells[self.kept]
+
+
+def _positions(names: tuple[str, ...], keep: set[str]) -> np.ndarray:
+    return np.array([i for i, name in enumerate(names) if name in keep], dtype=np.int64)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import warnings
+from collections.abc import Collection
 from pathlib import Path
 from typing import Any
 
@@ -22,9 +23,19 @@ class RecordReader:
     predictions: Any = None
     _dashboard: Any = None
 
-    def frame(self, kind: str | None = None, layers: list[str] | None = None, stats: list[str] | None = None):
-        """Long table ``step, layer, kind, stat, value`` (kind: activation, gradient, weight, update, model)."""
-        return self.record.frame(kind, layers, stats)
+    def frame(
+        self,
+        kind: str | None = None,
+        layers: Collection[str] | None = None,
+        stats: Collection[str] | None = None,
+        steps: Collection[int] | None = None,
+    ) -> pd.DataFrame:
+        """Long table ``step, layer, kind, stat, value`` (kind: activation, gradient, weight, update, model, ...).
+
+        Filter a large record (a deep model, a long run) rather than building all of it: ``kind``, ``layers``,
+        ``stats`` and ``steps`` (e.g. ``range(1000, 2000)``) are applied before any row is built
+        (:meth:`nbdiag.record.Record.frame`)."""
+        return self.record.frame(kind, layers, stats, steps)
 
     def histograms(self, kind: str = "activation") -> tuple[np.ndarray, pd.DataFrame]:
         """``(edges, counts)``: fixed bin edges (``nbdiag.stats.HIST_EDGES``), counts indexed by (step, layer)."""

@@ -60,7 +60,7 @@ class Run(RecordReader):
     def __init__(self, path: str | Path) -> None:
         self.path = Path(path)
         self.manifest: dict[str, Any] = read_manifest(self.path)
-        self.record = Record(capacity=sys.maxsize, scalar_capacity=sys.maxsize)  # the disk holds all history
+        self.record = Record(capacity=sys.maxsize, scalar_capacity=sys.maxsize, max_bytes=sys.maxsize)  # all on disk
         self._read: set[str] = set()
         self._bad: dict[str, tuple[int, int]] = {}  # name -> (size, mtime_ns) when it failed to read
         self._lock = threading.Lock()
