@@ -25,6 +25,10 @@ def test_html_report_is_self_contained_and_shows_findings(tmp_path):
     assert not re.search(r"<script[^>]+src=[\"']?https?:", page)  # nothing fetched from the network
     assert "train.nonfinite" in page and "NaN in layer 3 at step 40" in page and FINDING.advice in page
     assert "3 · Tanh" in page  # readable layer names
+    values = re.findall(r'"[yz]":\[([^\]]*)\]', page[page.rindex("Plotly.newPlot(") :])  # after plotly.js
+    numbers = [n for found in values for n in re.findall(r"-?\d+\.\d+(?:e-?\d+)?", found)]
+    digits = [len(n.lstrip("-").split("e")[0].replace(".", "").lstrip("0")) for n in numbers]
+    assert len(numbers) > 100 and max(digits) == 4  # values rounded to 4 significant digits: a smaller report
 
 
 def test_savefig_writes_a_png_with_content(tmp_path):

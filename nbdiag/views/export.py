@@ -10,6 +10,8 @@ from nbdiag.findings import findings_html
 from nbdiag.views.dashboard import Dashboard
 from nbdiag.views.figure import PanelFigure
 
+REPORT_DIGITS = 4  # significant digits of the report's values (its hover labels show 3), as the inline path sends
+
 
 def savefig(source: Any, path: str | Path, dpi: int = 100) -> Path:
     """Write the dashboard's current state as a PNG.
@@ -41,7 +43,7 @@ def to_html(source: Any, path: str | Path) -> Path:
     """
     dashboard = Dashboard(source)
     snap = dashboard.snapshot()
-    figure = PanelFigure(dashboard.panels(), widget=False).figure
+    figure = PanelFigure(dashboard.panels(), widget=False, digits=REPORT_DIGITS).figure
     plot = figure.to_html(full_html=False, include_plotlyjs=True)
     title = html.escape(dashboard.title() or "nbdiag report")
     page = _PAGE.format(
