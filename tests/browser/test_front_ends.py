@@ -114,5 +114,5 @@ def test_notebook7_widget_path_is_live(server, page, artifacts):
     steps = train_and_watch(page, notebook, artifacts, "widget-notebook7")
     assert steps[0] < steps[1]
     assert page.locator(WIDGET_DASHBOARD).count() == 1
-    assert page.locator(f"{WIDGET_DASHBOARD} .widget-dropdown").count() == 1  # the controls are live widgets
+    assert page.locator(f"{WIDGET_DASHBOARD} .widget-dropdown:visible").count() == 1  # the controls are live widgets
     assert not error_texts(page), error_texts(page)
