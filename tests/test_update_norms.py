@@ -219,3 +219,23 @@ def test_a_sampled_step_holds_memory_per_parameter_not_per_element():
             mon.close()
     param_bytes = sum(p.numel() * p.element_size() for p in base.parameters())
     assert peaks["every=1"] - peaks["plain"] < 0.10 * param_bytes, peaks
+
+
+def test_parameters_larger_than_a_chunk_are_reduced_in_pieces_that_add_up(monkeypatch):
+    """weight_matrix / grad_matrix of a parameter split into pieces (no whole-parameter copy) against float64."""
+    from nbdiag import weights
+
+    monkeypatch.setattr(weights, "CHUNK_ELEMENTS", 1000)
+    torch.manual_seed(0)
+    big = torch.randn(45, 100) * 2 + 0.5  # 4,500 elements: 5 pieces
+    bad = torch.randn(3000)
+    bad[[10, 2500]] = torch.tensor([float("nan"), float("inf")])  # in two different pieces
+    params = [torch.randn(30), big, torch.full((2500,), 0.25), bad, torch.randn(1200).bfloat16()]
+    rows, grads = weights.weight_matrix(params).double(), weights.grad_matrix(params).double()
+    for i, p in enumerate(params):
+        f = p.double().reshape(-1)
+        assert rows[i, 3] == grads[i, 2] == (~f.isfinite()).sum()
+        if f.isfinite().all():
+            np.testing.assert_allclose(rows[i, :3], [f.norm(), f.mean(), f.std(correction=0)], rtol=1e-4, atol=1e-6)
+            np.testing.assert_allclose(grads[i, :2], [f.norm(), f.abs().max()], rtol=1e-5)
+    assert rows[2, 2] == 0.0  # a constant parameter in 3 pieces: std exactly 0 (sums about its first element)
