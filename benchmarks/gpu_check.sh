@@ -8,8 +8,10 @@
 # (`pip download pytest -d benchmarks/wheels`) and they are installed from there, offline.
 # Steps (each under its own timeout, so one failure does not cost the rest):
 #   1. tests/test_gpu.py (set_sync_debug_mode("error") on unsampled steps, one copy per sampled step, autocast),
-#      tests/test_fused_kernel.py (Triton kernel == reference on the GPU) and tests/test_no_sync.py;
-#   2. benchmarks/device_memory.py: extra peak memory of every=1 on ResNet-50 and GPT-2 small;
+#      tests/test_fused_kernel.py (Triton kernel == reference on the GPU), tests/test_no_sync.py and
+#      tests/test_update_norms.py (sampled update norms on CUDA against a whole copy, no sync in the step hooks);
+#   2. benchmarks/device_memory.py: extra peak memory of every=1 on ResNet-50 and GPT-2 small, and on two
+#      Linear(4096, 4096) with AdamW (issue 21: update ratios without a parameter snapshot);
 #   3. benchmarks/overhead.py --device cuda on ResNet-50 (bf16, batch 128) and GPT-2 small (8 x 512, bf16),
 #      3 rounds, nbdiag and the reproduced fastai ActivationStats (no extra package);
 #   4. benchmarks/sharded_overhead.py: FSDP2 on 1 rank (nccl): the DTensor paths on CUDA give the statistics of an
@@ -46,13 +48,17 @@ PY
 
 echo "## 1. CUDA tests" >>"$DEST/summary.md"
 timeout 150 "$PY" -m pytest -q -p no:cacheprovider tests/test_gpu.py tests/test_fused_kernel.py tests/test_no_sync.py \
-    >"$DEST/tests.txt" 2>&1
+    tests/test_update_norms.py -k "not corpus" >"$DEST/tests.txt" 2>&1
 echo "exit $?: $(tail -n 1 "$DEST/tests.txt")" >>"$DEST/summary.md"
 
 echo -e "\n## 2. Extra peak device memory of every=1\n" >>"$DEST/summary.md"
 timeout 90 "$PY" benchmarks/device_memory.py --device cuda --model resnet50 gpt2 --json "$DEST/memory.json" \
     >"$DEST/memory.md" 2>&1
 grep '^|' "$DEST/memory.md" >>"$DEST/summary.md" || tail -n 5 "$DEST/memory.md" >>"$DEST/summary.md"
+echo -e "\nIssue 21: two Linear(4096, 4096) with AdamW, target <= 10% of the parameter bytes\n" >>"$DEST/summary.md"
+timeout 60 "$PY" benchmarks/device_memory.py --device cuda --model wide --optimizer adamw \
+    --json "$DEST/memory_wide.json" >"$DEST/memory_wide.md" 2>&1
+grep '^|' "$DEST/memory_wide.md" >>"$DEST/summary.md" || tail -n 5 "$DEST/memory_wide.md" >>"$DEST/summary.md"
 
 echo -e "\n## 3. Overhead (ratio to plain training, methods interleaved)\n" >>"$DEST/summary.md"
 timeout 240 "$PY" benchmarks/overhead.py --device cuda --model resnet50 gpt2 --rounds 3 --steps 100 --warmup 5 \

@@ -74,16 +74,29 @@ def compare(found: dict[int, list[float]], recorded: dict[int, np.ndarray], mode
     return counts[0], counts[1]
 
 
-def train(model: nn.Module, optimizer, batches, loss_fn, *, channels_last: bool = False) -> nbdiag.Monitor:
+def train(model: nn.Module, optimizer, batches, loss_fn, *, no_sync: bool = False) -> nbdiag.Monitor:
+    """Train watched (every=1); with ``no_sync`` (CUDA), the optimizer step (where the update hooks run) under
+    ``set_sync_debug_mode("error")``: a hook that synced would raise, be logged, and leave rows missing."""
     mon = nbdiag.watch(model, optimizer, every=1, display=False)
     for x, y in batches:
         loss = loss_fn(model(x), y)
         loss.backward()
-        optimizer.step()
+        with _sync_errors() if no_sync else contextlib.nullcontext():
+            optimizer.step()
         optimizer.zero_grad(set_to_none=True)
         mon.step(loss=loss)
     mon.close()
+    assert not mon.errors, mon.errors
     return mon
+
+
+@contextlib.contextmanager
+def _sync_errors():
+    torch.cuda.set_sync_debug_mode("error")
+    try:
+        yield
+    finally:
+        torch.cuda.set_sync_debug_mode("default")
 
 
 def _models():
@@ -119,6 +132,19 @@ def test_update_norms_match_an_exact_copy_on_models(case, one_thread):
     weight_norm = mon.record.frame("weight", stats=["norm"])
     assert np.isfinite(ratio.value).all() and (ratio.value > 0).all()
     assert len(ratio) == len(norm) == len(weight_norm)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+@pytest.mark.parametrize("case", ["mlp-sgd", "cnn-channels-last-adamw"])
+def test_update_norms_match_an_exact_copy_on_cuda_without_a_sync(case):
+    model, optimizer, batches, loss_fn = _models()[case]
+    assert not optimizer.state  # no step yet: moving the parameters in place keeps the optimizer's hold on them
+    model.cuda()
+    batches = [(x.cuda(), y.cuda()) for x, y in batches]
+    with exact_updates() as found:
+        mon = train(model, optimizer, batches, loss_fn, no_sync=True)
+    exact, sampled = compare(found, recorded_norms(mon, model), model)
+    assert exact > 0 and sampled > 0, (exact, sampled)
 
 
 @pytest.mark.parametrize("name", ["mnist", "cifar10_lenet"])
