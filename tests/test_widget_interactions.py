@@ -150,3 +150,52 @@ def test_every_lab_figure_survives_the_front_end_echo(make):
 
 def _values(trace) -> list:
     return [np.asarray(getattr(trace, key, None), dtype=object).tolist() for key in ("x", "y", "z")]
+
+
+class _RecordingComm:
+    """Stands in for ipywidgets' comm: keeps the state each widget opens with."""
+
+    opened: list[dict] = []
+
+    def __init__(self, **args):
+        self.comm_id, self.kernel = f"comm-{len(self.opened)}", object()
+        self.opened.append(args["data"]["state"])
+
+    def on_msg(self, callback):
+        pass
+
+    def send(self, *args, **kwargs):
+        pass
+
+    def close(self, *args, **kwargs):
+        pass
+
+
+@pytest.mark.parametrize("make", LABS, ids=lambda make: make.__name__.strip("_"))
+def test_every_lab_figure_opens_its_comm_with_its_traces(make, monkeypatch):
+    """The front end's model starts with the figure: plotly's own FigureWidget opens the comm before it holds any
+    trace and sends them in a later update, which a view created first never draws (blank lab figures in the
+    browser tests). Every figure nbdiag shows opens with every trace and the layout."""
+    import ipywidgets.widgets.widget as widget_module
+    import plotly.graph_objects as go
+
+    _RecordingComm.opened = []
+    monkeypatch.setattr(widget_module.comm, "create_comm", _RecordingComm)
+    lab, _ = make()
+    assert lab.view.figures  # built now
+    figures = [state for state in _RecordingComm.opened if "_widget_data" in state]
+    assert figures and all(len(state["_widget_data"]) > 0 and state["_widget_layout"] for state in figures)
+    plain = go.FigureWidget(go.Figure(go.Scatter(y=[1, 2])))  # the reason: plotly's class opens empty
+    assert _RecordingComm.opened[-1]["_widget_data"] == [] and len(plain.data) == 1
+
+
+def test_the_dashboard_figure_opens_its_comm_with_its_traces(monkeypatch):
+    import ipywidgets.widgets.widget as widget_module
+
+    _RecordingComm.opened = []
+    monkeypatch.setattr(widget_module.comm, "create_comm", _RecordingComm)
+    dashboard = Dashboard(synthetic_source(n_layers=6, n_steps=20))
+    dashboard.path("widget").bundle(dashboard.frame())
+    (state,) = [state for state in _RecordingComm.opened if "_widget_data" in state]
+    dashboard.close()
+    assert len(state["_widget_data"]) > 10

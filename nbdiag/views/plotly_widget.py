@@ -123,11 +123,29 @@ def figure_widget_class() -> type:
     holds ``{"0": v0, "1": v1, ...}``. plotly 7.1's ``_remove_overlapping_props`` then raised "The truth value of
     an array ... is ambiguous" on every interaction. Those entries only record plotly.js's defaults for values we
     set ourselves: they are dropped before plotly reads the echo.
+
+    Its comm opens once the figure is built, so the front end's model starts with the traces and the layout.
+    plotly's ``BaseFigureWidget`` opens it first (``_widget_data`` empty) and sends the figure in a later state
+    update, which its view ignores (``do_data`` does nothing): a view created before that update arrived (a busy
+    front end, still loading the widget's 5 MB module) drew an empty figure for good (the blank lab and dashboard
+    figures of the browser tests).
     """
     import plotly.graph_objects as go
     from traitlets import observe
 
     class FigureWidget(go.FigureWidget):
+        def __init__(self, *args: Any, **kwargs: Any) -> None:
+            self._building = True
+            try:
+                super().__init__(*args, **kwargs)
+            finally:
+                self._building = False
+            self.open()  # the first message holds the whole figure
+
+        def open(self) -> None:
+            if not getattr(self, "_building", False):
+                super().open()
+
         @observe("_js2py_traceDeltas")
         def _handler_js2py_traceDeltas(self, change: dict) -> None:
             message = change["new"]
