@@ -71,43 +71,66 @@ def interleaved(blocks: int, rounds: int, steps: int) -> tuple[list[float], list
     return plain, watched
 
 
-def ops_per_step(blocks: int) -> int:
-    """aten ops dispatched inside nbdiag's guarded hooks and its step flush during one sampled step."""
-    from torch.utils._python_dispatch import TorchDispatchMode
+class NbdiagOps:
+    """Counts the aten ops nbdiag dispatches: inside its guarded hooks and its step flush (exact, a dispatch mode).
 
-    class Count(TorchDispatchMode):
-        depth = ops = 0
+    Monitors must be created inside the ``with`` block (their hooks are guarded when made)::
 
-        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
-            self.ops += self.depth > 0
-            return func(*args, **(kwargs or {}))
+        with NbdiagOps() as ops:
+            mon = nbdiag.watch(model, opt, every=1, display=False)
+            n = ops.count(lambda: one_training_step(mon))
+    """
 
-    counter = Count()
+    def __init__(self) -> None:
+        from torch.utils._python_dispatch import TorchDispatchMode
 
-    def counted(fn):
+        counter = self
+
+        class Count(TorchDispatchMode):
+            def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+                counter.ops += counter.depth > 0
+                return func(*args, **(kwargs or {}))
+
+        self.mode, self.depth, self.ops = Count(), 0, 0
+
+    def _counted(self, fn):
         def run(*args, **kwargs):
-            counter.depth += 1
+            self.depth += 1
             try:
                 return fn(*args, **kwargs)
             finally:
-                counter.depth -= 1
+                self.depth -= 1
 
         return run
 
-    guard, flush = capture.Capture.guard, monitor.Monitor._flush
-    capture.Capture.guard = lambda self, hook: guard(self, counted(hook))
-    monitor.Monitor._flush = counted(flush)
-    try:
+    def __enter__(self) -> NbdiagOps:
+        self._saved = capture.Capture.guard, monitor.Monitor._flush
+        guard, flush = self._saved
+        capture.Capture.guard = lambda capture_self, hook: guard(capture_self, self._counted(hook))
+        monitor.Monitor._flush = self._counted(flush)
+        return self
+
+    def __exit__(self, *exc) -> None:
+        capture.Capture.guard, monitor.Monitor._flush = self._saved
+
+    def count(self, run) -> int:
+        """nbdiag's aten ops while ``run()`` runs."""
+        self.ops = 0
+        with self.mode:
+            run()
+        return self.ops
+
+
+def ops_per_step(blocks: int) -> int:
+    """aten ops dispatched inside nbdiag's guarded hooks and its step flush during one sampled step."""
+    with NbdiagOps() as ops:
         model, x = proxy(blocks), torch.randn(1, 8)
         opt = torch.optim.SGD(model.parameters(), lr=1e-3)
         mon = nbdiag.watch(model, opt, every=1, display=False)
         step(model, opt, x, mon)
-        with counter:
-            step(model, opt, x, mon)
+        counted = ops.count(lambda: step(model, opt, x, mon))
         mon.close()
-    finally:
-        capture.Capture.guard, monitor.Monitor._flush = guard, flush
-    return counter.ops
+    return counted
 
 
 def profile(blocks: int, steps: int, top: int) -> None:

@@ -26,6 +26,7 @@ import torch
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
+from host_cost import NbdiagOps  # noqa: E402
 from overhead_models import make_case  # noqa: E402
 
 import nbdiag  # noqa: E402
@@ -62,47 +63,15 @@ def interleaved(case, rounds: int, steps: int) -> dict[str, list[float]]:
 
 
 def ops_per_step(case) -> int:
-    """aten ops dispatched inside nbdiag's hooks and parameter statistics during one sampled step."""
-    from torch.utils._python_dispatch import TorchDispatchMode
-
-    from nbdiag import capture, monitor
-
-    class Count(TorchDispatchMode):
-        depth = ops = 0
-
-        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
-            self.ops += self.depth > 0
-            return func(*args, **(kwargs or {}))
-
-    counter = Count()
-
-    def counted(fn):
-        def run(*args, **kwargs):
-            counter.depth += 1
-            try:
-                return fn(*args, **kwargs)
-            finally:
-                counter.depth -= 1
-
-        return run
-
-    guard = capture.Capture._guard
-    name = next(n for n in ("weight_matrix", "weight_row", "weight_vector") if hasattr(monitor, n))  # older builds
-    weights = getattr(monitor, name)
-    capture.Capture._guard = lambda self, hook: counted(guard(self, hook))
-    setattr(monitor, name, counted(weights))
-    try:
+    """aten ops dispatched inside nbdiag's hooks and its step flush during one sampled step (host_cost.NbdiagOps)."""
+    with NbdiagOps() as ops:
         model = copy.deepcopy(case.base)
         opt = torch.optim.SGD(model.parameters(), lr=0.01)
         mon = nbdiag.watch(model, opt, every=1, dense=0, display=False)
         train(model, opt, case.batches, 1, mon)
-        with counter:
-            train(model, opt, case.batches, 1, mon)
+        counted = ops.count(lambda: train(model, opt, case.batches, 1, mon))
         mon.close()
-    finally:
-        capture.Capture._guard = guard
-        setattr(monitor, name, weights)
-    return counter.ops
+    return counted
 
 
 def main() -> None:

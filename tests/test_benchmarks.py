@@ -98,3 +98,16 @@ def test_host_cost_counts_ops_per_hooked_tensor(monkeypatch, capsys):
     monkeypatch.setattr(sys, "argv", ["host_cost.py", "--blocks", "2", "--rounds", "1", "--steps", "1"])
     host_cost.main()
     assert "us per hooked layer" in capsys.readouterr().out
+
+
+def test_profile_hooks_counts_the_cnn_ops_with_the_shared_counter():
+    """benchmarks/profile_hooks.py counts with host_cost.NbdiagOps (it had patched hooks that no longer exist)."""
+    sys.path.insert(0, str(BENCH))
+    try:
+        profile_hooks = importlib.import_module("profile_hooks")
+        overhead_models = importlib.import_module("overhead_models")
+    finally:
+        sys.path.remove(str(BENCH))
+    case = overhead_models.make_case("mlp", steps=2, device="cpu", smoke=True)
+    case.base = case.build()
+    assert profile_hooks.ops_per_step(case) > 0

@@ -57,16 +57,21 @@ def test_no_panel_is_laid_out_empty_on_a_gpt(gpt):
         assert drawn or [t.get_text() for t in ax.texts] == [panel.note], panel.key
 
 
+def watched_panels(model: torch.nn.Module, inputs: torch.Tensor, steps: int = 2) -> tuple[nbdiag.Monitor, dict]:
+    """``model`` watched at every step over ``steps`` backward passes on ``inputs``; its panels by key."""
+    with nbdiag.watch(model, every=1, display=False) as mon:
+        for _ in range(steps):
+            model(inputs).sum().backward()
+            mon.step()
+    return mon, {p.key: p for p in grid.build_panels(data.snapshot(mon), ViewState())}
+
+
 def test_the_units_time_panel_stays_for_a_model_with_relus_and_has_rows():
     torch.manual_seed(0)
     model = torch.nn.Sequential(torch.nn.Linear(4, 8), torch.nn.ReLU(), torch.nn.Linear(8, 2))
     with torch.no_grad():
         model[0].bias.fill_(-10.0)  # every ReLU unit dead: the panel has something to draw
-    with nbdiag.watch(model, every=1, display=False) as mon:
-        for _ in range(2):
-            model(torch.randn(8, 4)).sum().backward()
-            mon.step()
-    built = {p.key: p for p in grid.build_panels(data.snapshot(mon), ViewState())}
+    _, built = watched_panels(model, torch.randn(8, 4))
     (heatmap,) = built["units_time"].series
     assert np.asarray(heatmap.z).shape == (1, 2) and np.nanmax(heatmap.z) == 1.0  # one ReLU, two steps, all dead
 
@@ -147,11 +152,7 @@ def cnn_monitor() -> nbdiag.Monitor:
         nn.Conv2d(1, 4, 3), nn.ReLU(), nn.Conv2d(4, 4, 3), nn.ReLU(), nn.Flatten(), nn.Linear(4 * 4 * 4, 10),
         nn.LogSoftmax(1),
     )  # fmt: skip
-    with nbdiag.watch(model, every=1, display=False) as mon:
-        for _ in range(2):
-            model(torch.randn(4, 1, 8, 8)).sum().backward()
-            mon.step()
-    return mon
+    return watched_panels(model, torch.randn(4, 1, 8, 8))[0]
 
 
 def test_small_models_keep_the_per_layer_dashboard():
@@ -174,11 +175,7 @@ def test_a_deep_relu_stack_draws_its_dead_block_on_the_heatmap_and_the_units_pan
     model = nn.Sequential(*[nn.Sequential(nn.Linear(16, 16), nn.ReLU()) for _ in range(6)], nn.Linear(16, 2))
     with torch.no_grad():
         model[2][0].bias.fill_(-10.0)  # block 2's ReLU outputs only zeros: std 0, every unit dead
-    with nbdiag.watch(model, every=1, display=False) as mon:
-        for _ in range(2):
-            model(torch.randn(8, 16)).sum().backward()
-            mon.step()
-    built = {p.key: p for p in grid.build_panels(data.snapshot(mon), ViewState())}
+    _, built = watched_panels(model, torch.randn(8, 16))
     (heat,) = built["act_heatmap"].series
     assert heat.z[1, 2] == heat.zrange[0] == np.nanmin(heat.z)  # std 0: drawn at the bottom, not a gap
     assert np.isfinite(heat.z).all() and "0 at the bottom" in built["act_heatmap"].title

@@ -401,3 +401,10 @@ def test_tiny_updates_under_saturation_defer_to_it(ratio, deferred):
     assert ("consequence of act.saturation at layer 2" in update.message) is deferred
     alone = {f.id: f for f in evaluate(record([_update_entry({"w": ratio})] * 3, losses=[2.0] * 30))}
     assert alone["train.update_ratio"].severity == "warn"
+
+
+def test_finding_messages_count_in_number():  # "over 1 parameters" (issue 20)
+    one = {f.id: f for f in evaluate(record([_update_entry({"w": 1e-7})] * 3, losses=[2.0] * 30))}
+    two = {f.id: f for f in evaluate(record([_update_entry({"w": 1e-7, "v": 1e-7})] * 3, losses=[2.0] * 30))}
+    assert "over 1 parameter is" in one["train.update_ratio"].message
+    assert "over 2 parameters is" in two["train.update_ratio"].message

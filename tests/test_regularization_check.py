@@ -86,13 +86,3 @@ def test_preflight_leaves_the_model_and_its_modes_alone():
     assert [f.evidence["cause"] for f in report.findings if f.id == "model.over_regularized"] == ["batch_norm"]
     assert all(torch.equal(state[k], v) for k, v in model.state_dict().items())
     assert model.training and not model[2].training
-
-
-def test_counts_in_messages_agree_in_number():
-    from nbdiag.findings import count_of
-
-    assert [count_of(1, "parameter"), count_of(3, "parameter"), count_of(0, "sample")] == [
-        "1 parameter",
-        "3 parameters",
-        "0 samples",
-    ]
