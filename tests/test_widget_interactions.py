@@ -20,7 +20,7 @@ pytest.importorskip("plotly")
 pytest.importorskip("ipywidgets")
 
 from nbdiag.views.dashboard import Dashboard  # noqa: E402
-from tests.test_dashboard import synthetic_source  # noqa: E402
+from tests.test_dashboard import synthetic_source, trace  # noqa: E402
 
 
 def as_javascript_sees_it(value):
@@ -199,3 +199,56 @@ def test_the_dashboard_figure_opens_its_comm_with_its_traces(monkeypatch):
     (state,) = [state for state in _RecordingComm.opened if "_widget_data" in state]
     dashboard.close()
     assert len(state["_widget_data"]) > 10
+
+
+def test_a_dashboard_shown_before_its_data_sends_every_name_and_x_to_a_new_view():
+    """plotly 7.1's front-end model never applies edits to its ``_widget_data``, so after data arrived the echo
+    names what Python set since (``echo`` sends every property); plotly removed those from the figure, and the
+    next display drew traces without names or x (notebook 07: "0…4" beside the layer labels). The echo must
+    leave the figure as Python built it, and still record the defaults plotly.js filled in."""
+    from tests.test_dashboard import synthetic_entry
+
+    source = synthetic_source(n_layers=4, n_steps=0)  # displayed before the first sampled step
+    dashboard = Dashboard(source)
+    dashboard.path("widget").bundle(dashboard.frame())
+    figure = dashboard.plot
+    empty = len(figure.data)
+    for step in range(0, 50, 10):  # data arrives: new panels, the figure is laid out anew in the same widget
+        source.record.append(synthetic_entry(step, 4, source.rng))
+        source.record.add_scalars(step, {"loss": 2.3 / (1 + step / 50)})
+    dashboard.refresh()
+    labels = [f"{i} · {'Linear' if i % 2 == 0 else 'Tanh'}" for i in range(4)]
+    units = trace(dashboard, "units_depth", "zero fraction of outputs")
+    names = [t.name for t in figure.data]
+    echo(figure)
+    echoed = {"uid": units.uid, "visible": True, "line": {"color": "#555555", "dash": "solid"}}  # as plotly.js holds
+    figure._js2py_traceDeltas = {"trace_deltas": [echoed], "trace_edit_id": figure._last_trace_edit_id}
+    figure._repr_mimebundle_()  # what a view created now draws (the dashboard displayed again)
+    sent = figure._widget_data
+    dashboard.close()
+    assert len(figure.data) > empty and [t.get("name") for t in sent] == names and None not in names
+    (zero,) = [t for t in sent if t["uid"] == units.uid]
+    assert list(zero["x"]) == labels and zero["line"]["color"] == "#555555"
+    assert units.visible is True and units.line.dash == "solid"  # the defaults plotly.js filled in are still read
+    assert all(t.get("x") is not None for t in sent if t["type"] != "heatmap")
+    assert figure._widget_layout["annotations"][0]["text"] == "loss"
+
+
+def test_the_echo_keeps_only_what_python_did_not_set():
+    """Of an echo, only what Python did not set: at any depth, in lists of dicts (annotations) element by element."""
+    from nbdiag.views.plotly_widget import _defaults_only
+
+    props = {"name": "std", "x": np.arange(3.0), "marker": {"color": "red"}, "uid": "u"}
+    delta = {
+        "uid": "u",
+        "name": "std",
+        "x": {"0": 0.0, "1": 1.0, "2": 2.0},  # a binary array as createDeltaObject reports it
+        "visible": True,
+        "marker": {"color": "red", "size": 6},
+        "line": {"width": 2},
+    }
+    assert _defaults_only(delta, props) == {"uid": "u", "visible": True, "marker": {"size": 6}, "line": {"width": 2}}
+    layout = {"annotations": [{"text": "loss"}, {"text": "norm"}], "xaxis": {"range": [0, 1]}}
+    annotations = [{"text": "loss", "x": 0.1}, {"text": "norm"}, {"text": "new"}]
+    echoed = {"annotations": annotations, "xaxis": {"range": [0, 1]}}
+    assert _defaults_only(echoed, layout) == {"annotations": [{"x": 0.1}, {}, {"text": "new"}]}

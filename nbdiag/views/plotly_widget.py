@@ -17,7 +17,6 @@ import functools
 from typing import Any
 
 import anywidget
-import numpy as np
 import traitlets
 
 _ESM = """
@@ -95,8 +94,8 @@ def refill(widget: Any, figure: Any) -> Any:
     gone = {key: None for key in widget.layout._props if key not in layout}
     widget.data = ()
     widget.layout = layout
-    if gone:
-        widget.plotly_relayout(gone)
+    if gone:  # plotly.js keeps what a relayout leaves out: a subplot of the old figure is removed by name
+        widget._send_relayout_msg(gone)  # not plotly_relayout: it rejects the names the new layout no longer has
     widget.add_traces([trace.to_plotly_json() for trace in figure.data])
     responsive(widget)
     widget._repr_mimebundle_()  # a view created from now on starts from this figure
@@ -116,13 +115,20 @@ def responsive(figure: Any) -> Any:
 
 @functools.cache
 def figure_widget_class() -> type:
-    """``go.FigureWidget`` that survives the front end's echo of binary arrays.
+    """``go.FigureWidget`` whose figure the front end's echo never changes.
 
-    After each edit plotly's widget JavaScript sends back what plotly.js holds (``createDeltaObject``); a float
-    array sent as a binary buffer is a typed array there, which that function walks like an object, so the echo
-    holds ``{"0": v0, "1": v1, ...}``. plotly 7.1's ``_remove_overlapping_props`` then raised "The truth value of
-    an array ... is ambiguous" on every interaction. Those entries only record plotly.js's defaults for values we
-    set ourselves: they are dropped before plotly reads the echo.
+    After each edit plotly's widget JavaScript sends back ("trace deltas", "layout delta") what plotly.js holds
+    that differs from the widget model's ``_widget_data`` / ``_widget_layout``, as the defaults plotly.js filled
+    in; plotly removes from the figure every property the echo names (``_remove_overlapping_props``). In plotly 7.1
+    (an anywidget) the front end's model never applies the edits to its ``_widget_data``: its handlers edit a
+    deserialized copy, so the model holds the figure of the last full state sync (``_repr_mimebundle_``). The echo
+    after a later edit then names what Python itself set since (a trace's ``x``, ``name``, everything of a trace
+    added or laid out anew), plotly deleted those from the figure while still reading them back through its
+    defaults, and the next display (``_repr_mimebundle_`` sends the figure again) drew traces without them: a
+    dashboard shown before its data lost its layer labels ("0…4" instead of "0 · Linear"…), its trace names,
+    its markers' x. So only what Python did not set is kept of an echo (:func:`_defaults_only`); this also drops
+    the ``{"0": v0, "1": v1, ...}`` objects a binary array comes back as (a typed array walked like an object),
+    on which ``_remove_overlapping_props`` raised "The truth value of an array ... is ambiguous".
 
     Its comm opens once the figure is built, so the front end's model starts with the traces and the layout.
     plotly's ``BaseFigureWidget`` opens it first (``_widget_data`` empty) and sends the figure in a later state
@@ -151,7 +157,7 @@ def figure_widget_class() -> type:
             message = change["new"]
             if message:
                 props = {trace.uid: trace._props for trace in self.data}
-                deltas = [_without_array_echoes(d, props.get(d.get("uid"), {})) for d in message["trace_deltas"]]
+                deltas = [_defaults_only(d, props.get(d.get("uid"), {})) for d in message["trace_deltas"]]
                 change = {**change, "new": {**message, "trace_deltas": deltas}}
             super()._handler_js2py_traceDeltas(change)
 
@@ -159,22 +165,32 @@ def figure_widget_class() -> type:
         def _handler_js2py_layoutDelta(self, change: dict) -> None:
             message = change["new"]
             if message:
-                layout = _without_array_echoes(message["layout_delta"], self._layout)
+                layout = _defaults_only(message["layout_delta"], self._layout)
                 change = {**change, "new": {**message, "layout_delta": layout}}
             super()._handler_js2py_layoutDelta(change)
 
     return FigureWidget
 
 
-def _without_array_echoes(delta: dict, props: Any) -> dict:
-    """``delta`` without the objects that stand where ``props`` holds a numpy array (see
-    :func:`figure_widget_class`); nested dicts are walked alike."""
+def _defaults_only(delta: dict, props: Any) -> dict:
+    """What of the echo ``delta`` plotly.js filled in itself: its entries that ``props`` (what Python set: a
+    trace's or the layout's properties) does not hold; dicts, and lists of dicts (annotations, shapes), are walked
+    alike. A trace's ``uid`` is kept: plotly finds the trace by it."""
     if not isinstance(props, dict):
         return delta
     kept = {}
     for key, value in delta.items():
-        mine = props.get(key)
-        if isinstance(value, dict) and isinstance(mine, np.ndarray):
-            continue
-        kept[key] = _without_array_echoes(value, mine) if isinstance(value, dict) else value
+        if key not in props or key == "uid":
+            kept[key] = value
+        elif isinstance(value, dict) and isinstance(props[key], dict):
+            if inner := _defaults_only(value, props[key]):  # an empty one would make plotly drop an empty dict of ours
+                kept[key] = inner
+        elif _dicts(value) and _dicts(props[key]):
+            mine = props[key]
+            kept[key] = [_defaults_only(v, p) for v, p in zip(value, mine, strict=False)] + list(value[len(mine) :])
     return kept
+
+
+def _dicts(value: Any) -> bool:
+    """Whether ``value`` is a non-empty list (or tuple) of dicts."""
+    return isinstance(value, list | tuple) and bool(value) and all(isinstance(v, dict) for v in value)
