@@ -20,7 +20,7 @@ from nbdiag.version import __version__
 def _views() -> display.DisplayBackend:
     """The views behind ``mon.dashboard()``, ``to_html()``, ``savefig()`` and every lab's display (see
     nbdiag/display.py)."""
-    from nbdiag.labs._widgets import lab_draw, lab_output, lab_view
+    from nbdiag.labs._widgets import lab_display, lab_draw, lab_output, lab_view
     from nbdiag.views.dashboard import Dashboard
     from nbdiag.views.export import savefig, to_html
 
@@ -31,6 +31,7 @@ def _views() -> display.DisplayBackend:
         lab_view=lab_view,
         lab_draw=lab_draw,
         lab_output=lab_output,
+        lab_display=lab_display,
     )
 
 

@@ -20,7 +20,7 @@ from typing import Any
 @dataclass(frozen=True)
 class DisplayBackend:
     """What the core and the labs need from the views: a dashboard for a source, its two file exports, and a
-    lab's widgets, matplotlib drawing and notebook display (a lab never imports its view)."""
+    lab's widgets, matplotlib drawing, notebook output and display (a lab never imports its view)."""
 
     dashboard: Callable[[Any], Any]
     to_html: Callable[[Any, str | Path], Any]
@@ -28,6 +28,7 @@ class DisplayBackend:
     lab_view: Callable[[Any], Any]
     lab_draw: Callable[[Any, Any], None]
     lab_output: Callable[[Any, str], Any]
+    lab_display: Callable[[Any, str], None]
 
 
 _loader: Callable[[], DisplayBackend] | None = None

@@ -213,9 +213,10 @@ def test_labs_are_inline_where_widgets_do_not_run(monkeypatch, front, widget):
     plotly.js in the output (the same figure the widget shows), controls as arguments, a PNG fallback."""
     recorder = simulate_kernel(monkeypatch, front)
     lab = nbdiag.labs.activations_lab(mean=1.0)
-    (bundle,) = recorder.bundles("display")
+    bundle, *saved_view = recorder.bundles("display")
     assert bundle["image/png"].startswith(PNG_MAGIC)
     assert ("application/vnd.jupyter.widget-view+json" in bundle) is widget
+    assert len(saved_view) == int(widget)  # a widget is followed by its saved view (tests/test_saved_view.py)
     assert ("text/html" in bundle) is not widget
     assert ("the lab's controls are its function's arguments" in bundle["text/plain"]) is not widget
     if not widget:

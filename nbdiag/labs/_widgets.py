@@ -68,6 +68,20 @@ def lab_output(lab: Any, mode: str) -> Any:
     return lab_bundle(lab, mode)
 
 
+def lab_display(lab: Any, mode: str) -> None:
+    """Display ``lab`` along ``mode`` ("widget", "inline" or "static") in the current cell's output; a widget is
+    followed by its saved view, which shows the PNG in its place once the kernel is gone
+    (:mod:`nbdiag.views.saved_view`)."""
+    from IPython.display import display
+
+    from nbdiag.views.saved_view import show_companion
+
+    bundle = lab_bundle(lab, mode)
+    display(bundle, raw=True)
+    if WIDGET_MIME in bundle:
+        show_companion(bundle["image/png"])
+
+
 def lab_bundle(lab: Any, mode: str) -> dict[str, Any]:
     """The mime bundle of ``lab`` along ``mode`` (see :func:`lab_output`)."""
     text = lab.summary_text()

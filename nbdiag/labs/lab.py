@@ -123,9 +123,7 @@ class Lab:
         if self._shown_in_cell is not None and self._shown_in_cell == _execution_count():
             self._shown_in_cell = None  # shown by the lab function in this cell: skip the cell's result echo
             return
-        from IPython.display import display
-
-        display(display_backend().lab_output(self, self._chosen()), raw=True)
+        display_backend().lab_display(self, self._chosen())
 
     def _display_(self) -> Any:
         """marimo's display protocol: the lab's figures and controls as marimo shows them (or the chosen path's

@@ -158,6 +158,20 @@ class WidgetPath(RenderPath):
         bundle[WIDGET_MIME] = self.controls.box._repr_mimebundle_()[WIDGET_MIME]
         return bundle
 
+    def show(self, frame: Frame) -> None:
+        from nbdiag.views.saved_view import show_companion
+
+        super().show(frame)
+        self.saved_view = show_companion(frame.png)  # the PNG in the widget's place once the kernel is gone
+
+    def settle(self, frame: Frame) -> None:
+        from nbdiag.views.saved_view import companion_bundle
+
+        super().settle(frame)
+        saved_view = getattr(self, "saved_view", None)
+        if saved_view is not None:
+            saved_view.update(companion_bundle(frame.png), raw=True)
+
     def refresh(self, frame: Frame) -> None:
         self.controls.draw(frame.panels)
         self.controls.show_findings(frame.findings)
