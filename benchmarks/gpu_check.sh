@@ -16,6 +16,8 @@
 #      3 rounds, nbdiag and the reproduced fastai ActivationStats (no extra package);
 #   4. benchmarks/sharded_overhead.py: FSDP2 on 1 rank (nccl): the DTensor paths on CUDA give the statistics of an
 #      unsharded copy, then the cost of a sampled step (every=1) against plain FSDP2 training;
+#   5. benchmarks/host_cost.py --device cuda: issue 21's host-cost proxy (100 x (Linear(8, 8) + ReLU), batch 1),
+#      the host time an every=1 step adds per hooked layer (goal <= 30 us);
 # then a Markdown summary (summary.md) next to the raw outputs and JSON.
 set -uo pipefail
 cd "$(dirname "$0")/.."
@@ -71,4 +73,8 @@ echo "exit $?: $(grep -E 'ok|MISMATCH|skipped' "$DEST/fsdp_check.txt" | tail -n 
 timeout 120 "$PY" benchmarks/sharded_overhead.py --nproc 1 --device cuda --width 4096 --depth 8 --batch 256 \
     --rounds 3 --steps 20 >"$DEST/fsdp_overhead.md" 2>&1
 sed -n '/^### /,$p' "$DEST/fsdp_overhead.md" >>"$DEST/summary.md"
+
+echo -e "\n## 5. Host cost per hooked layer (issue 21's proxy, wall time, synchronized)\n" >>"$DEST/summary.md"
+timeout 90 "$PY" benchmarks/host_cost.py --device cuda --rounds 5 >"$DEST/host_cost.txt" 2>&1
+sed 's/^/    /' "$DEST/host_cost.txt" >>"$DEST/summary.md"
 cat "$DEST/summary.md"

@@ -2,6 +2,7 @@
 
     python benchmarks/host_cost.py                 # 100 x (Linear(8, 8) + ReLU), batch 1, one torch thread
     python benchmarks/host_cost.py --blocks 50 --rounds 9 --profile
+    python benchmarks/host_cost.py --device cuda    # wall time, the device synchronized after each timed run
 
 The proxy: ``--blocks`` x (Linear(8, 8) + ReLU) at batch 1, so what an ``every=1`` step adds over a plain step is
 nbdiag's host work (on a GPU the kernels run asynchronously; this Python and dispatch time does not). Printed:
@@ -49,15 +50,23 @@ def step(model: nn.Module, opt: torch.optim.Optimizer, x: torch.Tensor, mon=None
 
 
 def cpu_per_step(model, opt, x, steps: int, mon=None) -> float:
-    start = time.thread_time()
+    """Seconds per step: this thread's CPU time on CPU; on CUDA wall time, the device synchronized before and after
+    (the kernels are asynchronous there, so what a step costs is what the host spends launching them)."""
+    cuda = x.device.type == "cuda"
+    if cuda:
+        torch.cuda.synchronize()
+    clock = time.perf_counter if cuda else time.thread_time
+    start = clock()
     for _ in range(steps):
         step(model, opt, x, mon)
-    return (time.thread_time() - start) / steps
+    if cuda:
+        torch.cuda.synchronize()
+    return (clock() - start) / steps
 
 
-def interleaved(blocks: int, rounds: int, steps: int) -> tuple[list[float], list[float]]:
-    x = torch.randn(1, 8)
-    plain_model, watched_model = proxy(blocks), proxy(blocks)
+def interleaved(blocks: int, rounds: int, steps: int, device: str = "cpu") -> tuple[list[float], list[float]]:
+    x = torch.randn(1, 8, device=device)
+    plain_model, watched_model = proxy(blocks).to(device), proxy(blocks).to(device)
     plain_opt = torch.optim.SGD(plain_model.parameters(), lr=1e-3)
     watched_opt = torch.optim.SGD(watched_model.parameters(), lr=1e-3)
     mon = nbdiag.watch(watched_model, watched_opt, every=1, display=False)
@@ -175,20 +184,22 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=20)
     parser.add_argument("--profile", action="store_true")
     parser.add_argument("--top", type=int, default=15)
+    parser.add_argument("--device", default="cpu", help="cpu (CPU time) or cuda (wall time, synchronized)")
     args = parser.parse_args()
     torch.set_num_threads(1)
-    plain, watched = interleaved(args.blocks, args.rounds, args.steps)
+    plain, watched = interleaved(args.blocks, args.rounds, args.steps, args.device)
     p, w = statistics.median(plain), statistics.median(watched)
     layers = 2 * args.blocks
     tensors = 2 * layers + 3 * 2 * args.blocks  # outputs + output gradients; weight/bias value, gradient, update
     ops = ops_per_step(args.blocks)
-    print(f"torch {torch.__version__}, one thread, {args.blocks} x (Linear(8, 8) + ReLU), batch 1")
-    print(f"  plain {p * 1e3:.2f} ms CPU/step, every=1 {w * 1e3:.2f} ms: ratio {w / p:.2f}")
+    clock = "wall" if args.device != "cpu" else "CPU"
+    print(f"torch {torch.__version__}, one thread, {args.blocks} x (Linear(8, 8) + ReLU), batch 1, {args.device}")
+    print(f"  plain {p * 1e3:.2f} ms {clock}/step, every=1 {w * 1e3:.2f} ms: ratio {w / p:.2f}")
     print(
         f"  added: {(w - p) / layers * 1e6:.0f} us per hooked layer ({layers} layers), {(w - p) / tensors * 1e6:.0f} us"
     )
     print(f"  per hooked tensor ({tensors}); goal <= {GOAL_US_PER_LAYER:.0f} us per layer")
-    print(f"  aten ops per sampled step in nbdiag: {ops} ({ops / tensors:.1f} per hooked tensor)")
+    print(f"  aten ops per sampled step in nbdiag (counted on CPU): {ops} ({ops / tensors:.1f} per hooked tensor)")
     if args.profile:
         profile(args.blocks, args.steps * args.rounds, args.top)
 
