@@ -91,8 +91,9 @@ def test_loss_panel_draws_losses_and_chance_level():
     scalars = dashboard.source.record.scalars()
     np.testing.assert_allclose(loss.y, scalars["loss"].to_numpy())
     assert trace(dashboard, "loss", "val_loss") is not None
-    labels = [shape.label.text for shape in dashboard.plot.layout.shapes if shape.label.text]
-    assert any(label.startswith("chance -ln(1/10) = 2.3") for label in labels)
+    chance = trace(dashboard, "loss", "chance")  # named in the legend: a label on the plot sat on the curve
+    assert chance.name == "chance -ln(1/10) = 2.3" and chance.showlegend and chance.line.dash == "dash"
+    np.testing.assert_allclose(chance.y, [np.log(10)] * 2)
 
 
 def test_predictions_heatmap_equals_tracker():

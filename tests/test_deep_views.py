@@ -50,11 +50,11 @@ def test_no_panel_is_laid_out_empty_on_a_gpt(gpt):
     built = grid.build_panels(snap, ViewState())
     assert "units_time" not in [p.key for p in built]  # GELU units neither die nor saturate: nothing to draw, ever
     for panel in built:
-        assert drawable(panel) or (not panel.series and panel.note), panel.key
+        assert drawable(panel), panel.key  # no panel that is only a hint ("log accuracy ...")
     fig = static.figure(built, [], "gpt")
     for ax, panel in zip(fig.axes[1:], built, strict=True):  # axes 0 is the findings banner
         drawn = ax.lines or ax.collections or ax.patches or ax.images
-        assert drawn or [t.get_text() for t in ax.texts] == [panel.note], panel.key
+        assert drawn, panel.key
 
 
 def watched_panels(model: torch.nn.Module, inputs: torch.Tensor, steps: int = 2) -> tuple[nbdiag.Monitor, dict]:
@@ -80,6 +80,11 @@ GPT_ROLES = ("ln1", "attn.qkv", "attn.proj", "ln2", "mlp.0", "mlp.1", "mlp.2")
 GPT_LABELS = ["ln1", "attn.qkv", "attn.proj", "ln2", "mlp.0 · Linear", "mlp.1 · GELU", "mlp.2 · Linear"]
 
 
+def depth_panels_series(panel: Panel, name: str):
+    (found,) = [s for s in panel.series if s.name == name]
+    return found
+
+
 def latest(mon: nbdiag.Monitor, kind: str, stat: str) -> dict[str, float]:
     """``layer -> value`` of ``stat`` at the latest sampled step, read through the public frame()."""
     frame = mon.frame(kind, stats=[stat])
@@ -90,15 +95,17 @@ def latest(mon: nbdiag.Monitor, kind: str, stat: str) -> dict[str, float]:
 def test_a_gpt_is_drawn_by_block_and_role(gpt):
     snap = data.snapshot(gpt)
     built = {p.key: p for p in grid.build_panels(snap, ViewState())}
+    # no "other scalars": only a loss was logged, and a panel that would only hint what to log is not laid out
     assert list(built) == [
         "loss", "grad_time", "update_time",
         "act_hist", "act_depth", "grad_depth",
         "act_hist_time", "act_heatmap", "update_heatmap",
-        "inputs", "scalars",
+        "inputs",
     ]  # fmt: skip
     std, norm = latest(gpt, "activation", "std"), latest(gpt, "gradient", "norm")
-    lines = {s.name: s for s in built["act_depth"].series}
+    lines = {s.name: s for s in built["act_depth"].series if s.kind == "markers"}
     assert tuple(lines) == GPT_ROLES  # one line per role, not one point per layer
+    assert set(depth_panels_series(built["act_depth"], "line names").text) == set(GPT_LABELS)  # named at the ends
     for role in GPT_ROLES:
         np.testing.assert_allclose(lines[role].x, np.arange(6))
         np.testing.assert_allclose(lines[role].y, [std[f"blocks.{i}.{role}"] for i in range(6)], rtol=1e-6)
@@ -179,8 +186,9 @@ def test_a_deep_relu_stack_draws_its_dead_block_on_the_heatmap_and_the_units_pan
     (heat,) = built["act_heatmap"].series
     assert heat.z[1, 2] == heat.zrange[0] == np.nanmin(heat.z)  # std 0: drawn at the bottom, not a gap
     assert np.isfinite(heat.z).all() and "0 at the bottom" in built["act_heatmap"].title
-    (stuck,) = built["units_depth"].series  # only the ReLU role has units
+    (stuck,) = [s for s in built["units_depth"].series if s.kind == "markers"]  # only the ReLU role has units
     assert stuck.label == "1 · ReLU" and stuck.y[2] == 1.0
+    assert depth_panels_series(built["units_depth"], "line names").text == ["1 · ReLU"]
     assert np.asarray(built["units_time"].series[0].z).shape == (6, 2)
 
 

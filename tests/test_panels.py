@@ -198,7 +198,13 @@ def test_a_loss_spike_turns_the_loss_axis_to_log_and_keeps_the_chance_line():
             mon.step(loss=torch.tensor(loss))
     snap = data.snapshot(mon)
     panel = panels.loss_panel(snap, STATE)
-    assert panel.ylog and panel.hlines[0][0] == pytest.approx(np.log(10))
+    assert panel.ylog
+    # the chance level is a dashed line named in the legend, across the panel: a label written at the line's start
+    # sat on the loss curve, which starts at chance (issue 20)
+    chance = series(panel, "chance")
+    assert chance.dash and chance.legend and chance.label == "chance -ln(1/10) = 2.3"
+    np.testing.assert_allclose(chance.y, [np.log(10)] * 2)
+    assert tuple(chance.x) == panel.xrange == (0, 25) and panel.hlines == ()
     calm = data.snapshot(dead_relu_monitor())
     assert not panels.loss_panel(calm, STATE).ylog  # a loss within two decades keeps its linear axis
     assert panels.spans_decades([1.0, 50.0, 2.0]) is False and panels.spans_decades([1.0, 1e3, 2.0]) is True

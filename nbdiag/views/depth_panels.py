@@ -8,7 +8,9 @@ block x role. These panels replace the per-layer ones when a model has :data:`MI
 
 from __future__ import annotations
 
+import warnings
 from functools import lru_cache
+from typing import Any
 
 import numpy as np
 
@@ -17,6 +19,7 @@ from nbdiag.names import owning_layer
 from nbdiag.record import stat_matrix
 from nbdiag.views import data, panels
 from nbdiag.views.data import Snapshot
+from nbdiag.views.end_labels import end_labels, with_room
 from nbdiag.views.panels import Panel, Series, ViewState
 
 MIN_BLOCKS = 4  # fewer blocks read fine one point per layer (and small models' dashboards stay as they were)
@@ -76,15 +79,7 @@ def role_lines_panel(snap: Snapshot, state: ViewState, key: str, title: str, kin
     marked = panels.mark(role_values(snap, blocks, kind, stat, state, data.MISSING), state.norm_log)
     x = np.arange(len(blocks), dtype=np.float64)
     series = tuple(
-        Series(
-            role,
-            "markers",
-            x=x,
-            y=marked.values[r],
-            color=role_colour(r),
-            legend=True,
-            label=role_label(snap, blocks, role),
-        )
+        Series(role, "markers", x=x, y=marked.values[r], color=role_colour(r), label=role_label(snap, blocks, role))
         for r, role in enumerate(blocks.roles)
     )
     where = blocks.locate(panels.selected_layer(snap, state) or "")
@@ -92,17 +87,24 @@ def role_lines_panel(snap: Snapshot, state: ViewState, key: str, title: str, kin
         value = marked.values[blocks.roles.index(where[1]), where[0]]
         series += (Series("selected layer", "points", x=x[[where[0]]], y=np.array([value]), color="#000000"),)
     finite = np.isfinite(marked.values).any()
+    labels = named_ends(series[: len(blocks.roles)], len(blocks) - 0.5, state.norm_log, values=[marked.values])
     return Panel(
         key,
         title,
-        series + panels.nonfinite_series(x, marked.nonfinite, marked.top(state.norm_log)) if finite else (),
+        series + labels + panels.nonfinite_series(x, marked.nonfinite, marked.top(state.norm_log)) if finite else (),
         xlabel="block",
         ylog=state.norm_log,
-        xrange=(-0.5, len(blocks) - 0.5),
+        xrange=with_room(-0.5, len(blocks) - 0.5),
         hlines=marked.hlines,
         note="" if finite else f"no {kind}s recorded yet",
-        legend_inside=True,
     )
+
+
+def named_ends(
+    lines: tuple[Series, ...], x_end: float, log: bool, yrange: tuple[float, float] | None = None, values: Any = None
+) -> tuple[Series, ...]:
+    """The role lines named at their right ends (in the role's colour), not in a legend over them."""
+    return end_labels([(s.label or s.name, np.asarray(s.y), s.color) for s in lines], x_end, log, yrange, values)
 
 
 def activation_roles_panel(snap: Snapshot, state: ViewState) -> Panel:
@@ -206,7 +208,7 @@ def histograms_panel(snap: Snapshot, state: ViewState) -> Panel:
         title = f"block {shown} activations @ step {panels.selected_step(snap, state)}"
     kept, stride = _evenly(len(pairs), [i for i, (layer, _) in enumerate(pairs) if layer == state.layer])
     if stride > 1:
-        title = title.replace(" in each block", f" in every {_ordinal(stride)} block")
+        title = title.replace(" in each block", f" in every {panels.ordinal(stride)} block")
     pairs = [pairs[i] for i in kept]
     layers, labels = [layer for layer, _ in pairs], [label for _, label in pairs]
     return panels.ridgelines(snap, state, layers, labels, key="act_hist", title=title)
@@ -219,10 +221,6 @@ def _evenly(count: int, always: list[int]) -> tuple[list[int], int]:
     return sorted({*range(0, count, stride), *([count - 1] if count else []), *always}), stride
 
 
-def _ordinal(n: int) -> str:
-    return f"{n}{'th' if 10 <= n % 100 <= 20 else {1: 'st', 2: 'nd', 3: 'rd'}.get(n % 10, 'th')}"
-
-
 def units_roles_panel(snap: Snapshot, state: ViewState) -> Panel:
     """Share of dead-or-saturated units (the larger) per role across blocks, for roles whose units can die or
     saturate, at the selected step."""
@@ -233,19 +231,105 @@ def units_roles_panel(snap: Snapshot, state: ViewState) -> Panel:
     stuck = np.fmax(dead, saturated)
     x = np.arange(len(blocks), dtype=np.float64)
     series = tuple(
-        Series(
-            role, "markers", x=x, y=stuck[r], color=role_colour(r), legend=True, label=role_label(snap, blocks, role)
-        )
+        Series(role, "markers", x=x, y=stuck[r], color=role_colour(r), label=role_label(snap, blocks, role))
         for r, role in enumerate(blocks.roles)
         if np.isfinite(stuck[r]).any()
     )
     return Panel(
         "units_depth",
         "dead or saturated units by block, per role",
-        series,
+        series + named_ends(series, len(blocks) - 0.5, log=False, yrange=(0.0, 1.0)),
         xlabel="block",
-        xrange=(-0.5, len(blocks) - 0.5),
+        xrange=with_room(-0.5, len(blocks) - 0.5),
         yrange=(0.0, 1.0),
         note="" if series else "no units recorded yet",
-        legend_inside=True,
     )
+
+
+def role_time_lines(
+    snap: Snapshot, blocks: Blocks, values: np.ndarray, names: list[str], selected: tuple[set[str], str], log: bool
+) -> tuple[Series, ...]:
+    """Per role, the median over blocks of an (N, S) statistic over steps (``names``: its rows, layers or their
+    parameters), named at the line's right end; and the selected rows in black, in the legend as their label. One
+    line per role, not one per layer: 340 grey lines over time were a wall."""
+    steps = snap.steps
+    located = [blocks.locate(name) or blocks.locate(owning_layer(name)) for name in names]
+    lines = []
+    for r, role in enumerate(blocks.roles):
+        rows = [i for i, where in enumerate(located) if where is not None and where[1] == role]
+        if not rows or not np.isfinite(values[rows]).any():
+            continue
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)  # a step where no block of this role recorded: a gap
+            median = np.nanmedian(values[rows], axis=0)
+        label = role_label(snap, blocks, role)
+        lines.append(Series(role, "line", x=steps, y=median, color=role_colour(r), label=label))
+    chosen, label = selected
+    mask = np.array([name in chosen for name in names], dtype=bool)
+    x_sel, y_sel = data.lines_with_gaps(steps, values[mask])
+    depths = np.array([panels.depth_of(snap, name) for name, kept in zip(names, mask, strict=True) if kept])
+    black = Series(
+        "selected",
+        "line",
+        x=x_sel,
+        y=y_sel,
+        color="#000000",
+        width=2.0,
+        text=np.repeat(depths, len(steps) + 1),
+        legend=bool(label),
+        label=label or None,
+    )
+    x_end = float(steps.max()) if len(steps) else 0.0
+    return (*lines, black, *named_ends(tuple(lines), x_end, log, values=[line.y for line in lines] + [y_sel]))
+
+
+def gradient_roles_time_panel(snap: Snapshot, state: ViewState) -> Panel:
+    """Gradient norm ‖∂loss/∂output‖ over steps, the median of each role over blocks, and the selected layer."""
+    blocks = blocks_of(snap)
+    assert blocks is not None
+    layer = panels.selected_layer(snap, state)
+    raw = stat_matrix(snap.timeline, "gradient", "norm", snap.layers, data.MISSING).T
+    marked = panels.mark(raw, state.norm_log)
+    recorded = np.isfinite(marked.values).any() or marked.nonfinite.any()
+    chosen = ({layer}, snap.label(layer)) if layer else (set(), "")
+    lines = role_time_lines(snap, blocks, marked.values, snap.layers, chosen, state.norm_log)
+    return Panel(
+        "grad_time",
+        "gradient norm ‖∂loss/∂output‖, median per role",
+        lines + panels.nonfinite_series(snap.steps, marked.nonfinite, marked.top(state.norm_log)) if recorded else (),
+        xlabel="step",
+        ylog=state.norm_log,
+        xrange=_time_range(snap),
+        hlines=marked.hlines,
+        vline=panels.selected_step(snap, state),
+        note="" if recorded else "no gradients recorded yet",
+    )
+
+
+def update_roles_time_panel(snap: Snapshot, state: ViewState) -> Panel:
+    """Update/weight ratio over steps, the median of each role's weights over blocks, and the selected layer's,
+    with the ~1e-3 reference band."""
+    blocks = blocks_of(snap)
+    assert blocks is not None
+    names = panels.update_names(snap)
+    marked = panels.mark(stat_matrix(snap.timeline, "update", "update_ratio", names, data.MISSING).T, state.norm_log)
+    chosen = panels.weights_of(snap, panels.selected_layer(snap, state), names)
+    lines = role_time_lines(snap, blocks, marked.values, names, chosen, state.norm_log) if names else ()
+    return Panel(
+        "update_time",
+        "update / weight ratio, median per role",
+        lines + panels.nonfinite_series(snap.steps, marked.nonfinite, marked.top(state.norm_log)),
+        xlabel="step",
+        ylog=state.norm_log,
+        xrange=_time_range(snap) if names else None,
+        hlines=((panels.UPDATE_RATIO, "1e-3"), *marked.hlines),
+        hband=panels.UPDATE_BAND,
+        vline=panels.selected_step(snap, state),
+        note="" if names else "pass the optimizer: watch(model, optimizer)",
+    )
+
+
+def _time_range(snap: Snapshot) -> tuple[float, float] | None:
+    """The sampled steps' range, with room on the right for the role names."""
+    steps = panels.step_range(snap.steps)
+    return None if steps is None else with_room(*steps)

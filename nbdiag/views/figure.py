@@ -57,8 +57,7 @@ class PanelFigure:
         ]
         for i, key in enumerate(self.keys):
             x_name, y_name = self.axes[key][:2]
-            place = _legend_inside if panels[i].legend_inside else _legend_position
-            layout[_legend_id(i)] = place(layout[x_name]["domain"], layout[y_name]["domain"])
+            layout[_legend_id(i)] = _legend_position(layout[x_name]["domain"], layout[y_name]["domain"])
             for name in (x_name, y_name):
                 layout[name].update(tickfont={"size": 10}, title={"font": {"size": 11}, "standoff": 4})
         self.digits = digits
@@ -208,20 +207,6 @@ def _legend_position(x_domain: Any, y_domain: Any) -> dict:
     }
 
 
-def _legend_inside(x_domain: Any, y_domain: Any) -> dict:
-    """A column of legend entries inside a subplot's top right corner (one per role: too many for one row)."""
-    return {
-        "orientation": "v",
-        "x": x_domain[1],
-        "y": y_domain[1],
-        "xanchor": "right",
-        "yanchor": "top",
-        "bgcolor": "rgba(255,255,255,0.7)",
-        "font": {"size": 9},
-        "tracegroupgap": 0,
-    }
-
-
 def _note(x_domain: Any, y_domain: Any) -> dict:
     """An empty annotation centred in a subplot, for "nothing to draw yet" hints. Placed in paper coordinates from
     the subplot's domain: plotly.js draws no axes for a subplot without traces, and a note referring to them
@@ -255,13 +240,29 @@ def _static_props(series: Series) -> dict:
             "textposition": "none",
             "hovertemplate": "%{text}<br>x=%{x}<br>y=%{y:.3g}<extra></extra>" if series.text is not None else None,
         }
+    if series.kind == "labels":  # names at the right end of lines, left-aligned from their point
+        return {
+            "type": "scatter",
+            "name": series.name,
+            "mode": "text",
+            "textposition": "middle right",
+            "textfont": {"size": 9},
+            "hoverinfo": "skip",
+            "showlegend": False,
+            "cliponaxis": False,
+        }
     mode = {"markers": "lines+markers", "points": "markers"}.get(series.kind, "lines")
     hover = HOVER if series.text is not None else f"{series.name}<br>x=%{{x}}<br>y=%{{y:.3g}}<extra></extra>"
     props = {"type": "scatter", "name": series.name, "mode": mode, "showlegend": series.legend, "hovertemplate": hover}
     if series.kind == "area":
         props.update(fill="toself", fillcolor=_transparent(series.color))
-    if series.kind == "points":
-        props.update(marker={"symbol": "x", "size": 9, "color": series.color})
+    if series.kind == "points" and series.symbol == "line-ew":  # a dash on the axis line: a bar of height 0
+        props.update(marker={"symbol": "line-ew", "size": 16, "line": {"width": 3, "color": series.color}})
+        props.update(cliponaxis=False)
+    elif series.kind == "points":
+        props.update(marker={"symbol": series.symbol, "size": 9, "color": series.color})
+    if series.dash:
+        props.update(line={"dash": "dash"})
     return props
 
 
@@ -274,6 +275,13 @@ def _values(series: Series, digits: int | None = None, plain: bool = True) -> di
         cells = _grid(series, digits) if plain else _columns(series)
         return {**cells, "zmin": low, "zmax": high}
     numbers = (lambda v: _plain(v, digits)) if plain else _float
+    if series.kind == "labels":
+        return {
+            "x": numbers(series.x),
+            "y": numbers(series.y),
+            "text": list(series.text),
+            "textfont.color": list(series.color),
+        }
     values = {"x": numbers(series.x), "y": numbers(series.y), "showlegend": series.legend}
     if series.label is not None:
         values["name"] = series.label

@@ -20,6 +20,7 @@ UPDATE_RATIO = 1e-3  # CS231n lecture 5: update/weight ratio "somewhere around 1
 UPDATE_BAND = (1e-4, 1e-2)  # a decade either side counts as near it
 LOSS_LOG_DECADES = 2.0  # the loss panel turns to a log axis when its values span more than this
 NONFINITE = "#d62728"  # NaN/Inf markers, drawn at the top of a panel
+MAX_LAYER_LINES = 32  # grey per-layer lines over time; a deeper model without repeated blocks draws every k-th
 PALETTE = ("#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#17becf")
 
 
@@ -37,7 +38,7 @@ class ViewState:
 @dataclass(frozen=True)
 class Series:
     """One drawable: ``kind`` is "line", "markers" (line and markers), "points" (markers only), "area" (closed
-    polygons), "bar" or "heatmap"."""
+    polygons), "bar", "heatmap" or "labels" (``text`` written at each (x, y), left-aligned, one colour each)."""
 
     name: str
     kind: str
@@ -51,6 +52,8 @@ class Series:
     colorscale: str = "Viridis"
     legend: bool = False
     label: str | None = None  # the legend's text when it differs from ``name`` (which keys the trace)
+    dash: bool = False  # a dashed line (a reference level in the legend)
+    symbol: str = "x"  # "points": "x", or "line-ew" (a short horizontal dash: a bar of height 0)
 
 
 @dataclass(frozen=True)
@@ -72,7 +75,6 @@ class Panel:
     hband: tuple[float, float] | None = None
     vline: float | None = None  # the selected step on time axes
     note: str = ""  # shown when there is nothing to draw
-    legend_inside: bool = False  # a long legend (one entry per role) sits inside the plot, top right, in a column
 
 
 def selected_layer(snap: Snapshot, state: ViewState) -> str | None:
@@ -158,18 +160,37 @@ def loss_panel(snap: Snapshot, state: ViewState) -> Panel:
                 "NaN/Inf", "points", x=np.unique(bad), y=np.full(len(np.unique(bad)), top), color=NONFINITE, legend=True
             ),
         )
-    chance = data.chance_loss(snap.num_classes)
-    hlines = () if chance is None else ((chance, f"chance -ln(1/{snap.num_classes}) = {chance:.3g}"),)
+    xrange = step_range(*(s.x for s in series))
     return Panel(
         "loss",
         "loss",
-        series,
+        series + chance_series(snap.num_classes, xrange),
         xlabel="step",
         ylog=state.loss_log or spans_decades(*(s.y for s in series)),
-        xrange=step_range(*(s.x for s in series)),
-        hlines=hlines,
+        xrange=xrange,
         vline=selected_step(snap, state),
         note="" if series else "log a loss: mon.step(loss=loss)",
+    )
+
+
+def chance_series(num_classes: int | None, xrange: tuple[float, float] | None) -> tuple[Series, ...]:
+    """The chance level -ln(1/C) as a dashed line across the loss panel, named in its legend: a label written on
+    the plot sat on the loss curve, which starts at chance."""
+    chance = data.chance_loss(num_classes)
+    if chance is None or xrange is None:
+        return ()
+    return (
+        Series(
+            "chance",
+            "line",
+            x=np.array(xrange),
+            y=np.array([chance, chance]),
+            color="#555555",
+            width=1.0,
+            legend=True,
+            label=f"chance -ln(1/{num_classes}) = {chance:.3g}",
+            dash=True,
+        ),
     )
 
 
@@ -209,15 +230,33 @@ def depth_of(snap: Snapshot, name: str) -> float:
     return float("nan")
 
 
+def grey_rows(names: list[str], chosen: set[str], most: int = MAX_LAYER_LINES) -> tuple[np.ndarray, str]:
+    """Which rows are drawn grey: all of them up to ``most``, else every k-th (the last and the chosen ones
+    kept: 340 grey lines are a wall); and their legend text."""
+    count = len(names)
+    if count <= most:
+        return np.arange(count), "all layers"
+    stride = -(-count // most)
+    kept = {*range(0, count, stride), count - 1, *(i for i, name in enumerate(names) if name in chosen)}
+    return np.array(sorted(kept)), f"every {ordinal(stride)} of {count} layers"
+
+
+def ordinal(n: int) -> str:
+    """``"2nd"``, ``"11th"``, ``"23rd"``."""
+    return f"{n}{'th' if 10 <= n % 100 <= 20 else {1: 'st', 2: 'nd', 3: 'rd'}.get(n % 10, 'th')}"
+
+
 def _layer_lines(
     snap: Snapshot, matrix: np.ndarray, names: list[str], chosen: set[str], label: str = ""
 ) -> tuple[Series, Series]:
-    """All rows of an (L, S) matrix as one grey trace, the chosen rows as one coloured trace (in the legend as
-    ``label``, default the chosen names); hover shows depth."""
+    """The rows of an (L, S) matrix as one grey trace (at most about :data:`MAX_LAYER_LINES` of them, evenly
+    spaced), the chosen rows as one coloured trace (in the legend as ``label``, default the chosen names); hover
+    shows depth."""
     steps = snap.steps
     mask = np.array([name in chosen for name in names], dtype=bool)
     depths = np.array([depth_of(snap, name) for name in names])
-    x_all, y_all = data.lines_with_gaps(steps, matrix)
+    rows, grey_label = grey_rows(names, chosen)
+    x_all, y_all = data.lines_with_gaps(steps, matrix[rows])
     x_sel, y_sel = data.lines_with_gaps(steps, matrix[mask])
     chosen_label = label or ", ".join(snap.label(name) for name in names if name in chosen)
     return (
@@ -228,8 +267,9 @@ def _layer_lines(
             y=y_all,
             color=OTHERS,
             width=1.0,
-            text=np.repeat(depths, len(steps) + 1),
+            text=np.repeat(depths[rows], len(steps) + 1),
             legend=True,
+            label=grey_label,
         ),
         Series(
             "selected",
@@ -436,12 +476,25 @@ def units_depth_panel(snap: Snapshot, state: ViewState) -> Panel:
     saturated = data.depth_profile(snap, "units", "saturated_unit_frac", state.index)
     zero = data.depth_profile(snap, "activation", "zero_frac", state.index)
     labels = list(snap.labels)
+    bars = (("dead units", dead, PALETTE[3]), ("saturated units", saturated, PALETTE[1]))
     return Panel(
         "units_depth",
         "dead / saturated units by depth",
         (
-            Series("dead units", "bar", x=labels, y=dead, color=PALETTE[3], legend=True),
-            Series("saturated units", "bar", x=labels, y=saturated, color=PALETTE[1], legend=True),
+            *(Series(name, "bar", x=labels, y=values, color=colour, legend=True) for name, values, colour in bars),
+            # a measured 0 is a dash on the axis in the bar's colour: a bar of height 0 draws nothing, and would
+            # look like a layer whose units are not measured (a Conv2d, a Linear), which stays blank
+            *(
+                Series(
+                    f"{name} = 0",
+                    "points",
+                    x=labels,
+                    y=np.where(values == 0, 0.0, np.nan),
+                    color=colour,
+                    symbol="line-ew",
+                )
+                for name, values, colour in bars
+            ),
             Series("zero fraction of outputs", "markers", x=labels, y=zero, color="#555555", legend=True),
         ),
         yrange=(0.0, 1.0),

@@ -13,6 +13,7 @@ from nbdiag.views.grid import COLS, position
 from nbdiag.views.panels import Panel, Series
 
 MAX_TICK_LABELS = 16
+LEGEND_COLUMNS = 3  # legend entries per row above a panel
 FINDING_LINES = 8  # text lines of the findings banner at the top of the PNG
 FINDING_CHARS = 175  # characters per banner line at 9 pt across the 16-inch figure
 
@@ -84,8 +85,19 @@ def _draw_series(ax: Any, series: Series, categories: list[str] | None, bars: li
     elif series.kind == "area":
         for xs, ys in _polygons(np.asarray(series.x), np.asarray(series.y)):
             ax.fill(xs, ys, color=series.color, alpha=0.5, linewidth=0.5)
+    elif series.kind == "labels":  # names at the right end of lines
+        for x_end, y, text, colour in zip(series.x, series.y, series.text, series.color, strict=True):
+            ax.annotate(
+                text, (x_end, y), xytext=(3, 0), textcoords="offset points", ha="left", va="center", fontsize=7,
+                color=colour, annotation_clip=False,
+            )  # fmt: skip
+    elif series.kind == "points" and series.symbol == "line-ew":  # a dash on the axis line: a bar of height 0
+        shown = np.isfinite(np.asarray(series.y, dtype=float))
+        if shown.any():  # an unclipped empty line would stretch the layout to the figure's corner
+            ax.plot(np.asarray(x)[shown], np.asarray(series.y)[shown], "_", color=series.color, ms=12, mew=3,
+                    clip_on=False)  # fmt: skip
     else:
-        style = {"markers": "o-", "points": "x"}.get(series.kind, "-")
+        style = "--" if series.dash else {"markers": "o-", "points": "x"}.get(series.kind, "-")
         label = (series.label or series.name) if series.legend else None
         ax.plot(x, series.y, style, color=series.color, lw=series.width, ms=3, label=label)
 
@@ -174,8 +186,15 @@ def _decorate(ax: Any, panel: Panel, categories: list[str] | None) -> None:
     ax.tick_params(labelsize=7)
     if panel.reversed_y:
         ax.invert_yaxis()
-    if ax.get_legend_handles_labels()[0]:
-        ax.legend(fontsize=7, loc="best")
+    handles = ax.get_legend_handles_labels()[0]
+    if handles:  # above the plot, under the title, as in the dashboard: a legend inside covered lines
+        columns = min(len(handles), LEGEND_COLUMNS)
+        rows = -(-len(handles) // columns)
+        ax.legend(
+            fontsize=7, loc="lower center", bbox_to_anchor=(0.5, 1.0), ncol=columns, frameon=False, borderaxespad=0.2,
+            handlelength=1.5, columnspacing=1.0,
+        )  # fmt: skip
+        ax.set_title(ax.get_title(), fontsize=10, pad=6 + 12 * rows)
 
 
 def _draw_findings(ax: Any, findings: list[Any]) -> None:

@@ -81,7 +81,10 @@ def test_a_48_block_gpt_is_drawn_by_block_and_role(page, lab_server, artifacts):
     assert {"ln1", "attn.qkv", "mlp.1 · GELU", "log10 activation std", "log10 update / weight ratio"} <= set(names)
     assert "std" not in names and "gradient norm" not in names  # no per-layer sawtooth
     assert "stuck unit fraction" not in names  # GELUs: no empty "dead or saturated units over time" panel
-    histogram = [i for i, name in enumerate(names) if name == "all layers"][2]  # after the gradient and update lines
+    # the lines over time are one per role and the selected layer: no grey per-layer lines (340 of them)
+    assert names.count("all layers") == 1  # the ridgelines' grey only
+    assert {"blocks.30.attn.qkv · Linear", "blocks.30.attn.qkv.weight · Linear", "line names"} <= set(names)
+    histogram = names.index("all layers")
     before = traces[histogram]["values"]
     assert dropdown(page, "histograms").input_value() == "the selected layer's role"
     select_option(page, "histograms", "role mlp.1")
