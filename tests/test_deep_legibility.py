@@ -152,7 +152,7 @@ def test_role_names_sit_at_the_right_ends_apart_and_outside_the_data(gpt340):
         names = named(panel, "line names")
         data_end = max(float(np.nanmax(np.asarray(s.x, dtype=float))) for s in lines)
         assert set(names.text) == {s.label for s in lines}
-        assert (names.x >= data_end).all() and (names.x < panel.xrange[1]).all(), key
+        assert (names.x > data_end).all() and (names.x < panel.xrange[1]).all(), key
         room = (panel.xrange[1] - data_end) / (panel.xrange[1] - panel.xrange[0])
         assert room >= 0.2, key  # a fifth of the width for the names, right of every point
         heights = np.sort(np.log10(names.y) if panel.ylog else names.y)
@@ -164,9 +164,10 @@ def test_role_names_sit_at_the_right_ends_apart_and_outside_the_data(gpt340):
 
 def test_names_follow_their_lines_when_apart():
     lines = [("a", np.array([1.0, 2.0]), "#111111"), ("b", np.array([5.0, np.nan]), "#222222")]
-    (names,) = end_labels.end_labels(lines, 1.0, log=False, values=[np.array([0.0, 10.0])])
+    (names,) = end_labels.end_labels(lines, (0.0, 1.0), log=False, values=[np.array([0.0, 10.0])])
+    assert (names.x > 1.0).all()  # just right of the data
     np.testing.assert_allclose(names.y, [2.0, 5.0])  # the last finite value of each, far enough apart: unmoved
-    (close,) = end_labels.end_labels([("a", np.array([3.0]), "#1"), ("b", np.array([3.1]), "#2")], 0.0, False,
+    (close,) = end_labels.end_labels([("a", np.array([3.0]), "#1"), ("b", np.array([3.1]), "#2")], (0, 1), False,
                                      values=[np.array([0.0, 10.0])])  # fmt: skip
     assert close.y[1] - close.y[0] == pytest.approx(end_labels.LABEL_GAP * 10.0)
 

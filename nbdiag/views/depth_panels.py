@@ -87,7 +87,7 @@ def role_lines_panel(snap: Snapshot, state: ViewState, key: str, title: str, kin
         value = marked.values[blocks.roles.index(where[1]), where[0]]
         series += (Series("selected layer", "points", x=x[[where[0]]], y=np.array([value]), color="#000000"),)
     finite = np.isfinite(marked.values).any()
-    labels = named_ends(series[: len(blocks.roles)], len(blocks) - 0.5, state.norm_log, values=[marked.values])
+    labels = named_ends(series[: len(blocks.roles)], (-0.5, len(blocks) - 0.5), state.norm_log, values=[marked.values])
     return Panel(
         key,
         title,
@@ -101,10 +101,14 @@ def role_lines_panel(snap: Snapshot, state: ViewState, key: str, title: str, kin
 
 
 def named_ends(
-    lines: tuple[Series, ...], x_end: float, log: bool, yrange: tuple[float, float] | None = None, values: Any = None
+    lines: tuple[Series, ...],
+    x_data: tuple[float, float],
+    log: bool,
+    yrange: tuple[float, float] | None = None,
+    values: Any = None,
 ) -> tuple[Series, ...]:
     """The role lines named at their right ends (in the role's colour), not in a legend over them."""
-    return end_labels([(s.label or s.name, np.asarray(s.y), s.color) for s in lines], x_end, log, yrange, values)
+    return end_labels([(s.label or s.name, np.asarray(s.y), s.color) for s in lines], x_data, log, yrange, values)
 
 
 def activation_roles_panel(snap: Snapshot, state: ViewState) -> Panel:
@@ -238,7 +242,7 @@ def units_roles_panel(snap: Snapshot, state: ViewState) -> Panel:
     return Panel(
         "units_depth",
         "dead or saturated units by block, per role",
-        series + named_ends(series, len(blocks) - 0.5, log=False, yrange=(0.0, 1.0)),
+        series + named_ends(series, (-0.5, len(blocks) - 0.5), log=False, yrange=(0.0, 1.0)),
         xlabel="block",
         xrange=with_room(-0.5, len(blocks) - 0.5),
         yrange=(0.0, 1.0),
@@ -279,8 +283,8 @@ def role_time_lines(
         legend=bool(label),
         label=label or None,
     )
-    x_end = float(steps.max()) if len(steps) else 0.0
-    return (*lines, black, *named_ends(tuple(lines), x_end, log, values=[line.y for line in lines] + [y_sel]))
+    x_data = panels.step_range(steps) or (0.0, 0.0)
+    return (*lines, black, *named_ends(tuple(lines), x_data, log, values=[line.y for line in lines] + [y_sel]))
 
 
 def gradient_roles_time_panel(snap: Snapshot, state: ViewState) -> Panel:

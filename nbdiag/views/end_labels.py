@@ -13,13 +13,19 @@ import numpy as np
 
 from nbdiag.views.panels import Series
 
-LABEL_ROOM = 0.3  # x room right of the data for the labels, as a share of the data's x span (~80 px of ~360)
+LABEL_ROOM = 0.35  # x room right of the data for the labels, as a share of the data's x span (~90 px of ~360)
+LABEL_PAD = 0.03  # between the data's right end (a marker, the selected-step line) and the labels' left edge
 LABEL_GAP = 0.1  # least vertical distance between two labels, as a share of the y span (a 12-px line in ~160 px)
 
 
 def with_room(low: float, high: float) -> tuple[float, float]:
     """The x range ``(low, high)`` widened on the right for the labels."""
     return low, high + LABEL_ROOM * max(high - low, 1.0)
+
+
+def label_x(low: float, high: float) -> float:
+    """Where the labels start, for data spanning ``(low, high)`` in x: just right of it."""
+    return high + LABEL_PAD * max(high - low, 1.0)
 
 
 def last_finite(values: np.ndarray) -> float:
@@ -46,16 +52,16 @@ def spread(values: np.ndarray, gap: float, low: float, high: float) -> np.ndarra
 
 def end_labels(
     lines: list[tuple[str, np.ndarray, str]],
-    x_end: float,
+    x_data: tuple[float, float],
     log: bool,
     yrange: tuple[float, float] | None = None,
     values: Any = None,
 ) -> tuple[Series, ...]:
-    """One "labels" series naming each line at ``x_end`` (right of the data), at its last finite value.
+    """One "labels" series naming each line right of the data, at its last finite value.
 
     Args:
         lines: ``(text, y values, colour)`` per line; lines with no finite value get no label.
-        x_end: where the labels start (their left edge), in data units.
+        x_data: the x range of the data (see :func:`with_room`); the labels start just right of it.
         log: whether the y axis is logarithmic (labels are spaced in decades then).
         yrange: the y axis range when fixed; else the range of ``values`` (all values drawn in the panel).
         values: every y value drawn in the panel (arrays), which sets the y span an autoranged axis shows.
@@ -79,7 +85,7 @@ def end_labels(
         Series(
             "line names",
             "labels",
-            x=np.full(len(kept), float(x_end)),
+            x=np.full(len(kept), label_x(*x_data)),
             y=y,
             text=[text for text, _, _ in kept],
             color=[colour for _, _, colour in kept],
