@@ -179,3 +179,9 @@ def screenshot(page: Any, path: Path, element: str | None = None) -> Path:
     target.screenshot(path=str(path))
     print(f"screenshot: {path}")
     return path
+
+
+def run_cell(page: Any, index: int) -> None:
+    """Run code cell ``index`` alone (click into its editor, Shift+Enter)."""
+    page.locator(".jp-CodeCell .jp-InputArea-editor").nth(index).click()
+    page.keyboard.press("Shift+Enter")
