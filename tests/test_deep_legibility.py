@@ -10,6 +10,7 @@
 
 from __future__ import annotations
 
+import warnings
 from types import SimpleNamespace
 
 import numpy as np
@@ -282,3 +283,15 @@ def test_no_panel_only_hints_what_to_log(gpt340, cnn):
     assert "scalars" not in deep  # only a loss was logged
     assert all(p.series for p in deep.values()), [p.key for p in deep.values() if not p.series]
     assert named(built(cnn)["scalars"], "acc").y.tolist() == [0.1, 0.1, 0.1]
+
+
+def test_column_median_is_numpys_nanmedian():
+    rng = np.random.default_rng(0)
+    for shape in [(1, 5), (2, 5), (7, 9), (48, 30)]:
+        values = rng.random(shape)
+        values[rng.random(shape) < 0.3] = np.nan
+        values[:, 0] = np.nan  # a step no block recorded: a gap
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)  # numpy's "All-NaN slice"
+            expected = np.nanmedian(values, axis=0)
+        np.testing.assert_allclose(depth_panels.column_median(values), expected)

@@ -8,7 +8,6 @@ block x role. These panels replace the per-layer ones when a model has :data:`MI
 
 from __future__ import annotations
 
-import warnings
 from functools import lru_cache
 from typing import Any
 
@@ -39,11 +38,14 @@ ROLE_COLOURS = (
 
 
 def blocks_of(snap: Snapshot) -> Blocks | None:
-    """The repeated blocks of ``snap``'s layers when there are at least :data:`MIN_BLOCKS`, else None."""
-    record = snap.record
-    types = tuple(record.layer_type(layer) if record is not None else None for layer in snap.layers)
-    found = _find(tuple(snap.layers), types)
-    return found if found is not None and len(found) >= MIN_BLOCKS else None
+    """The repeated blocks of ``snap``'s layers when there are at least :data:`MIN_BLOCKS`, else None (read once
+    per snapshot: eight panels ask)."""
+    if "blocks" not in snap._rows:
+        record = snap.record
+        types = tuple(record.layer_type(layer) if record is not None else None for layer in snap.layers)
+        found = _find(tuple(snap.layers), types)
+        snap._rows["blocks"] = found if found is not None and len(found) >= MIN_BLOCKS else None
+    return snap._rows["blocks"]
 
 
 @lru_cache(maxsize=8)
@@ -263,9 +265,7 @@ def role_time_lines(
         rows = [i for i, where in enumerate(located) if where is not None and where[1] == role]
         if not rows or not np.isfinite(values[rows]).any():
             continue
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", RuntimeWarning)  # a step where no block of this role recorded: a gap
-            median = np.nanmedian(values[rows], axis=0)
+        median = column_median(values[rows])
         label = role_label(snap, blocks, role)
         lines.append(Series(role, "line", x=steps, y=median, color=role_colour(r), label=label))
     chosen, label = selected
@@ -285,6 +285,16 @@ def role_time_lines(
     )
     x_data = panels.step_range(steps) or (0.0, 0.0)
     return (*lines, black, *named_ends(tuple(lines), x_data, log, values=[line.y for line in lines] + [y_sel]))
+
+
+def column_median(values: np.ndarray) -> np.ndarray:
+    """The median of each column of ``values`` over its non-NaN entries, NaN for a column with none (a step no
+    block recorded): ``np.nanmedian`` without its masked-array path, which cost 30 ms a refresh at 340 layers."""
+    ordered = np.sort(values, axis=0)  # NaN last
+    count = np.isfinite(ordered).sum(axis=0)
+    low = np.take_along_axis(ordered, np.maximum(count - 1, 0)[None] // 2, axis=0)[0]
+    high = np.take_along_axis(ordered, (count // 2)[None], axis=0)[0] if len(ordered) else low
+    return np.where(count > 0, 0.5 * (low + high), np.nan)
 
 
 def gradient_roles_time_panel(snap: Snapshot, state: ViewState) -> Panel:
