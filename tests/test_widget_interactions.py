@@ -253,24 +253,3 @@ def test_the_echo_keeps_only_what_python_did_not_set():
     echoed = {"annotations": annotations, "xaxis": {"range": [0, 1]}}
     assert _defaults_only(echoed, layout) == {"annotations": [{"x": 0.1}, {}, {"text": "new"}]}
 
-
-def test_the_widget_module_is_plotlys_with_views_that_remove_their_handlers():
-    """nbdiag's FigureWidget ships plotly's widget module with one change: the default export renders plotly's
-    FigureView on a model proxy that records the view's handlers and removes them when the view goes. A module
-    whose names are not found (another plotly build) is shipped unchanged."""
-    import shutil
-    import subprocess
-
-    import plotly.graph_objects as go
-
-    from nbdiag.views.plotly_widget import _figure_esm, figure_widget_class
-
-    plotly_module = str(go.FigureWidget._esm)
-    module = str(figure_widget_class()._esm)
-    assert module.startswith(plotly_module[:100_000]) and module.count("export default") == 1
-    assert "as FigureModel," in module and "figure.model.off(event, callback)" in module
-    assert _figure_esm("export default {render() {}};") == "export default {render() {}};"
-    node = shutil.which("node")
-    if node is not None:  # a syntax check of the module the browser imports
-        checked = subprocess.run([node, "--check", "--input-type=module"], input=module, text=True, capture_output=True)
-        assert checked.returncode == 0, checked.stderr[-2000:]

@@ -14,7 +14,6 @@ its own width changes (the output area was attached, the side bar toggled) or a 
 from __future__ import annotations
 
 import functools
-import pathlib
 from typing import Any
 
 import anywidget
@@ -129,9 +128,6 @@ def figure_widget_class() -> type:
     binary array comes back as (a typed array walked like an object), on which ``_remove_overlapping_props`` raised
     "The truth value of an array ... is ambiguous".
 
-    plotly's view also never removes its handlers from the model; nbdiag's widget module removes them with the
-    view (:func:`_figure_esm`).
-
     Its comm opens once the figure is built, so the front end's model starts with the traces and the layout.
     plotly's ``BaseFigureWidget`` opens it first (``_widget_data`` empty) and sends the figure in a later state
     update, which its view ignores (``do_data`` does nothing): a view created before that update arrived (a busy
@@ -142,8 +138,6 @@ def figure_widget_class() -> type:
     from traitlets import observe
 
     class FigureWidget(go.FigureWidget):
-        _esm = _figure_esm(go.FigureWidget._esm)
-
         def __init__(self, *args: Any, **kwargs: Any) -> None:
             self._building = True
             try:
@@ -174,54 +168,6 @@ def figure_widget_class() -> type:
             super()._handler_js2py_layoutDelta(change)
 
     return FigureWidget
-
-
-# Appended to plotly's widget module (its default export replaced): plotly's, except that a view's listeners are
-# removed with the view. {model}, {view}, {serializers}: the module's own names of plotly's FigureModel,
-# FigureView and their serializers.
-_VIEW_CLEANUP_ESM = """
-const nbdiagFigureWidget = () => {
-  let figure;
-  return {
-    initialize({ model }) {
-      figure = new {model}(model, {serializers});
-      figure.initialize();
-    },
-    render({ el }) {
-      const listeners = [];
-      const own = Object.create(figure);
-      own.on = (event, callback) => { listeners.push([event, callback]); figure.model.on(event, callback); };
-      const view = new {view}(own, el);
-      view.perform_render();
-      return () => {
-        view.remove();
-        for (const [event, callback] of listeners) figure.model.off(event, callback);
-      };
-    },
-  };
-};
-export default nbdiagFigureWidget;
-"""
-
-
-def _figure_esm(plotly_esm: Any) -> Any:
-    """plotly's widget module whose views take their listeners along when they go; plotly's own module
-    (``plotly_esm``) where its names are not found.
-
-    plotly 7.1's view registers its handlers on the model and never removes them: a dashboard displayed again (the
-    fallback refresh when training goes quiet) leaves the old view's handlers calling plotly.js on a purged
-    element before the new view's run.
-    """
-    import re
-
-    text = plotly_esm.read_text(encoding="utf-8") if isinstance(plotly_esm, pathlib.Path) else str(plotly_esm)
-    exports = re.search(r"export\{(\w+) as FigureModel,(\w+) as FigureView,(\w+) as default\};", text)
-    created = exports and re.search(rf"new {exports[1]}\(\w+\.model,(\w+)\)", text)
-    if not (exports and created):
-        return plotly_esm
-    kept = text[: exports.start()] + f"export{{{exports[1]} as FigureModel,{exports[2]} as FigureView}};"
-    code = _VIEW_CLEANUP_ESM.replace("{model}", exports[1]).replace("{view}", exports[2])
-    return kept + text[exports.end() :] + code.replace("{serializers}", created[1])
 
 
 def _defaults_only(delta: dict, props: Any) -> dict:
