@@ -5,6 +5,7 @@ script's behaviour in the browser: tests/browser/test_saved_notebook.py)."""
 from __future__ import annotations
 
 import base64
+from types import SimpleNamespace
 
 import torch
 from torch import nn
@@ -61,3 +62,35 @@ def test_no_saved_view_where_the_output_is_not_a_widget(monkeypatch):
     front_end = simulate_kernel(monkeypatch, "vscode")
     nbdiag.labs.init_lab(depth=3, width=16, n_samples=32)
     assert [SCRIPT_MIME in bundle for bundle in front_end.bundles("display")] == [False]
+
+
+def test_a_dashboard_is_displayed_again_only_when_the_record_changed(monkeypatch):
+    """Going quiet redraws the saved PNG only if the record changed since the output was displayed or last
+    settled: each display again gives the widget a new view, which misses what is sent while it is built (a
+    dashboard shown before its data came up blank under load when it was displayed again before the first step)."""
+    from nbdiag.record import Record
+    from nbdiag.views.dashboard import Dashboard
+    from tests.clock import FakeClock
+
+    front_end = simulate_kernel(monkeypatch)
+    record = Record(capacity=8)
+    dashboard = Dashboard(SimpleNamespace(record=record, findings=list))
+    dashboard._ipython_display_()
+    dashboard.renderer.stop()  # driven by hand below, on a fake clock
+    clock = FakeClock()
+    renderer = dashboard.renderer
+
+    def quiet_for(seconds: float) -> None:
+        renderer.tick(now=clock())
+        clock.advance(seconds)
+        renderer.tick(now=clock())
+
+    quiet_for(renderer.idle_s + 1)  # nothing recorded yet: quiet, but nothing new to save
+    assert [m.kind for m in front_end.messages] == ["display", "display"]  # the widget and its saved view
+    record.add_scalars(0, {"loss": 2.3})
+    quiet_for(renderer.idle_s + 1)
+    updated = [m for m in front_end.messages if m.kind == "update"]
+    assert [WIDGET_MIME in m.bundle for m in updated] == [True, False]  # both outputs, once
+    quiet_for(renderer.idle_s + 1)
+    dashboard.finish()  # closing without a new step: the saved outputs show it already
+    assert len([m for m in front_end.messages if m.kind == "update"]) == 2

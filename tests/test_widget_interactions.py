@@ -252,4 +252,3 @@ def test_the_echo_keeps_only_what_python_did_not_set():
     annotations = [{"text": "loss", "x": 0.1}, {"text": "norm"}, {"text": "new"}]
     echoed = {"annotations": annotations, "xaxis": {"range": [0, 1]}}
     assert _defaults_only(echoed, layout) == {"annotations": [{"x": 0.1}, {}, {"text": "new"}]}
-

@@ -61,6 +61,7 @@ class Dashboard:
             on_error=self._renderer_failed,
         )
         self._base_interval = self.renderer.min_interval
+        self._saved_versions: dict[str, int] = {}  # by path: the record version its output's PNG and text show
 
     # -- reading ------------------------------------------------------------------------------------------
     def findings(self) -> list[Any]:
@@ -234,14 +235,19 @@ class Dashboard:
 
     def _settle(self) -> None:
         """Training went quiet or ended: every shown path draws the same frame, fallback PNG and text included,
-        so a notebook saved now shows the last state."""
+        so a notebook saved now shows the last state. Nothing is displayed again when the record did not change
+        since the outputs were displayed or last settled: a widget displayed again gets a new view, which misses
+        what is sent while the front end builds it (a dashboard shown before its data came up blank that way)."""
         with self._lock:
             if not self._paths:
                 return
+            version = self._record_version()
             frame = self.frame()
-            for path in list(self._paths.values()):
+            for name, path in list(self._paths.items()):
                 path.refresh(frame)
-                path.settle(frame)
+                if self._saved_versions.get(name) != version:
+                    path.settle(frame)
+                    self._saved_versions[name] = version
 
     def finish(self) -> None:
         """Training is over: draw once more, fallback PNG and text included (a notebook saved now shows the final
@@ -264,14 +270,18 @@ class Dashboard:
     def _repr_mimebundle_(self, include: Any = None, exclude: Any = None) -> dict[str, Any]:
         """The bundle of this dashboard's path ("widget" unless chosen): widget view + image/png + text/plain,
         so a saved notebook or nbconvert output shows the state."""
-        path = self.path(self.mode or "widget")
+        mode = self.mode or "widget"
+        path = self.path(mode)
+        self._saved_versions[mode] = self._record_version()
         bundle = path.bundle(self.frame())
         if path.live:  # started once the view exists: edits before the first view would leave it empty
             self.renderer.start()
         return bundle
 
     def _ipython_display_(self) -> None:
-        path = self.path(self._chosen())
+        mode = self._chosen()
+        path = self.path(mode)
+        self._saved_versions[mode] = self._record_version()
         path.show(self.frame())
         if path.live:
             self._pace()  # the first message may set it (inline: its size)
