@@ -212,3 +212,16 @@ def kernel_state(server: LabServer, name: str) -> str | None:
 def log_tail(server: LabServer, chars: int = 4000) -> str:
     """The last ``chars`` characters of the server's log."""
     return server.log_path.read_text(errors="replace")[-chars:]
+
+
+def shut_down(server: LabServer, name: str) -> None:
+    """End the session (and so the kernel) of notebook ``name``, if it has one: a kernel left running holds its
+    memory (torch, the notebook's data) until the server stops."""
+    headers = {"Authorization": f"token {server.token}"}
+    with urllib.request.urlopen(urllib.request.Request(f"{server.url}/api/sessions", headers=headers), timeout=5) as r:
+        sessions = json.load(r)
+    for session in sessions:
+        if session.get("path") == name:
+            request = urllib.request.Request(f"{server.url}/api/sessions/{session['id']}", headers=headers)
+            request.method = "DELETE"
+            urllib.request.urlopen(request, timeout=30).close()

@@ -1,8 +1,13 @@
-"""Playwright helpers for JupyterLab: open a notebook, run it, read plotly figures, take screenshots."""
+"""Playwright helpers for JupyterLab: open a notebook, run it, move widget controls, read plotly figures and the
+log console, take screenshots.
+
+Helpers that act on widgets take a ``scope``: the page, or a locator (one cell's output) to act only inside it.
+"""
 
 from __future__ import annotations
 
 import re
+import shutil
 import time
 from pathlib import Path
 from typing import Any
@@ -12,6 +17,11 @@ from tests.browser.jupyter import LabServer, kernel_state
 PLOTS = ".jp-OutputArea-output .js-plotly-plot"
 RUN_ALL = 'li.lm-Menu-item[data-command="runmenu:run-all"]'
 SAVE = 'li.lm-Menu-item[data-command="docmanager:save"]'
+SHOW_LOG_CONSOLE = 'li.lm-Menu-item[data-command="logconsole:open"]'
+# One entry of the log console: a prompt carrying its level (data-log-level), then the output it logged.
+LOG_ENTRIES = ".jp-LogConsolePanel .jp-OutputArea-child"
+TALL_VIEWPORT = {"width": 1400, "height": 1800}
+STDERR_OUTPUTS = '.jp-OutputArea-output[data-mime-type="application/vnd.jupyter.stderr"]'
 KERNEL_START_TIMEOUT_S = 60.0
 
 # Each figure's traces as plotly.js holds them (gd.data): type, name, number of points, and the values as JSON.
@@ -49,6 +59,11 @@ _TRACE_CHANGED = """
 }
 """
 
+# Each log console entry as [level, text].
+_LOG_ENTRIES = """
+(items) => items.map((item) => [item.querySelector("[data-log-level]")?.dataset.logLevel || "", item.innerText])
+"""
+
 # Resolves once the run started: a dialog opened, or some code cell shows "*" or an execution count.
 _RUN_STARTED = """
 () => document.querySelector(".jp-Dialog") !== null
@@ -75,6 +90,16 @@ def open_notebook(page: Any, server: LabServer, name: str) -> None:
     page.wait_for_selector(".jp-StatusBar-TextItem:has-text('| Idle')", timeout=30_000)
     if page.locator(".jp-FileBrowser").is_visible():
         page.keyboard.press("Control+b")  # the left side bar off: the notebook gets the width
+
+
+def run_notebook(page: Any, server: LabServer, path: Path, timeout_s: float, viewport: dict | None = None) -> None:
+    """Copy the notebook ``path`` into the server's root, open it, Run All, wait for every cell; no cell error."""
+    shutil.copy(path, server.root / path.name)
+    page.set_viewport_size(viewport or TALL_VIEWPORT)
+    open_notebook(page, server, path.name)
+    run_all_cells(page)
+    wait_all_cells_done(page, timeout_s)
+    assert cell_errors(page) == []
 
 
 def wait_kernel_idle(server: LabServer, name: str) -> None:
@@ -124,13 +149,27 @@ def cell_prompt(page: Any, index: int) -> str:
 
 
 def cell_errors(page: Any) -> list[str]:
-    """Texts of the error outputs (tracebacks) on the page."""
-    return page.locator('.jp-OutputArea-output[data-mime-type="application/vnd.jupyter.stderr"]').all_inner_texts()
+    """Texts of the error outputs (tracebacks) in the notebook's cells (not in the log console)."""
+    return page.locator(f".jp-Notebook {STDERR_OUTPUTS}").all_inner_texts()
 
 
-def figures(page: Any) -> list[list[dict]]:
-    """Per plotly figure in the output areas: its traces as ``{type, name, points, last_x, values}``."""
-    return page.locator(PLOTS).evaluate_all(_READ_FIGURES)
+def figures(scope: Any, selector: str = PLOTS) -> list[list[dict]]:
+    """Per plotly figure in the output areas (or matching ``selector`` in ``scope``): its traces as
+    ``{type, name, points, last_x, values}``."""
+    return scope.locator(selector).evaluate_all(_READ_FIGURES)
+
+
+def wait_for_figures_change(
+    scope: Any, old: list[list[dict]], selector: str = PLOTS, timeout_s: float = 300.0
+) -> list[list[dict]]:
+    """Wait until the figures in ``scope`` differ from ``old`` (``figures()``); return them. ``timeout_s`` is a hang
+    guard (a lab recomputes on a loaded core), not a timing requirement."""
+    deadline = time.monotonic() + timeout_s
+    while (now := figures(scope, selector)) == old:
+        if time.monotonic() > deadline:
+            raise AssertionError(f"the figures did not change within {timeout_s:.0f} s")
+        time.sleep(0.5)
+    return now
 
 
 def figure_widths(page: Any) -> list[tuple[float, float]]:
@@ -150,16 +189,48 @@ def wait_for_full_width(page: Any, timeout_s: float = 10.0, fraction: float = 0.
         time.sleep(0.25)
 
 
-def dropdown(page: Any, description: str) -> Any:
+def widget_label(scope: Any, description: str) -> Any:
+    """The label of the ipywidgets control whose description is exactly ``description``, as a locator from the
+    page (a ``has=`` filter matches it inside each candidate)."""
+    page = getattr(scope, "page", scope)  # a Locator knows its page
+    return page.locator("label.widget-label").filter(has_text=re.compile(f"^{re.escape(description)}$"))
+
+
+def dropdown(scope: Any, description: str) -> Any:
     """The ``<select>`` of the ipywidgets Dropdown whose description (its label) is exactly ``description`` (an
     option's text may contain another dropdown's description: "layer" in the histograms dropdown)."""
-    label = page.locator("label.widget-label").filter(has_text=re.compile(f"^{re.escape(description)}$"))
-    return page.locator(".widget-dropdown").filter(has=label).locator("select")
+    return scope.locator(".widget-dropdown").filter(has=widget_label(scope, description)).locator("select")
 
 
-def select_option(page: Any, description: str, label: str) -> None:
+def select_option(scope: Any, description: str, label: str) -> None:
     """Choose ``label`` in the Dropdown ``description`` (an option's value is its label, spaces and all)."""
-    dropdown(page, description).select_option(value=label)
+    dropdown(scope, description).select_option(value=label)
+
+
+def nudge_slider(scope: Any, description: str, presses: int = 5, key: str = "ArrowLeft") -> None:
+    """Move the ipywidgets slider ``description`` by keyboard, as a user would with its handle focused."""
+    handle = scope.locator(".widget-slider", has_text=description).locator(".noUi-handle").first
+    handle.focus()
+    for _ in range(presses):
+        handle.press(key)
+
+
+def type_number(scope: Any, description: str, value: int) -> None:
+    """Type ``value`` into the ipywidgets IntText ``description`` and commit it."""
+    field = scope.locator(".widget-text", has_text=description).locator("input")
+    field.fill(str(value))
+    field.press("Enter")
+
+
+def toggle_to(scope: Any, description: str, option: str) -> None:
+    """Click the button ``option`` of the ipywidgets ToggleButtons ``description``."""
+    buttons = scope.locator(".widget-toggle-buttons").filter(has=widget_label(scope, description))
+    buttons.locator("button", has_text=re.compile(f"^{re.escape(option)}$")).click()
+
+
+def click_checkbox(scope: Any, description: str) -> None:
+    """Tick (or untick) the ipywidgets Checkbox ``description``."""
+    scope.locator(".widget-checkbox", has_text=description).locator("input[type=checkbox]").click()
 
 
 def wait_for_trace_change(page: Any, figure: int, trace: int, old_values: str, timeout_s: float = 60.0) -> None:
@@ -171,6 +242,16 @@ def wait_for_figures(page: Any, count: int, timeout_s: float = 60.0) -> None:
     """Wait until at least ``count`` plotly figures are drawn in output areas."""
     script = f"() => document.querySelectorAll({PLOTS!r}).length >= {count}"
     page.wait_for_function(script, timeout=timeout_s * 1000)
+
+
+def log_console(page: Any) -> list[tuple[str, str]]:
+    """The entries of JupyterLab's log console for the current notebook (View > Show Log Console, opened once) as
+    ``(level, text)``, at its default level (warning). Output the kernel sends outside any cell, such as the
+    traceback of a widget's comm handler (ipywidgets shows it as an error), lands there and nowhere else."""
+    if not page.locator(".jp-LogConsole").count():
+        choose_menu_item(page, "View", SHOW_LOG_CONSOLE)
+        page.wait_for_selector(".jp-LogConsolePanel", timeout=30_000)
+    return [tuple(entry) for entry in page.locator(LOG_ENTRIES).evaluate_all(_LOG_ENTRIES)]
 
 
 def screenshot(page: Any, path: Path, element: str | None = None) -> Path:

@@ -10,10 +10,13 @@ from tests.browser.pages import (
     PLOTS,
     cell_errors,
     figures,
+    log_console,
+    nudge_slider,
     open_notebook,
     run_all_cells,
     screenshot,
     select_option,
+    type_number,
     wait_all_cells_done,
     wait_for_figures,
     wait_for_full_width,
@@ -85,21 +88,6 @@ lab.record(10)
 lab.show()"""
 
 
-def nudge_slider(page, description: str, presses: int = 5, key: str = "ArrowLeft") -> None:
-    """Move the ipywidgets slider ``description`` by keyboard, as a user would with its handle focused."""
-    handle = page.locator(".widget-slider", has_text=description).locator(".noUi-handle").first
-    handle.focus()
-    for _ in range(presses):
-        handle.press(key)
-
-
-def type_number(page, description: str, value: int) -> None:
-    """Type ``value`` into the ipywidgets IntText ``description`` and commit it."""
-    field = page.locator(".widget-text", has_text=description).locator("input")
-    field.fill(str(value))
-    field.press("Enter")
-
-
 # lab -> (the call, how to move one of its controls, the figure and trace that control redraws)
 LAB_CONTROLS = {
     "init": ("nbdiag.labs.init_lab(depth=6)", lambda page: select_option(page, "activation", "relu"), 0, STD_TRACE),
@@ -114,8 +102,9 @@ LAB_CONTROLS = {
 @pytest.mark.timeout(900)
 @pytest.mark.parametrize("name", list(LAB_CONTROLS))
 def test_each_lab_control_redraws_its_figure_without_an_error(page, lab_server, artifacts, name):
-    """Every lab with controls: moving one redraws the figure, and neither the browser console nor the kernel
-    (the server log, where a comm handler's traceback lands) reports an error, such as plotly's echo ValueError."""
+    """Every lab with controls: moving one redraws the figure, and neither the browser console, the kernel (the
+    server log) nor JupyterLab's log console (where a comm handler's traceback lands) reports an error, such as
+    plotly's echo ValueError."""
     call, move, figure, trace = LAB_CONTROLS[name]
     console = []
     page.on("console", lambda message: console.append(message.text) if message.type == "error" else None)
@@ -142,3 +131,4 @@ def test_each_lab_control_redraws_its_figure_without_an_error(page, lab_server, 
     log = lab_server.log_path.read_text(errors="replace")[log_start:]
     assert "Traceback" not in log and "ValueError" not in log, log[-3000:]
     assert not console, console
+    assert log_console(page) == []

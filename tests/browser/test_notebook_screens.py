@@ -5,28 +5,17 @@ dashboard shows its dead units in the banner and in the units panel."""
 from __future__ import annotations
 
 import json
-import shutil
 from pathlib import Path
 
 import pytest
 
-from tests.browser.pages import cell_errors, figures, open_notebook, run_all_cells, screenshot, wait_all_cells_done
+from tests.browser.pages import figures, run_notebook, screenshot
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]  # each notebook runs for minutes in JupyterLab
 
 NOTEBOOKS = Path(__file__).resolve().parents[2] / "notebooks"
 DASHBOARD = ".jp-OutputArea-output:has(.nbdiag-dashboard)"
-TALL_VIEWPORT = {"width": 1400, "height": 1800}
 NOTEBOOK_02 = ("nb02-zero-grad.png", "nb02-lr50.png", "nb02-dead-relu.png")  # its displayed dashboards, in order
-
-
-def run_notebook(page, lab_server, name: str, timeout_s: float) -> None:
-    shutil.copy(NOTEBOOKS / name, lab_server.root / name)
-    page.set_viewport_size(TALL_VIEWPORT)
-    open_notebook(page, lab_server, name)
-    run_all_cells(page)
-    wait_all_cells_done(page, timeout_s)
-    assert cell_errors(page) == []
 
 
 def shoot_dashboards(page, artifacts: Path, names: tuple[str, ...]) -> list[str]:
@@ -45,14 +34,14 @@ def shoot_dashboards(page, artifacts: Path, names: tuple[str, ...]) -> list[str]
 
 
 def test_quickstart_dashboard_is_clean_with_the_findings_on_top(page, lab_server, artifacts):
-    run_notebook(page, lab_server, "01_quickstart.ipynb", timeout_s=420)
+    run_notebook(page, lab_server, NOTEBOOKS / "01_quickstart.ipynb", timeout_s=420)
     (text,) = shoot_dashboards(page, artifacts, ("nb01-quickstart.png",))
     assert "fail" not in text.split("\n")[:6]
     screenshot(page, artifacts / "nb01-quickstart-page.png")
 
 
 def test_bugs_notebook_dashboards_show_their_bugs(page, lab_server, artifacts):
-    run_notebook(page, lab_server, "02_37_reasons_live.ipynb", timeout_s=600)
+    run_notebook(page, lab_server, NOTEBOOKS / "02_37_reasons_live.ipynb", timeout_s=600)
     zero_grad, lr50, dead = shoot_dashboards(page, artifacts, NOTEBOOK_02)
     assert "train.grad_accumulation" in zero_grad
     assert "train.update_ratio" in lr50
