@@ -360,3 +360,13 @@ def test_activations_lab_colours_are_distinct_and_bars_have_their_own_legend():
     assert not set(line_colours) & {t.marker.color for t in bars}  # "mean_grad" and "zero_frac" apart from the lines
     assert {t.legend for t in bars} == {"legend2"} and all(t.legend in (None, "legend") for t in lines)
     assert len(set(BAR_COLOURS.values())) == len(BAR_COLOURS) and len(LINE_COLOURS) >= len(lines)
+    assert figure.layout.legend2.y < 0 and figure.layout.legend2.yanchor == "top"  # below the bars, not over them
+
+
+def test_activations_lab_statistics_title_names_the_input_it_was_computed_for():
+    """Issue 20: the bar panel's title read "N(mean, std^2)" literally; it names the slider values and follows them."""
+    lab = activations_lab(mean=1.0, std=0.5)
+    lab.widget  # noqa: B018 - build it
+    assert lab.view.figure_widget.layout.annotations[2].text == "for x ~ N(1, 0.5²)"
+    lab.view.controls["mean"].value = -2.0
+    assert lab.view.figure_widget.layout.annotations[2].text == "for x ~ N(-2, 0.5²)"

@@ -37,9 +37,7 @@ class ActivationsLabView(WidgetView):
         from nbdiag.views.plotly_widget import FitWidth, live
 
         self.lab = lab
-        fig = make_subplots(
-            rows=1, cols=3, subplot_titles=("f(x)", "f'(x)", "for x ~ N(mean, std^2)"), horizontal_spacing=0.06
-        )
+        fig = make_subplots(rows=1, cols=3, subplot_titles=("f(x)", "f'(x)", input_title(lab)), horizontal_spacing=0.06)
         for col in (1, 2):
             fig.add_trace(
                 go.Scatter(name="input density", fill="tozeroy", line_color="lightgray", showlegend=col == 1),
@@ -60,8 +58,12 @@ class ActivationsLabView(WidgetView):
         fig.update_layout(
             height=420,
             barmode="group",
-            margin={"t": 40, "b": 40, "l": 40, "r": 20},
-            legend2={"x": 1.0, "y": 1.0, "xanchor": "right", "bgcolor": "rgba(255,255,255,0.8)", "title": "statistic"},
+            margin={"t": 40, "b": 70, "l": 40, "r": 20},
+            # below the bars, not over them (it hid the last activation's bars)
+            legend2={
+                **{"orientation": "h", "x": 1.0, "y": -0.1, "xanchor": "right", "yanchor": "top"},
+                "title": "statistic",
+            },
         )
         self.figure_widget = fig  # a go.Figure until drawn once (below)
         self.controls = {
@@ -90,7 +92,13 @@ class ActivationsLabView(WidgetView):
             fig.data[1].update(x=x, y=density)
             for trace in fig.data[-len(STAT_COLUMNS) :]:
                 trace.update(x=lab.stats.index.to_list(), y=lab.stats[trace.name].to_numpy())
+            fig.layout.annotations[2].text = input_title(lab)
         self.table.value = lab.stats.to_html(float_format=lambda v: f"{v:.3f}")
+
+
+def input_title(lab: ActivationsLab) -> str:
+    """The statistics panel's title: the input distribution with its numbers, e.g. "for x ~ N(1, 0.5²)"."""
+    return f"for x ~ N({lab.mean:.3g}, {lab.std:.3g}²)"
 
 
 def draw(lab: ActivationsLab, fig) -> None:
@@ -113,7 +121,7 @@ def draw(lab: ActivationsLab, fig) -> None:
         stats_ax.bar(positions + i * bar_width, lab.stats[column], bar_width, label=column, color=BAR_COLOURS[column])
     stats_ax.set_xticks(positions + 0.4 - bar_width / 2, lab.stats.index, rotation=45, fontsize=7)
     stats_ax.legend(fontsize=7)
-    stats_ax.set_title(f"x ~ N({lab.mean:g}, {lab.std:g}^2)")
+    stats_ax.set_title(input_title(lab))
 
 
 VIEW = ActivationsLabView  # the widgets of this module's lab (see nbdiag.labs._widgets.VIEW_MODULES)
