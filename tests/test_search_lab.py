@@ -106,6 +106,24 @@ def test_search_lab_widget_redraws_the_trials_when_a_control_moves():
     assert f"{lab.summary().loc['random', 'best_val_acc']:.4g}" in lab.view.table.value
 
 
+def test_search_lab_widget_shows_the_accuracies_found_with_nothing_over_the_points():
+    """Issue 20 (seen in the browser): the third panel's y axis ran 0-1 over accuracies of 0.85-0.97, the colour
+    bar stood over that panel, and the two long subplot titles ran into each other."""
+    lab = nbdiag.labs.search_lab(budget=9, seed=0, display=False)
+    lab.widget  # noqa: B018 - build it
+    (figure,) = lab.view.figures
+    accuracies = lab.frame()["val_acc"]
+    low, high = figure.layout.yaxis3.range
+    assert low <= accuracies.min() and accuracies.max() <= high
+    assert high - low < 1.5 * (accuracies.max() - accuracies.min()) + 0.02  # the points fill the panel
+    (bar,) = [trace.marker.colorbar for trace in figure.data if trace.marker.showscale]
+    assert bar.orientation == "h" and bar.y < 0  # under the grid and random panels, not over the third
+    assert bar.x + bar.len / 2 <= figure.layout.xaxis3.domain[0]
+    best = lab.summary().loc["random", "best_val_acc"]
+    assert [a.text.count("<br>") for a in figure.layout.annotations[:2]] == [1, 1]
+    assert f"best {best:.1%}" in figure.layout.annotations[1].text
+
+
 def test_the_png_colours_span_the_accuracies_found_and_labels_do_not_repeat():
     """Issue 20: a 0-1 colour scale over accuracies of 0.85-0.97 made every trial look alike; the colour bar's
     label sat on top of the third panel's "validation accuracy"."""

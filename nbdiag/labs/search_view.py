@@ -71,7 +71,7 @@ class SearchLabView(WidgetView):
             for stage, symbol in (("coarse", "circle"), ("fine", "triangle-up")):
                 marker = {"symbol": symbol, "colorscale": "Viridis", "cmin": 0, "cmax": 1, "size": 8}
                 marker["showscale"] = col == 2 and stage == "coarse"
-                marker["colorbar"] = {"title": {"text": "val acc"}, "x": 0.64, "len": 0.9}
+                marker["colorbar"] = COLOUR_BAR
                 name = f"{strategy} {stage}"
                 fig.add_trace(go.Scatter(mode="markers", name=name, marker=marker, showlegend=False), row=1, col=col)
             star = {"symbol": "star", "size": 16, "color": "gold", "line": {"width": 1, "color": "black"}}
@@ -82,8 +82,8 @@ class SearchLabView(WidgetView):
         fig.update_xaxes(type="log", title_text="learning rate")
         fig.update_yaxes(type="log", title_text="weight decay", col=1)
         fig.update_yaxes(type="log", col=2)
-        fig.update_yaxes(range=[0, 1.02], title_text="validation accuracy", col=3)
-        fig.update_layout(height=420, margin={"t": 40, "b": 40, "l": 60, "r": 20})
+        fig.update_yaxes(title_text="validation accuracy", col=3)
+        fig.update_layout(height=460, margin={"t": 60, "b": 125, "l": 60, "r": 20})
         self.figure_widget = fig  # a go.Figure until drawn once (below)
         self.controls = {
             "budget": w.IntSlider(value=lab.budget, min=4, max=49, description="trials/stage"),
@@ -119,11 +119,26 @@ class SearchLabView(WidgetView):
             for strategy in COLORS:
                 trials = frame[frame["strategy"] == strategy]
                 next(traces).update(x=_floats(trials["lr"]), y=_floats(trials["val_acc"]))
+            fig.layout.yaxis3.range = accuracy_range(frame["val_acc"])
             for i, strategy in enumerate(("grid", "random")):
                 best = summary.loc[strategy]
-                title = f"{strategy}: {int(best['distinct_lr'])} distinct lr, best {best['best_val_acc']:.1%}"
+                title = f"{strategy}: {int(best['distinct_lr'])} distinct lr<br>best {best['best_val_acc']:.1%}"
                 fig.layout.annotations[i].text = title
         self.table.value = summary.to_html(float_format=lambda v: f"{v:.4g}")
+
+
+# Under the grid and random panels, horizontal: standing at x = 0.64 it covered the third panel's points.
+COLOUR_BAR = {
+    "title": {"text": "val acc", "side": "top"},
+    **{"orientation": "h", "x": 0.31, "xanchor": "center", "y": -0.28, "yanchor": "top", "len": 0.6, "thickness": 12},
+}
+
+
+def accuracy_range(values: Any) -> list[float]:
+    """The third panel's y range: the trials' accuracies with a margin (0-1 squeezed 0.85-0.97 into a band)."""
+    lo, hi = float(np.nanmin(values)), float(np.nanmax(values))
+    pad = max(0.05 * (hi - lo), 0.005)
+    return [max(lo - pad, 0.0), min(hi + pad, 1.0)]
 
 
 def _floats(column: Any) -> np.ndarray:
