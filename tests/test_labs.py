@@ -370,3 +370,19 @@ def test_activations_lab_statistics_title_names_the_input_it_was_computed_for():
     assert lab.view.figure_widget.layout.annotations[2].text == "for x ~ N(1, 0.5²)"
     lab.view.controls["mean"].value = -2.0
     assert lab.view.figure_widget.layout.annotations[2].text == "for x ~ N(-2, 0.5²)"
+
+
+def test_init_lab_slots_read_as_slots_and_the_share_axis_has_its_own_ticks():
+    """Issue 20 (seen in the browser): tanh's saturation spikes at a slot's edges read as dividers between layers,
+    and the right axis took the log axis's synced ticks (5%, 34%, 64%, 93%)."""
+    from nbdiag.labs.init_view import SHARE_TICKS, SLOT
+
+    lab = init_lab(activation="tanh", init="large", depth=5, display=False)
+    lab.widget  # noqa: B018 - build it
+    figure = lab.view.figure_widget
+    assert [(band.x0, band.x1) for band in figure.layout.shapes] == [(k - SLOT / 2, k + SLOT / 2) for k in (1, 3, 5)]
+    assert all(band.layer == "below" and band.yref == "y domain" for band in figure.layout.shapes)
+    share = figure.layout.yaxis4
+    assert share.overlaying == "y3" and share.tickmode == "array" and list(share.tickvals) == SHARE_TICKS
+    lab.view.controls["depth"].value = 2
+    assert [(band.x0, band.x1) for band in figure.layout.shapes] == [(1 - SLOT / 2, 1 + SLOT / 2)]

@@ -15,6 +15,7 @@ if TYPE_CHECKING:  # for annotations only: the lab never imports its view (see n
 SLOT = 0.9  # width of one layer's histogram on the layer axis
 FLAT_LABEL = "share of f'(z) ~ 0"  # the lecture's "local gradients vanish": |f'(z)| < FLAT_GRAD, per layer
 FLAT_COLOUR = "#7f7f7f"
+SHARE_TICKS = [0, 0.25, 0.5, 0.75, 1]
 FLAT_HOVER = "layer %{x}: %{y:.0%} of local gradients f'(z) below 0.01<extra></extra>"
 
 
@@ -30,6 +31,19 @@ def histogram_row(df: pd.DataFrame) -> dict[str, np.ndarray]:
     height = counts / np.maximum(counts.max(axis=1, keepdims=True), 1)
     x = df["layer"].to_numpy()[:, None] + offsets[None, :]
     return {"x": x.ravel(), "y": height.ravel(), "fraction": fraction.ravel(), "width": SLOT / len(offsets)}
+
+
+def slot_bands(layers: np.ndarray) -> list[dict]:
+    """A light band behind every other layer's slot: the slots read as slots, and a spike at a slot's edge (tanh
+    saturating at +-1) no longer reads as a divider between layers."""
+    return [
+        {
+            **{"type": "rect", "xref": "x", "yref": "y domain", "y0": 0, "y1": 1, "layer": "below"},
+            **{"x0": float(layer) - SLOT / 2, "x1": float(layer) + SLOT / 2},
+            **{"fillcolor": "rgba(76, 114, 176, 0.08)", "line": {"width": 0}},
+        }
+        for layer in layers[::2]
+    ]
 
 
 class InitLabView(WidgetView):
@@ -72,7 +86,9 @@ class InitLabView(WidgetView):
         flat = go.Bar(name=FLAT_LABEL, marker_color=FLAT_COLOUR, opacity=0.35, hovertemplate=FLAT_HOVER)
         fig.add_trace(flat, row=2, col=2, secondary_y=True)
         fig.update_yaxes(type="log", title_text="std", row=2, col=2, secondary_y=False)
-        fig.update_yaxes(range=[0, 1], tickformat=".0%", title_text="share f'(z) ~ 0", row=2, col=2, secondary_y=True)
+        share_axis = {"range": [0, 1], "tickformat": ".0%", "title_text": "share f'(z) ~ 0", "showgrid": False}
+        share_ticks = {"tickmode": "array", "tickvals": SHARE_TICKS}  # its own ticks, not the log axis's synced ones
+        fig.update_yaxes(**share_axis, **share_ticks, row=2, col=2, secondary_y=True)
         fig.update_xaxes(title_text="layer", row=2)
         fig.update_layout(height=560, margin={"t": 40, "b": 40, "l": 50, "r": 20}, bargap=0)
         self.figure_widget = fig  # a go.Figure until drawn once (below)
@@ -116,6 +132,7 @@ class InitLabView(WidgetView):
             weight_grad.update(x=layers, y=df["weight_grad_std"].to_numpy())
             flat.update(x=layers, y=df["flat"].to_numpy())
             fig.layout.xaxis.update(tickvals=layers, ticktext=[f"layer {layer}" for layer in layers])
+            fig.layout.shapes = slot_bands(layers)
             fig.layout.xaxis.title.text = f"each layer's slot spans [{edges[0]:.3g}, {edges[-1]:.3g}]"
         self.status.value = (
             f"<code>{df.attrs['activation']}, init={df.attrs['init']}: last layer std {df['std'].iloc[-1]:.3g}, "
