@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -30,7 +31,13 @@ class Snapshot:
     num_classes: int | None
     predictions: Any = None  # a frozen nbdiag.predictions.PredictionHistory, or None
     record: Any = field(default=None, repr=False, compare=False)
-    _rows: dict = field(default_factory=dict, repr=False, compare=False)
+    _cache: dict = field(default_factory=dict, repr=False, compare=False)
+
+    def cached(self, key: Any, compute: Callable[[], Any]) -> Any:
+        """``compute()`` once per snapshot under ``key`` (indexes and structure that several panels read)."""
+        if key not in self._cache:
+            self._cache[key] = compute()
+        return self._cache[key]
 
     def label(self, name: str) -> str:
         """Readable name of a layer or parameter (see :func:`layer_label`)."""
@@ -95,13 +102,12 @@ def step_index(snap: Snapshot, index: int | None) -> int | None:
 
 def _row_index(snap: Snapshot, block: Block, names: tuple[str, ...]) -> np.ndarray:
     """For each name, its row in ``block`` (-1 when absent); cached per distinct layer tuple."""
-    key = (block.layers, names)
-    rows = snap._rows.get(key)
-    if rows is None:
+
+    def rows() -> np.ndarray:
         position = {layer: i for i, layer in enumerate(block.layers)}
-        rows = np.array([position.get(name, -1) for name in names], dtype=np.int64)
-        snap._rows[key] = rows
-    return rows
+        return np.array([position.get(name, -1) for name in names], dtype=np.int64)
+
+    return snap.cached((block.layers, names), rows)
 
 
 def block_column(

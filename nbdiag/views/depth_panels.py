@@ -40,12 +40,14 @@ ROLE_COLOURS = (
 def blocks_of(snap: Snapshot) -> Blocks | None:
     """The repeated blocks of ``snap``'s layers when there are at least :data:`MIN_BLOCKS`, else None (read once
     per snapshot: eight panels ask)."""
-    if "blocks" not in snap._rows:
+
+    def find() -> Blocks | None:
         record = snap.record
         types = tuple(record.layer_type(layer) if record is not None else None for layer in snap.layers)
         found = _find(tuple(snap.layers), types)
-        snap._rows["blocks"] = found if found is not None and len(found) >= MIN_BLOCKS else None
-    return snap._rows["blocks"]
+        return found if found is not None and len(found) >= MIN_BLOCKS else None
+
+    return snap.cached("blocks", find)
 
 
 @lru_cache(maxsize=8)

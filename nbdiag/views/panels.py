@@ -221,9 +221,8 @@ def scalars_panel(snap: Snapshot, state: ViewState) -> Panel:
 
 def depth_of(snap: Snapshot, name: str) -> float:
     """Forward-order depth of a layer, or of the layer owning a parameter (``"3.weight"`` -> depth of ``3``)."""
-    depths = snap._rows.get("depths")
-    if depths is None:  # one index per snapshot: list.index per name was quadratic in the layers (400: 10 ms)
-        depths = snap._rows["depths"] = {layer: float(i) for i, layer in enumerate(snap.layers)}
+    # one index per snapshot: list.index per name was quadratic in the layers (400: 10 ms)
+    depths = snap.cached("depths", lambda: {layer: float(i) for i, layer in enumerate(snap.layers)})
     for candidate in (name, owning_layer(name)):
         if candidate in depths:
             return depths[candidate]
@@ -320,13 +319,13 @@ def gradient_time_panel(snap: Snapshot, state: ViewState) -> Panel:
 
 def update_names(snap: Snapshot) -> list[str]:
     """Parameters drawn on the update panel: every recorded one except biases (read once per snapshot)."""
-    cached = snap._rows.get("update_names")
-    if cached is not None:
-        return list(cached)
-    layer_tuples = dict.fromkeys(e.blocks["update"].layers for e in snap.timeline if "update" in e.blocks)
-    names = dict.fromkeys(name for layers in layer_tuples for name in layers)
-    snap._rows["update_names"] = [name for name in names if not name.endswith("bias")]
-    return list(snap._rows["update_names"])
+
+    def names() -> list[str]:
+        layer_tuples = dict.fromkeys(e.blocks["update"].layers for e in snap.timeline if "update" in e.blocks)
+        every = dict.fromkeys(name for layers in layer_tuples for name in layers)
+        return [name for name in every if not name.endswith("bias")]
+
+    return list(snap.cached("update_names", names))
 
 
 def update_time_panel(snap: Snapshot, state: ViewState) -> Panel:
